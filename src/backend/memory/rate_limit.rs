@@ -1,0 +1,202 @@
+//! The in-memory rate-limit backend.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use smallvec::SmallVec;
+
+use super::KeyedStore;
+use crate::backend::{LimitStatus, RateLimitBackend, Verdict};
+use crate::clock::Clock;
+use crate::key::Key;
+use crate::rate_limit::algorithm::{gcra, nanos, Algorithm, Check, Quota, State};
+
+/// One key's state.
+enum Slot {
+    /// A lone token bucket: its TAT, updated by compare-and-swap, as governor does. No lock.
+    Tat(AtomicU64),
+    /// Anything else (several limits, or windows): checked and committed under one lock, so
+    /// several limits are all-or-nothing.
+    Locked(Mutex<SmallVec<[State; 2]>>),
+}
+
+/// Rate decisions kept in process memory.
+///
+/// Built by [`RateLimitLayer`](crate::rate_limit::RateLimitLayer)'s builder; shared by every clone
+/// of the layer's services. Bounded: at most `max_keys` keys, idle keys swept (see the
+/// builder's `max_keys`).
+pub struct MemoryRateLimiter {
+    quotas: Arc<[Quota]>,
+    store: KeyedStore<Slot>,
+    clock: Arc<dyn Clock>,
+    lone_token_bucket: bool,
+}
+
+impl std::fmt::Debug for MemoryRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryRateLimiter")
+            .field("quotas", &self.quotas)
+            .field("keys", &self.store.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryRateLimiter {
+    pub(crate) fn new(quotas: Arc<[Quota]>, max_keys: usize, clock: Arc<dyn Clock>) -> Self {
+        let lone_token_bucket = quotas.len() == 1 && quotas[0].algorithm == Algorithm::TokenBucket;
+        // Sweep idle keys about once per shortest period (at least every 10 ms, at most every
+        // minute): often enough that idle keys do not crowd out new ones for long, rarely enough
+        // that sweeping costs nothing per request.
+        let shortest = quotas.iter().map(|q| q.period_ns).min().unwrap_or(1);
+        let sweep_every_ns = shortest.clamp(10_000_000, 60_000_000_000);
+        let overflow = Self::fresh_slot(&quotas, lone_token_bucket);
+        Self {
+            store: KeyedStore::new(max_keys, sweep_every_ns, overflow),
+            quotas,
+            clock,
+            lone_token_bucket,
+        }
+    }
+
+    fn fresh_slot(quotas: &[Quota], lone_token_bucket: bool) -> Slot {
+        if lone_token_bucket {
+            Slot::Tat(AtomicU64::new(0))
+        } else {
+            Slot::Locked(Mutex::new(quotas.iter().map(State::new).collect()))
+        }
+    }
+
+    /// Decides synchronously: the memory backend never waits.
+    pub fn decide_now(&self, key: &Key, cost: u64) -> Verdict {
+        let now = nanos(self.clock.now());
+        self.store.with(
+            key,
+            now,
+            || Self::fresh_slot(&self.quotas, self.lone_token_bucket),
+            |slot| self.is_idle(slot, now),
+            |slot| match slot {
+                Slot::Tat(tat) => self.decide_lone_token_bucket(tat, now, cost),
+                Slot::Locked(states) => self.decide_locked(states, now, cost),
+            },
+        )
+    }
+
+    /// Live keys held (at most `max_keys`).
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decisions made on the shared overflow entry because `max_keys` keys were live.
+    pub fn overflowed(&self) -> u64 {
+        self.store.overflowed()
+    }
+
+    fn decide_lone_token_bucket(&self, tat: &AtomicU64, now: u64, cost: u64) -> Verdict {
+        let quota = &self.quotas[0];
+        let mut current = tat.load(Ordering::Acquire);
+        loop {
+            let (check, new_tat) = gcra::decide(current, quota, now, cost);
+            if !check.allowed {
+                return verdict(now, &[check]);
+            }
+            match tat.compare_exchange_weak(current, new_tat, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return verdict(now, &[check]),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    fn decide_locked(&self, states: &Mutex<SmallVec<[State; 2]>>, now: u64, cost: u64) -> Verdict {
+        // A panic elsewhere while holding the lock leaves consistent state (each step is
+        // complete), so a poisoned lock is used as is rather than failing every request.
+        let mut states = states.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut checks: SmallVec<[Check; 2]> = states
+            .iter_mut()
+            .zip(self.quotas.iter())
+            .map(|(state, quota)| state.check(quota, now, cost))
+            .collect();
+        if checks.iter().all(|c| c.allowed) {
+            for (state, quota) in states.iter_mut().zip(self.quotas.iter()) {
+                state.commit(quota, now, cost);
+            }
+        } else {
+            // Nothing was spent: limits that would have allowed still have their cost.
+            for check in checks.iter_mut().filter(|c| c.allowed) {
+                check.remaining = check.remaining.saturating_add(cost);
+            }
+        }
+        verdict(now, &checks)
+    }
+
+    fn is_idle(&self, slot: &Slot, now: u64) -> bool {
+        match slot {
+            Slot::Tat(tat) => tat.load(Ordering::Acquire) <= now,
+            Slot::Locked(states) => match states.try_lock() {
+                Ok(states) => states
+                    .iter()
+                    .zip(self.quotas.iter())
+                    .all(|(state, quota)| state.is_idle(quota, now)),
+                // In use right now: not idle.
+                Err(_) => false,
+            },
+        }
+    }
+
+    /// Gives back `cost` to `key`, for a request admitted at `counted_at`.
+    pub fn refund_now(&self, key: &Key, cost: u64, counted_at: Duration) {
+        let now = nanos(self.clock.now());
+        let counted_at = nanos(counted_at);
+        self.store.with_existing(key, |slot| match slot {
+            Slot::Tat(tat) => {
+                let quota = &self.quotas[0];
+                let _ = tat.fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                    Some(gcra::refunded(current, quota, now, cost))
+                });
+            }
+            Slot::Locked(states) => {
+                let mut states = states.lock().unwrap_or_else(|poison| poison.into_inner());
+                for (state, quota) in states.iter_mut().zip(self.quotas.iter()) {
+                    state.refund(quota, now, counted_at, cost);
+                }
+            }
+        });
+    }
+}
+
+fn verdict(now: u64, checks: &[Check]) -> Verdict {
+    let allowed = checks.iter().all(|c| c.allowed);
+    let retry_after_ns = checks
+        .iter()
+        .filter(|c| !c.allowed)
+        .map(|c| c.retry_after_ns)
+        .max()
+        .unwrap_or(0);
+    Verdict {
+        allowed,
+        retry_after: Duration::from_nanos(retry_after_ns),
+        limits: checks
+            .iter()
+            .map(|c| LimitStatus {
+                remaining: c.remaining,
+                reset_after: Duration::from_nanos(c.reset_after_ns),
+            })
+            .collect(),
+        counted_at: Duration::from_nanos(now),
+    }
+}
+
+impl RateLimitBackend for MemoryRateLimiter {
+    fn decide(&self, key: &Key, cost: u64) -> Verdict {
+        self.decide_now(key, cost)
+    }
+
+    fn refund(&self, key: &Key, cost: u64, counted_at: Duration) {
+        self.refund_now(key, cost, counted_at);
+    }
+}

@@ -1,0 +1,147 @@
+//! A keyed map with a hard bound on its number of keys and lossless expiry of idle keys.
+//!
+//! Every keyed in-memory store of the crate is one of these, so no flood of unique keys can grow
+//! memory without bound:
+//!
+//! * An entry is *idle* when its state is indistinguishable from a fresh one (a token bucket that
+//!   has refilled, a window that has passed). Idle entries are swept at most once per sweep
+//!   interval, by whichever request inserts a new key first after it; dropping them loses nothing.
+//! * When `max_keys` live entries exist, a new key is not inserted: it shares one *overflow*
+//!   entry with every other key that did not fit. Live keys are never evicted, so a flood cannot
+//!   reset a real client's limit, and the flood itself stays limited (as one key).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+
+use crate::key::Key;
+
+pub(crate) struct KeyedStore<V> {
+    map: DashMap<Key, V>,
+    len: AtomicUsize,
+    max_keys: usize,
+    overflow: V,
+    sweep_every_ns: u64,
+    next_sweep_ns: AtomicU64,
+    overflowed: AtomicU64,
+}
+
+impl<V> KeyedStore<V> {
+    pub(crate) fn new(max_keys: usize, sweep_every_ns: u64, overflow: V) -> Self {
+        Self {
+            map: DashMap::new(),
+            len: AtomicUsize::new(0),
+            max_keys,
+            overflow,
+            sweep_every_ns: sweep_every_ns.max(1),
+            next_sweep_ns: AtomicU64::new(0),
+            overflowed: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `f` on the entry for `key`, creating it with `make` if there is room.
+    pub(crate) fn with<R>(
+        &self,
+        key: &Key,
+        now: u64,
+        make: impl FnOnce() -> V,
+        is_idle: impl Fn(&V) -> bool,
+        f: impl FnOnce(&V) -> R,
+    ) -> R {
+        if let Some(entry) = self.map.get(key) {
+            return f(&entry);
+        }
+        self.sweep_if_due(now, &is_idle);
+        if self.len.load(Ordering::Relaxed) >= self.max_keys {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+            return f(&self.overflow);
+        }
+        let entry = self.map.entry(key.detached()).or_insert_with(|| {
+            self.len.fetch_add(1, Ordering::Relaxed);
+            make()
+        });
+        f(&entry.downgrade())
+    }
+
+    /// Runs `f` on the entry for `key` if it exists (the overflow entry if the key never fit).
+    pub(crate) fn with_existing<R>(&self, key: &Key, f: impl FnOnce(&V) -> R) -> R {
+        match self.map.get(key) {
+            Some(entry) => f(&entry),
+            None => f(&self.overflow),
+        }
+    }
+
+    fn sweep_if_due(&self, now: u64, is_idle: &impl Fn(&V) -> bool) {
+        let due = self.next_sweep_ns.load(Ordering::Relaxed);
+        if now < due {
+            return;
+        }
+        // One thread sweeps; the others go on.
+        let next = now.saturating_add(self.sweep_every_ns);
+        if self
+            .next_sweep_ns
+            .compare_exchange(due, next, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        self.map.retain(|_, entry| !is_idle(entry));
+        self.len.store(self.map.len(), Ordering::Relaxed);
+    }
+
+    /// Live keys in the store (the overflow entry not counted).
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// How many decisions fell to the overflow entry because the store was full.
+    pub(crate) fn overflowed(&self) -> u64 {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_holds_more_than_max_keys_and_overflow_is_shared() {
+        let store = KeyedStore::new(3, 1_000, AtomicU64::new(0));
+        let idle = |_: &AtomicU64| false;
+        for n in 0..100u64 {
+            store.with(
+                &Key::Int(n),
+                0,
+                || AtomicU64::new(0),
+                idle,
+                |v| v.fetch_add(1, Ordering::Relaxed),
+            );
+        }
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.overflow.load(Ordering::Relaxed), 97);
+        assert_eq!(store.overflowed(), 97);
+        // Keys that fit keep their own entry.
+        let seen = store.with(
+            &Key::Int(0),
+            0,
+            || AtomicU64::new(0),
+            idle,
+            |v| v.load(Ordering::Relaxed),
+        );
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn idle_keys_are_swept_once_the_interval_passes() {
+        let store = KeyedStore::new(2, 1_000, ());
+        let all_idle = |_: &()| true;
+        store.with(&Key::Int(1), 0, || (), all_idle, |_| ());
+        store.with(&Key::Int(2), 0, || (), all_idle, |_| ());
+        // Full, and the next sweep is not due before t = 1000: key 3 overflows.
+        store.with(&Key::Int(3), 10, || (), all_idle, |_| ());
+        assert_eq!(store.overflowed(), 1);
+        store.with(&Key::Int(3), 1_000, || (), all_idle, |_| ());
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.overflowed(), 1);
+    }
+}

@@ -1,0 +1,532 @@
+//! Keys: which bucket a request is counted in.
+//!
+//! A [`KeyExtractor`] turns a request into a [`Key`]. HTTP layers hand extractors the request's
+//! head ([`http::request::Parts`]), so one extractor works whatever the body type; layers for other
+//! services hand them the request itself.
+//!
+//! | extractor | key |
+//! |---|---|
+//! | [`Global`] | one key for every request |
+//! | [`PeerIp`] | the TCP peer's IP (axum's `ConnectInfo<SocketAddr>` or a `SocketAddr` extension) |
+//! | [`TrustedProxyIp`] | the client IP behind N trusted proxies, from `X-Forwarded-For` or `Forwarded` |
+//! | [`HeaderKey`] | a header's value, such as an API key |
+//! | [`from_fn`] | whatever a closure returns |
+//!
+//! A request for which the extractor finds nothing (no `ConnectInfo`, no API-key header) gets the
+//! layer's configured answer for a missing key, never a panic.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue, FORWARDED};
+use http::request::Parts;
+
+/// The identity a request is counted under.
+///
+/// Cheap to build and to clone: IPs and integers are inline, header values share their bytes.
+///
+/// ```
+/// use tower_bulwark::key::Key;
+///
+/// let a = Key::from("tenant-7");
+/// let b = Key::from(std::net::IpAddr::from([10, 0, 0, 1]));
+/// assert_eq!(a.to_string(), "s:tenant-7");
+/// assert_eq!(b.to_string(), "ip:10.0.0.1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// The one key shared by every request.
+    Global,
+    /// A client IP address.
+    Ip(IpAddr),
+    /// A header value, such as an API key.
+    Header(HeaderValue),
+    /// Any text.
+    Text(Arc<str>),
+    /// Any number, such as a tenant id.
+    Int(u64),
+}
+
+impl Key {
+    /// A copy that owns its bytes outright.
+    ///
+    /// A header value parsed by hyper may share the connection's whole read buffer; a long-lived
+    /// store must not keep that buffer alive, so stores call this before inserting a key.
+    pub(crate) fn detached(&self) -> Key {
+        match self {
+            Key::Header(value) => HeaderValue::from_bytes(value.as_bytes())
+                .map(Key::Header)
+                .unwrap_or_else(|_| self.clone()),
+            other => other.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Global => f.write_str("global"),
+            Key::Ip(ip) => write!(f, "ip:{ip}"),
+            Key::Header(value) => write!(f, "h:{}", String::from_utf8_lossy(value.as_bytes())),
+            Key::Text(text) => write!(f, "s:{text}"),
+            Key::Int(n) => write!(f, "n:{n}"),
+        }
+    }
+}
+
+impl From<IpAddr> for Key {
+    fn from(ip: IpAddr) -> Self {
+        Key::Ip(ip)
+    }
+}
+
+impl From<&str> for Key {
+    fn from(text: &str) -> Self {
+        Key::Text(Arc::from(text))
+    }
+}
+
+impl From<String> for Key {
+    fn from(text: String) -> Self {
+        Key::Text(Arc::from(text))
+    }
+}
+
+impl From<u64> for Key {
+    fn from(n: u64) -> Self {
+        Key::Int(n)
+    }
+}
+
+impl From<HeaderValue> for Key {
+    fn from(value: HeaderValue) -> Self {
+        Key::Header(value)
+    }
+}
+
+/// Turns a request into the [`Key`] it is counted under, or `None` when it has none.
+///
+/// HTTP layers call it with the request head (`Req = http::request::Parts`).
+///
+/// ```
+/// use tower_bulwark::key::{Key, KeyExtractor};
+///
+/// /// Counts requests per tenant, read from the path `/tenants/{id}/...`.
+/// #[derive(Clone)]
+/// struct Tenant;
+///
+/// impl KeyExtractor<http::request::Parts> for Tenant {
+///     fn extract(&self, req: &http::request::Parts) -> Option<Key> {
+///         let id = req.uri.path().strip_prefix("/tenants/")?.split('/').next()?;
+///         id.parse::<u64>().ok().map(Key::Int)
+///     }
+/// }
+///
+/// let (parts, ()) = http::Request::get("/tenants/42/orders").body(()).unwrap().into_parts();
+/// assert_eq!(Tenant.extract(&parts), Some(Key::Int(42)));
+/// ```
+pub trait KeyExtractor<Req>: Send + Sync + 'static {
+    /// The key for `req`, or `None` when the request carries none.
+    fn extract(&self, req: &Req) -> Option<Key>;
+}
+
+/// One key for every request: a single limit for the whole service.
+///
+/// ```
+/// use tower_bulwark::key::{Global, Key, KeyExtractor};
+///
+/// assert_eq!(Global.extract(&"any request"), Some(Key::Global));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Global;
+
+impl<Req> KeyExtractor<Req> for Global {
+    fn extract(&self, _req: &Req) -> Option<Key> {
+        Some(Key::Global)
+    }
+}
+
+/// The IP of the TCP peer.
+///
+/// Read from axum's `ConnectInfo<SocketAddr>` (feature `axum`; serve with
+/// `into_make_service_with_connect_info::<SocketAddr>()`) or from a plain `SocketAddr` request
+/// extension. Behind a proxy the peer is the proxy: use [`TrustedProxyIp`] there.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use tower_bulwark::key::{Key, KeyExtractor, PeerIp};
+///
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(SocketAddr::from(([192, 0, 2, 1], 5555)));
+/// let (parts, ()) = req.into_parts();
+/// assert_eq!(PeerIp.extract(&parts), Some(Key::Ip([192, 0, 2, 1].into())));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerIp;
+
+impl PeerIp {
+    fn addr(req: &Parts) -> Option<IpAddr> {
+        #[cfg(feature = "axum")]
+        if let Some(info) = req
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        {
+            return Some(info.0.ip());
+        }
+        req.extensions.get::<SocketAddr>().map(SocketAddr::ip)
+    }
+}
+
+impl KeyExtractor<Parts> for PeerIp {
+    fn extract(&self, req: &Parts) -> Option<Key> {
+        Self::addr(req).map(Key::Ip)
+    }
+}
+
+/// Which forwarding header [`TrustedProxyIp`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardingHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (the de-facto standard).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
+}
+
+/// The client IP behind a known number of trusted reverse proxies.
+///
+/// Each proxy appends the address it received the request from, so with `hops` trusted proxies
+/// the client is the `hops`-th entry **from the right**. Entries further left were written by
+/// the client and are never trusted: a client cannot choose its own key by sending a forged
+/// header. When the header is missing, has fewer entries than `hops`, or the chosen entry is not
+/// an IP address, the key falls back to the TCP peer's IP (as [`PeerIp`]).
+///
+/// ```
+/// use tower_bulwark::key::{Key, KeyExtractor, TrustedProxyIp};
+///
+/// // Two proxies (a CDN, then our load balancer) sit in front of the service.
+/// let key = TrustedProxyIp::new(2);
+/// let (parts, ()) = http::Request::get("/")
+///     .header("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.2") // 6.6.6.6 is forged
+///     .body(())
+///     .unwrap()
+///     .into_parts();
+/// assert_eq!(key.extract(&parts), Some(Key::Ip([203, 0, 113, 9].into())));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct TrustedProxyIp {
+    hops: usize,
+    header: ForwardingHeader,
+}
+
+impl TrustedProxyIp {
+    /// Trust `hops` proxies in front of the service, reading `X-Forwarded-For`.
+    ///
+    /// `hops = 0` means no proxy is trusted: the key is the peer IP.
+    pub fn new(hops: usize) -> Self {
+        Self {
+            hops,
+            header: ForwardingHeader::XForwardedFor,
+        }
+    }
+
+    /// Read `header` instead of `X-Forwarded-For`.
+    ///
+    /// ```
+    /// use tower_bulwark::key::{ForwardingHeader, Key, KeyExtractor, TrustedProxyIp};
+    ///
+    /// let key = TrustedProxyIp::new(1).header(ForwardingHeader::Forwarded);
+    /// let (parts, ()) = http::Request::get("/")
+    ///     .header("forwarded", r#"for="[2001:db8::7]:4711";proto=https"#)
+    ///     .body(())
+    ///     .unwrap()
+    ///     .into_parts();
+    /// assert_eq!(key.extract(&parts), Some(Key::Ip("2001:db8::7".parse().unwrap())));
+    /// ```
+    pub fn header(mut self, header: ForwardingHeader) -> Self {
+        self.header = header;
+        self
+    }
+
+    fn client_ip(&self, req: &Parts) -> Option<IpAddr> {
+        if self.hops == 0 {
+            return None;
+        }
+        let (name, parse): (&HeaderName, fn(&str) -> Option<IpAddr>) = match self.header {
+            ForwardingHeader::XForwardedFor => (&X_FORWARDED_FOR, parse_node),
+            ForwardingHeader::Forwarded => (&FORWARDED, parse_forwarded_element),
+        };
+        // Several header lines form one list, in order (RFC 9110 §5.3); walk it from the right.
+        let mut seen = 0;
+        for line in req.headers.get_all(name).iter().rev() {
+            let line = line.to_str().ok()?;
+            for entry in line.rsplit(',') {
+                seen += 1;
+                if seen == self.hops {
+                    return parse(entry);
+                }
+            }
+        }
+        None
+    }
+}
+
+impl KeyExtractor<Parts> for TrustedProxyIp {
+    fn extract(&self, req: &Parts) -> Option<Key> {
+        self.client_ip(req)
+            .or_else(|| PeerIp::addr(req))
+            .map(Key::Ip)
+    }
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// One `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1` or `[2001:db8::1]:80`.
+fn parse_node(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim().trim_matches('"');
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (ip, port) = rest.split_once(']')?;
+        let port_ok = port.is_empty() || port.strip_prefix(':')?.parse::<u16>().is_ok();
+        return if port_ok { ip.parse().ok() } else { None };
+    }
+    entry.parse::<SocketAddr>().ok().map(|addr| addr.ip())
+}
+
+/// One `Forwarded` element: `for=1.2.3.4;proto=https;by=...`; obfuscated or `unknown` nodes
+/// give `None`.
+fn parse_forwarded_element(element: &str) -> Option<IpAddr> {
+    element.split(';').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        if name.trim().eq_ignore_ascii_case("for") {
+            parse_node(value)
+        } else {
+            None
+        }
+    })
+}
+
+/// The value of a request header, such as an API key.
+///
+/// ```
+/// use tower_bulwark::key::{HeaderKey, Key, KeyExtractor};
+///
+/// let key = HeaderKey::new(http::HeaderName::from_static("x-api-key"));
+/// let (parts, ()) = http::Request::get("/")
+///     .header("x-api-key", "k-123")
+///     .body(())
+///     .unwrap()
+///     .into_parts();
+/// assert_eq!(key.extract(&parts), Some(Key::Header("k-123".parse().unwrap())));
+/// ```
+#[derive(Debug, Clone)]
+pub struct HeaderKey {
+    name: HeaderName,
+}
+
+impl HeaderKey {
+    /// Key requests by the first value of header `name`.
+    pub fn new(name: HeaderName) -> Self {
+        Self { name }
+    }
+}
+
+impl KeyExtractor<Parts> for HeaderKey {
+    fn extract(&self, req: &Parts) -> Option<Key> {
+        req.headers.get(&self.name).cloned().map(Key::Header)
+    }
+}
+
+/// An extractor from a closure; see [`from_fn`].
+pub struct KeyFn<F, Req> {
+    f: F,
+    _req: PhantomData<fn(&Req)>,
+}
+
+impl<F: Clone, Req> Clone for KeyFn<F, Req> {
+    fn clone(&self) -> Self {
+        Self {
+            f: self.f.clone(),
+            _req: PhantomData,
+        }
+    }
+}
+
+impl<F, Req> fmt::Debug for KeyFn<F, Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyFn").finish_non_exhaustive()
+    }
+}
+
+/// Keys requests with a closure.
+///
+/// ```
+/// use tower_bulwark::key::{from_fn, Key, KeyExtractor};
+///
+/// // One key per HTTP method.
+/// let by_method = from_fn(|req: &http::request::Parts| Some(Key::from(req.method.as_str())));
+/// let (parts, ()) = http::Request::post("/").body(()).unwrap().into_parts();
+/// assert_eq!(by_method.extract(&parts), Some(Key::from("POST")));
+/// ```
+pub fn from_fn<F, Req>(f: F) -> KeyFn<F, Req>
+where
+    F: Fn(&Req) -> Option<Key> + Send + Sync + 'static,
+{
+    KeyFn {
+        f,
+        _req: PhantomData,
+    }
+}
+
+impl<F, Req> KeyExtractor<Req> for KeyFn<F, Req>
+where
+    F: Fn(&Req) -> Option<Key> + Send + Sync + 'static,
+    Req: 'static,
+{
+    fn extract(&self, req: &Req) -> Option<Key> {
+        (self.f)(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)], peer: Option<[u8; 4]>) -> Parts {
+        let mut builder = http::Request::get("/");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let mut req = builder.body(()).unwrap();
+        if let Some(peer) = peer {
+            req.extensions_mut().insert(SocketAddr::from((peer, 1)));
+        }
+        req.into_parts().0
+    }
+
+    const PEER: [u8; 4] = [10, 9, 9, 9];
+
+    #[test]
+    fn forged_entries_left_of_trusted_hops_cannot_change_the_key() {
+        let key = TrustedProxyIp::new(1);
+        let honest = parts(&[("x-forwarded-for", "198.51.100.4")], Some(PEER));
+        let forged = parts(
+            &[("x-forwarded-for", "1.1.1.1, 2.2.2.2, 198.51.100.4")],
+            Some(PEER),
+        );
+        assert_eq!(key.extract(&honest), key.extract(&forged));
+        assert_eq!(
+            key.extract(&forged),
+            Some(Key::Ip([198, 51, 100, 4].into()))
+        );
+    }
+
+    #[test]
+    fn several_header_lines_form_one_list() {
+        let key = TrustedProxyIp::new(2);
+        let req = parts(
+            &[
+                ("x-forwarded-for", "7.7.7.7, 203.0.113.1"),
+                ("x-forwarded-for", "10.0.0.1"),
+            ],
+            Some(PEER),
+        );
+        assert_eq!(key.extract(&req), Some(Key::Ip([203, 0, 113, 1].into())));
+    }
+
+    #[test]
+    fn too_few_entries_fall_back_to_the_peer() {
+        let key = TrustedProxyIp::new(3);
+        let req = parts(&[("x-forwarded-for", "1.2.3.4, 5.6.7.8")], Some(PEER));
+        assert_eq!(key.extract(&req), Some(Key::Ip(PEER.into())));
+    }
+
+    #[test]
+    fn malformed_headers_fall_back_to_the_peer_without_panicking() {
+        let key = TrustedProxyIp::new(1);
+        for bad in [
+            "",
+            ",",
+            "not-an-ip",
+            "999.1.1.1",
+            "[::1",
+            "]:80",
+            "1.2.3.4:99999",
+            "\"",
+            "unknown",
+        ] {
+            let req = parts(&[("x-forwarded-for", bad)], Some(PEER));
+            assert_eq!(key.extract(&req), Some(Key::Ip(PEER.into())), "{bad:?}");
+        }
+        let fwd = TrustedProxyIp::new(1).header(ForwardingHeader::Forwarded);
+        for bad in [
+            "for",
+            "for=",
+            "for=_hidden",
+            "for=unknown",
+            "by=1.2.3.4",
+            ";;;",
+            "for=\"[::1",
+        ] {
+            let req = parts(&[("forwarded", bad)], Some(PEER));
+            assert_eq!(fwd.extract(&req), Some(Key::Ip(PEER.into())), "{bad:?}");
+        }
+        // Not even a peer: the key is missing, not a panic.
+        let req = parts(&[("x-forwarded-for", "garbage")], None);
+        assert_eq!(key.extract(&req), None);
+    }
+
+    #[test]
+    fn non_utf8_forwarding_header_falls_back() {
+        let mut req = parts(&[], Some(PEER));
+        req.headers.insert(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"\xff\xfe1.2.3.4").unwrap(),
+        );
+        assert_eq!(
+            TrustedProxyIp::new(1).extract(&req),
+            Some(Key::Ip(PEER.into()))
+        );
+    }
+
+    #[test]
+    fn forwarded_header_entries_with_ports_and_ipv6() {
+        let key = TrustedProxyIp::new(2).header(ForwardingHeader::Forwarded);
+        let req = parts(
+            &[(
+                "forwarded",
+                "for=6.6.6.6, for=\"[2001:db8:cafe::17]:4711\";proto=https, for=192.0.2.43:80;by=10.0.0.1",
+            )],
+            Some(PEER),
+        );
+        assert_eq!(
+            key.extract(&req),
+            Some(Key::Ip("2001:db8:cafe::17".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn zero_hops_uses_the_peer() {
+        let req = parts(&[("x-forwarded-for", "1.2.3.4")], Some(PEER));
+        assert_eq!(
+            TrustedProxyIp::new(0).extract(&req),
+            Some(Key::Ip(PEER.into()))
+        );
+    }
+
+    #[test]
+    fn header_key_missing_is_none() {
+        let key = HeaderKey::new(HeaderName::from_static("x-api-key"));
+        assert_eq!(key.extract(&parts(&[], None)), None);
+    }
+
+    #[test]
+    fn detached_header_keys_are_equal() {
+        let key = Key::Header(HeaderValue::from_static("abc"));
+        assert_eq!(key.detached(), key);
+    }
+}

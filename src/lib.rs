@@ -1,0 +1,46 @@
+//! # tower-bulwark
+//!
+//! Composable [Tower](https://docs.rs/tower) layers that keep HTTP and gRPC APIs fast and standing
+//! under load. Each layer is a standalone `tower::Layer`, usable alone or stacked, in memory by
+//! default.
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`rate_limit`] | token bucket (GCRA), sliding window log, sliding window counter, fixed window; 429 with headers |
+//! | [`key`] | which bucket a request counts in: global, peer IP, client IP behind trusted proxies, header, closure |
+//! | [`clock`] | the one time source every layer reads, real or manual (for tests) |
+//! | [`backend`] | where state lives: bounded, lock-light memory |
+//! | [`response`] | how layers answer for themselves: JSON for HTTP, trailers-only for gRPC |
+//!
+//! Circuit breaking, retries, caching, compression, latency metrics and Redis backing for
+//! fleets are planned; see the README's roadmap.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower::ServiceBuilder;
+//! use tower_bulwark::{key::PeerIp, rate_limit::RateLimitLayer};
+//!
+//! let per_client = RateLimitLayer::token_bucket(100, Duration::from_secs(60))
+//!     .burst(20)
+//!     .key(PeerIp)
+//!     .build()?; // a ConfigError names the bad field
+//! let app: Router = Router::new()
+//!     .route("/api/orders", get(|| async { "[]" }))
+//!     .layer(ServiceBuilder::new().layer(per_client)); // no HandleErrorLayer needed
+//! # drop(app);
+//! # Ok::<(), tower_bulwark::ConfigError>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod backend;
+pub mod clock;
+mod error;
+pub mod key;
+#[cfg(feature = "rate-limit")]
+pub mod rate_limit;
+pub mod response;
+
+pub use error::{BoxError, ConfigError};

@@ -1,0 +1,308 @@
+//! The builder shared by the HTTP layer and the non-HTTP variant.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::Response;
+
+use super::algorithm::Quota;
+use super::config::{Counters, MissingKey, Policy, RateLimited, Shared};
+use super::generic::GenericRateLimitLayer;
+use super::headers::{HeaderConfig, ResetFormat};
+use super::layer::RateLimitLayer;
+use super::limit::Limit;
+use crate::backend::memory::MemoryRateLimiter;
+use crate::clock::{Clock, SystemClock};
+use crate::error::ConfigError;
+use crate::key::Global;
+
+/// The default bound on keys held in memory by one layer.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
+/// Configures a rate limit; made by [`RateLimitLayer::builder`] or one of the algorithm
+/// shortcuts such as [`RateLimitLayer::token_bucket`].
+///
+/// Every setting has a documented default; [`build`](Self::build) checks them together and names
+/// the first bad field.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bulwark::key::PeerIp;
+/// use tower_bulwark::rate_limit::RateLimitLayer;
+///
+/// let layer = RateLimitLayer::token_bucket(100, Duration::from_secs(60))
+///     .burst(20)
+///     .key(PeerIp)
+///     .skip_failed(true)
+///     .build()?;
+/// # drop(layer);
+/// # Ok::<(), tower_bulwark::ConfigError>(())
+/// ```
+pub struct RateLimitBuilder<K = Global> {
+    limits: Vec<Limit>,
+    key: K,
+    missing_key: MissingKey,
+    cost: Option<super::config::CostFn>,
+    legacy_headers: bool,
+    ietf_headers: bool,
+    reset_format: ResetFormat,
+    skip_successful: bool,
+    skip_failed: bool,
+    shadow: bool,
+    max_keys: usize,
+    clock: Arc<dyn Clock>,
+    rejection: Option<super::config::RejectionFn>,
+}
+
+impl<K> fmt::Debug for RateLimitBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitBuilder")
+            .field("limits", &self.limits)
+            .field("missing_key", &self.missing_key)
+            .field("shadow", &self.shadow)
+            .field("max_keys", &self.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitBuilder<Global> {
+    pub(crate) fn new() -> Self {
+        Self {
+            limits: Vec::new(),
+            key: Global,
+            missing_key: MissingKey::default(),
+            cost: None,
+            legacy_headers: true,
+            ietf_headers: true,
+            reset_format: ResetFormat::default(),
+            skip_successful: false,
+            skip_failed: false,
+            shadow: false,
+            max_keys: DEFAULT_MAX_KEYS,
+            clock: Arc::new(SystemClock::new()),
+            rejection: None,
+        }
+    }
+}
+
+impl<K> RateLimitBuilder<K> {
+    /// Adds a limit; all limits are checked together and a request passes only if every one
+    /// allows it (a request refused by one consumes nothing from the others).
+    pub fn limit(mut self, limit: Limit) -> Self {
+        self.limits.push(limit);
+        self
+    }
+
+    /// Sets the burst of the last limit added (token bucket only; default: its `limit`).
+    pub fn burst(mut self, burst: u64) -> Self {
+        if let Some(last) = self.limits.pop() {
+            self.limits.push(last.burst(burst));
+        }
+        self
+    }
+
+    /// Names the last limit added, for the `RateLimit-Policy` and `RateLimit` headers.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        if let Some(last) = self.limits.pop() {
+            self.limits.push(last.name(name));
+        }
+        self
+    }
+
+    /// Which key requests are counted under (default [`Global`]: one limit for all).
+    pub fn key<K2>(self, key: K2) -> RateLimitBuilder<K2> {
+        RateLimitBuilder {
+            limits: self.limits,
+            key,
+            missing_key: self.missing_key,
+            cost: self.cost,
+            legacy_headers: self.legacy_headers,
+            ietf_headers: self.ietf_headers,
+            reset_format: self.reset_format,
+            skip_successful: self.skip_successful,
+            skip_failed: self.skip_failed,
+            shadow: self.shadow,
+            max_keys: self.max_keys,
+            clock: self.clock,
+            rejection: self.rejection,
+        }
+    }
+
+    /// The answer when the key extractor finds no key (default: reject with 500).
+    pub fn on_missing_key(mut self, answer: MissingKey) -> Self {
+        self.missing_key = answer;
+        self
+    }
+
+    /// The cost of a request, from its head (default: 1). A cost of 0 only reads the limit.
+    pub fn cost(mut self, cost: impl Fn(&Parts) -> u64 + Send + Sync + 'static) -> Self {
+        self.cost = Some(Arc::new(cost));
+        self
+    }
+
+    /// Switches all rate-limit headers on or off at once (default on). `Retry-After` on a 429
+    /// is always sent.
+    pub fn headers(self, on: bool) -> Self {
+        self.legacy_headers(on).ietf_headers(on)
+    }
+
+    /// `X-RateLimit-Limit` / `-Remaining` / `-Reset` (default on).
+    pub fn legacy_headers(mut self, on: bool) -> Self {
+        self.legacy_headers = on;
+        self
+    }
+
+    /// The IETF draft's `RateLimit-Policy` and `RateLimit` (default on).
+    pub fn ietf_headers(mut self, on: bool) -> Self {
+        self.ietf_headers = on;
+        self
+    }
+
+    /// How `X-RateLimit-Reset` is written (default: seconds from now).
+    pub fn reset_format(mut self, format: ResetFormat) -> Self {
+        self.reset_format = format;
+        self
+    }
+
+    /// Gives back the cost of requests that succeed (status < 400): only failures count,
+    /// as for a login endpoint that limits failed attempts (default off).
+    pub fn skip_successful(mut self, on: bool) -> Self {
+        self.skip_successful = on;
+        self
+    }
+
+    /// Gives back the cost of requests that fail (status >= 400, or an error from the inner
+    /// service) (default off).
+    pub fn skip_failed(mut self, on: bool) -> Self {
+        self.skip_failed = on;
+        self
+    }
+
+    /// Decides and counts, but lets every request through, for rolling out a new limit; refusals
+    /// show in [`RateLimitStats::shadow_rejected`](super::RateLimitStats) and in `debug` logs.
+    /// No rate-limit headers are sent in shadow mode (default off).
+    pub fn shadow(mut self, on: bool) -> Self {
+        self.shadow = on;
+        self
+    }
+
+    /// The most keys held in memory (default [`DEFAULT_MAX_KEYS`]). Idle keys are dropped;
+    /// when this many are live, new keys share one overflow limit until room frees up.
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// The clock (default [`SystemClock`]); tests inject a
+    /// [`ManualClock`](crate::clock::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Replaces the 429 response (default: JSON `{"error":"Too many requests","retryAfter":N}`).
+    /// The rate-limit headers and `Retry-After` are added to it unless it sets them itself.
+    /// gRPC requests still get a gRPC status.
+    pub fn on_rejection(
+        mut self,
+        respond: impl Fn(&RateLimited) -> Response<Bytes> + Send + Sync + 'static,
+    ) -> Self {
+        self.rejection = Some(Arc::new(respond));
+        self
+    }
+
+    fn validate(&self) -> Result<(Arc<[Quota]>, Vec<String>), ConfigError> {
+        if self.limits.is_empty() {
+            return Err(ConfigError::new(
+                "limits",
+                "must hold at least one limit, got none",
+            ));
+        }
+        if self.max_keys == 0 {
+            return Err(ConfigError::new("max_keys", "must be > 0, got 0"));
+        }
+        if self.skip_successful && self.skip_failed {
+            return Err(ConfigError::new(
+                "skip_failed",
+                "cannot be set with skip_successful: every request would be refunded",
+            ));
+        }
+        let mut quotas = Vec::with_capacity(self.limits.len());
+        let mut names = Vec::with_capacity(self.limits.len());
+        let mut seen = HashSet::new();
+        for (index, limit) in self.limits.iter().enumerate() {
+            let (quota, name) = limit.validate(index)?;
+            if !seen.insert(name.clone()) {
+                return Err(ConfigError::new(
+                    "name",
+                    format!("must be unique per layer, got {name:?} twice"),
+                ));
+            }
+            quotas.push(quota);
+            names.push(name);
+        }
+        Ok((quotas.into(), names))
+    }
+
+    fn into_shared(self) -> Result<Arc<Shared<K, MemoryRateLimiter>>, ConfigError> {
+        let (quotas, names) = self.validate()?;
+        let backend = MemoryRateLimiter::new(quotas.clone(), self.max_keys, self.clock.clone());
+        let headers = HeaderConfig::new(
+            &quotas,
+            names,
+            self.legacy_headers,
+            self.ietf_headers,
+            self.reset_format,
+        );
+        Ok(Arc::new(Shared {
+            key: self.key,
+            backend,
+            policy: Policy {
+                headers,
+                missing_key: self.missing_key,
+                cost: self.cost,
+                skip_successful: self.skip_successful,
+                skip_failed: self.skip_failed,
+                shadow: self.shadow,
+                clock: self.clock,
+                rejection: self.rejection,
+            },
+            counters: Counters::default(),
+        }))
+    }
+
+    /// Checks the configuration and builds the HTTP layer, in memory.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::rate_limit::RateLimitLayer;
+    ///
+    /// let err = RateLimitLayer::token_bucket(10, Duration::from_secs(1))
+    ///     .burst(0)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "`burst` must be >= 1, got 0");
+    /// ```
+    pub fn build(self) -> Result<RateLimitLayer<K>, ConfigError> {
+        Ok(RateLimitLayer::from_shared(self.into_shared()?))
+    }
+
+    /// Checks the configuration and builds the variant for any `tower::Service`, which refuses
+    /// with a [`RateLimited`] error instead of a response. Headers, `cost` and `on_rejection`
+    /// do not apply to it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::rate_limit::RateLimitLayer;
+    ///
+    /// let layer = RateLimitLayer::fixed_window(100, Duration::from_secs(1)).build_generic()?;
+    /// # drop(layer);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn build_generic(self) -> Result<GenericRateLimitLayer<K>, ConfigError> {
+        Ok(GenericRateLimitLayer::from_shared(self.into_shared()?))
+    }
+}

@@ -1,0 +1,177 @@
+//! What every service of one layer shares: the key extractor, the backend, the policy, the
+//! counters. Built once by the builder and held in one `Arc`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Response, StatusCode};
+
+use super::headers::HeaderConfig;
+use crate::backend::RateLimitBackend;
+use crate::clock::Clock;
+use crate::key::Key;
+
+/// The answer for a request from which the key extractor gets no key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MissingKey {
+    /// Refuse it with this status (for gRPC, `INVALID_ARGUMENT` for a 4xx, else `INTERNAL`).
+    /// The default is `Reject(500)`: a missing peer address is a server misconfiguration.
+    Reject(StatusCode),
+    /// Count it under this key instead (for example [`Key::Global`]).
+    Fallback(Key),
+}
+
+impl Default for MissingKey {
+    fn default() -> Self {
+        MissingKey::Reject(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+/// A request refused by a rate limit; also the error of the non-HTTP variant.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bulwark::rate_limit::RateLimited;
+///
+/// let err = RateLimited::new(Duration::from_millis(1500));
+/// assert_eq!(err.retry_after_secs(), 2);
+/// assert_eq!(err.to_string(), "rate limited: retry after 2s");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    retry_after: Duration,
+}
+
+impl RateLimited {
+    /// A refusal that may be retried after `retry_after`.
+    pub fn new(retry_after: Duration) -> Self {
+        Self { retry_after }
+    }
+
+    /// How long until the same request could be admitted.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// [`retry_after`](Self::retry_after) in whole seconds, rounded up, at least 1: the
+    /// `Retry-After` header's value.
+    pub fn retry_after_secs(&self) -> u64 {
+        crate::response::ceil_secs(self.retry_after).max(1)
+    }
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rate limited: retry after {}s", self.retry_after_secs())
+    }
+}
+
+impl std::error::Error for RateLimited {}
+
+/// The error of the non-HTTP variant when the key extractor finds no key and no fallback is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyMissing;
+
+impl fmt::Display for KeyMissing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("rate limit key missing from request")
+    }
+}
+
+impl std::error::Error for KeyMissing {}
+
+pub(crate) type CostFn = Arc<dyn Fn(&Parts) -> u64 + Send + Sync>;
+pub(crate) type RejectionFn = Arc<dyn Fn(&RateLimited) -> Response<Bytes> + Send + Sync>;
+
+pub(crate) struct Policy {
+    pub(crate) headers: HeaderConfig,
+    pub(crate) missing_key: MissingKey,
+    pub(crate) cost: Option<CostFn>,
+    pub(crate) skip_successful: bool,
+    pub(crate) skip_failed: bool,
+    pub(crate) shadow: bool,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) rejection: Option<RejectionFn>,
+}
+
+/// Decision counters of one layer; read with [`RateLimitLayer::stats`](super::RateLimitLayer::stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimitStats {
+    /// Requests admitted.
+    pub allowed: u64,
+    /// Requests refused.
+    pub rejected: u64,
+    /// Requests that would have been refused but were let through in shadow mode.
+    pub shadow_rejected: u64,
+    /// Admitted requests whose cost was given back (`skip_successful` / `skip_failed`).
+    pub refunded: u64,
+    /// Requests without a key.
+    pub missing_key: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) allowed: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) shadow_rejected: AtomicU64,
+    pub(crate) refunded: AtomicU64,
+    pub(crate) missing_key: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> RateLimitStats {
+        RateLimitStats {
+            allowed: self.allowed.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            shadow_rejected: self.shadow_rejected.load(Ordering::Relaxed),
+            refunded: self.refunded.load(Ordering::Relaxed),
+            missing_key: self.missing_key.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub(crate) struct Shared<K, B> {
+    pub(crate) key: K,
+    pub(crate) backend: B,
+    pub(crate) policy: Policy,
+    pub(crate) counters: Counters,
+}
+
+/// Gives back a refunded request's cost; erases the key and backend types so futures need not
+/// carry them.
+pub(crate) trait RefundSink: Send + Sync + 'static {
+    fn refund(&self, key: &Key, cost: u64, counted_at: Duration);
+}
+
+impl<K: Send + Sync + 'static, B: RateLimitBackend> RefundSink for Shared<K, B> {
+    fn refund(&self, key: &Key, cost: u64, counted_at: Duration) {
+        self.backend.refund(key, cost, counted_at);
+        Counters::bump(&self.counters.refunded);
+    }
+}
+
+/// What an admitted request must give back if its outcome says it should not have counted.
+pub(crate) struct Refund {
+    pub(crate) sink: Arc<dyn RefundSink>,
+    pub(crate) key: Key,
+    pub(crate) cost: u64,
+    pub(crate) counted_at: Duration,
+    pub(crate) on_success: bool,
+    pub(crate) on_failure: bool,
+}
+
+impl Refund {
+    pub(crate) fn settle(self, failed: bool) {
+        if (failed && self.on_failure) || (!failed && self.on_success) {
+            self.sink.refund(&self.key, self.cost, self.counted_at);
+        }
+    }
+}

@@ -1,0 +1,93 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{Response, StatusCode};
+use pin_project_lite::pin_project;
+
+use super::config::Refund;
+use super::headers::{apply, HeaderPlan};
+use crate::response::ResponseBody;
+
+pin_project! {
+    /// Response future of [`RateLimit`](super::RateLimit).
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        kind: Kind<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B> {
+        Admitted {
+            #[pin]
+            future: F,
+            headers: HeaderPlan,
+            refund: Option<Refund>,
+        },
+        Refused {
+            response: Option<Response<ResponseBody<B>>>,
+        },
+    }
+}
+
+impl<F, B> ResponseFuture<F, B> {
+    pub(crate) fn admitted(future: F, headers: HeaderPlan, refund: Option<Refund>) -> Self {
+        Self {
+            kind: Kind::Admitted {
+                future,
+                headers,
+                refund,
+            },
+        }
+    }
+
+    pub(crate) fn refused(response: Response<ResponseBody<B>>) -> Self {
+        Self {
+            kind: Kind::Refused {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Admitted {
+                future,
+                headers,
+                refund,
+            } => {
+                let result = ready!(future.poll(cx));
+                let failed = match &result {
+                    Ok(response) => {
+                        response.status().is_client_error() || response.status().is_server_error()
+                    }
+                    Err(_) => true,
+                };
+                if let Some(refund) = refund.take() {
+                    refund.settle(failed);
+                }
+                Poll::Ready(result.map(|mut response| {
+                    apply(response.headers_mut(), std::mem::take(headers));
+                    response.map(ResponseBody::inner)
+                }))
+            }
+            // Polled again after completing: answer rather than panic on a request path.
+            KindProj::Refused { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
+                    let mut response = Response::new(ResponseBody::empty());
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    response
+                })))
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The rate limit for any `tower::Service`: refuses with a [`RateLimited`] error, not a response.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::config::{
+    Counters, KeyMissing, MissingKey, RateLimitStats, RateLimited, Refund, Shared,
+};
+use crate::backend::memory::MemoryRateLimiter;
+use crate::backend::RateLimitBackend;
+use crate::error::BoxError;
+use crate::key::{Global, KeyExtractor};
+
+/// A rate limit for any service; built by
+/// [`RateLimitBuilder::build_generic`](super::RateLimitBuilder::build_generic).
+///
+/// A refused request fails with a [`RateLimited`] error (boxed, as tower's own layers do; find it
+/// with `downcast_ref`); a request without a key and no fallback fails with [`KeyMissing`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{Service, ServiceBuilder, ServiceExt};
+/// use tower_bulwark::key::from_fn;
+/// use tower_bulwark::rate_limit::{RateLimitLayer, RateLimited};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // One request per minute per user name.
+/// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60))
+///     .key(from_fn(|user: &String| Some(user.as_str().into())))
+///     .build_generic()
+///     .unwrap();
+/// let mut svc = ServiceBuilder::new()
+///     .layer(layer)
+///     .service_fn(|user: String| async move { Ok::<_, std::io::Error>(format!("hi {user}")) });
+///
+/// assert_eq!(svc.ready().await.unwrap().call("ann".into()).await.unwrap(), "hi ann");
+/// let err = svc.ready().await.unwrap().call("ann".into()).await.unwrap_err();
+/// assert!(err.downcast_ref::<RateLimited>().is_some());
+/// assert!(svc.ready().await.unwrap().call("bob".into()).await.is_ok());
+/// # }
+/// ```
+pub struct GenericRateLimitLayer<K = Global, B = MemoryRateLimiter> {
+    shared: Arc<Shared<K, B>>,
+}
+
+impl<K, B> GenericRateLimitLayer<K, B> {
+    pub(crate) fn from_shared(shared: Arc<Shared<K, B>>) -> Self {
+        Self { shared }
+    }
+
+    /// The layer's decision counters so far.
+    pub fn stats(&self) -> RateLimitStats {
+        self.shared.counters.snapshot()
+    }
+}
+
+impl<K, B> Clone for GenericRateLimitLayer<K, B> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<K, B> fmt::Debug for GenericRateLimitLayer<K, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenericRateLimitLayer")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, B> Layer<S> for GenericRateLimitLayer<K, B> {
+    type Service = GenericRateLimit<S, K, B>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GenericRateLimit {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// A service behind a rate limit that refuses with an error; see [`GenericRateLimitLayer`].
+pub struct GenericRateLimit<S, K, B> {
+    inner: S,
+    shared: Arc<Shared<K, B>>,
+}
+
+impl<S: Clone, K, B> Clone for GenericRateLimit<S, K, B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K, B> fmt::Debug for GenericRateLimit<S, K, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenericRateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, B, Req> Service<Req> for GenericRateLimit<S, K, B>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    K: KeyExtractor<Req>,
+    B: RateLimitBackend,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = GenericResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &*self.shared;
+        let policy = &shared.policy;
+        let key = match shared.key.extract(&req) {
+            Some(key) => key,
+            None => match &policy.missing_key {
+                MissingKey::Fallback(key) => key.clone(),
+                MissingKey::Reject(_) => {
+                    Counters::bump(&shared.counters.missing_key);
+                    return GenericResponseFuture::refused(KeyMissing.into());
+                }
+            },
+        };
+        let verdict = shared.backend.decide(&key, 1);
+        if !verdict.allowed {
+            if policy.shadow {
+                Counters::bump(&shared.counters.shadow_rejected);
+                tracing::debug!(%key, "rate limit (shadow): would refuse");
+                return GenericResponseFuture::admitted(self.inner.call(req), None);
+            }
+            Counters::bump(&shared.counters.rejected);
+            tracing::debug!(%key, retry_after = ?verdict.retry_after, "rate limit: refused");
+            return GenericResponseFuture::refused(RateLimited::new(verdict.retry_after).into());
+        }
+        Counters::bump(&shared.counters.allowed);
+        let refund = (policy.skip_successful || policy.skip_failed).then(|| Refund {
+            sink: self.shared.clone(),
+            key,
+            cost: 1,
+            counted_at: verdict.counted_at,
+            on_success: policy.skip_successful,
+            on_failure: policy.skip_failed,
+        });
+        GenericResponseFuture::admitted(self.inner.call(req), refund)
+    }
+}
+
+pin_project! {
+    /// Response future of [`GenericRateLimit`].
+    pub struct GenericResponseFuture<F> {
+        #[pin]
+        future: Option<F>,
+        refused: Option<BoxError>,
+        refund: Option<Refund>,
+    }
+}
+
+impl<F> GenericResponseFuture<F> {
+    fn admitted(future: F, refund: Option<Refund>) -> Self {
+        Self {
+            future: Some(future),
+            refused: None,
+            refund,
+        }
+    }
+
+    fn refused(error: BoxError) -> Self {
+        Self {
+            future: None,
+            refused: Some(error),
+            refund: None,
+        }
+    }
+}
+
+impl<F, T, E> Future for GenericResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.future.as_pin_mut() {
+            Some(future) => {
+                let result = ready!(future.poll(cx));
+                if let Some(refund) = this.refund.take() {
+                    refund.settle(result.is_err());
+                }
+                Poll::Ready(result.map_err(Into::into))
+            }
+            None => Poll::Ready(Err(this
+                .refused
+                .take()
+                .unwrap_or_else(|| "rate limit future polled after completion".into()))),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use tower_service::Service;
+
+use super::config::{Counters, MissingKey, RateLimited, Refund, Shared};
+use super::future::ResponseFuture;
+use super::headers::{apply, retry_after_secs, HeaderPlan};
+use crate::backend::{RateLimitBackend, Verdict};
+use crate::key::{Key, KeyExtractor};
+use crate::response::{grpc_rejection, is_grpc, json_response, GrpcCode, ResponseBody};
+
+/// An HTTP service behind a rate limit; made by [`RateLimitLayer`](super::RateLimitLayer).
+///
+/// The decision is made in `call`: a refused request is answered at once with a 429 and never
+/// reaches the inner service. `poll_ready` only asks the inner service.
+pub struct RateLimit<S, K, B> {
+    inner: S,
+    shared: Arc<Shared<K, B>>,
+}
+
+impl<S, K, B> RateLimit<S, K, B> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<K, B>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Clone, K, B> Clone for RateLimit<S, K, B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K, B> fmt::Debug for RateLimit<S, K, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, B, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, K, B>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    K: KeyExtractor<Parts>,
+    B: RateLimitBackend,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let shared = &*self.shared;
+        let policy = &shared.policy;
+        let (parts, body) = req.into_parts();
+
+        let key = match shared.key.extract(&parts) {
+            Some(key) => key,
+            None => match &policy.missing_key {
+                MissingKey::Fallback(key) => key.clone(),
+                MissingKey::Reject(status) => {
+                    Counters::bump(&shared.counters.missing_key);
+                    tracing::debug!(uri = %parts.uri, "rate limit: request has no key");
+                    return ResponseFuture::refused(missing_key_response(&parts, *status));
+                }
+            },
+        };
+        let cost = policy.cost.as_ref().map_or(1, |cost| cost(&parts));
+        let verdict = shared.backend.decide(&key, cost);
+
+        if policy.shadow {
+            if verdict.allowed {
+                Counters::bump(&shared.counters.allowed);
+            } else {
+                Counters::bump(&shared.counters.shadow_rejected);
+                tracing::debug!(%key, "rate limit (shadow): would refuse");
+            }
+            let refund = verdict
+                .allowed
+                .then(|| self.refund(key, cost, &verdict))
+                .flatten();
+            let future = self.inner.call(Request::from_parts(parts, body));
+            return ResponseFuture::admitted(future, HeaderPlan::new(), refund);
+        }
+
+        let headers = policy.headers.plan(&verdict, &*policy.clock);
+        if !verdict.allowed {
+            Counters::bump(&shared.counters.rejected);
+            tracing::debug!(%key, retry_after = ?verdict.retry_after, "rate limit: refused");
+            return ResponseFuture::refused(self.too_many_requests(&parts, &verdict, headers));
+        }
+        Counters::bump(&shared.counters.allowed);
+        let refund = self.refund(key, cost, &verdict);
+        let future = self.inner.call(Request::from_parts(parts, body));
+        ResponseFuture::admitted(future, headers, refund)
+    }
+}
+
+impl<S, K, B> RateLimit<S, K, B>
+where
+    K: Send + Sync + 'static,
+    B: RateLimitBackend,
+{
+    fn refund(&self, key: Key, cost: u64, verdict: &Verdict) -> Option<Refund> {
+        let policy = &self.shared.policy;
+        if cost == 0 || !(policy.skip_successful || policy.skip_failed) {
+            return None;
+        }
+        Some(Refund {
+            sink: self.shared.clone(),
+            key,
+            cost,
+            counted_at: verdict.counted_at,
+            on_success: policy.skip_successful,
+            on_failure: policy.skip_failed,
+        })
+    }
+
+    fn too_many_requests<ResBody>(
+        &self,
+        parts: &Parts,
+        verdict: &Verdict,
+        headers: HeaderPlan,
+    ) -> Response<ResponseBody<ResBody>> {
+        let policy = &self.shared.policy;
+        let mut response = if is_grpc(&parts.headers) {
+            grpc_rejection(GrpcCode::ResourceExhausted, "Too many requests")
+        } else if let Some(respond) = &policy.rejection {
+            respond(&RateLimited::new(verdict.retry_after)).map(ResponseBody::full)
+        } else {
+            let body = format!(
+                r#"{{"error":"Too many requests","retryAfter":{}}}"#,
+                retry_after_secs(verdict)
+            );
+            json_response(StatusCode::TOO_MANY_REQUESTS, Bytes::from(body))
+        };
+        apply(response.headers_mut(), headers);
+        response
+    }
+}
+
+fn missing_key_response<ResBody>(
+    parts: &Parts,
+    status: StatusCode,
+) -> Response<ResponseBody<ResBody>> {
+    if is_grpc(&parts.headers) {
+        grpc_rejection(GrpcCode::from_http(status), "Rate limit key missing")
+    } else {
+        json_response(
+            status,
+            Bytes::from_static(br#"{"error":"Rate limit key missing"}"#),
+        )
+    }
+}

@@ -1,0 +1,193 @@
+//! How a layer answers for itself.
+//!
+//! HTTP layers reject with a real [`Response`] (so an axum `Router` needs no
+//! `HandleErrorLayer`): a JSON body for HTTP clients, and for gRPC requests
+//! (`content-type: application/grpc*`) a trailers-only gRPC response, HTTP 200 with
+//! `grpc-status` and `grpc-message` in the headers. The body type stays generic through
+//! [`ResponseBody`].
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+
+pin_project! {
+    /// The body of a response from a bulwark layer: the inner service's body, or the layer's own.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower_bulwark::response::ResponseBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let body: ResponseBody<Full<Bytes>> = ResponseBody::full(Bytes::from_static(b"hi"));
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "hi");
+    /// # }
+    /// ```
+    #[derive(Debug)]
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Full { #[pin] body: Full<Bytes> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    /// Wraps the inner service's body.
+    pub fn inner(body: B) -> Self {
+        Self {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    /// A body of the layer's own.
+    pub fn full(bytes: Bytes) -> Self {
+        Self {
+            kind: Kind::Full {
+                body: Full::new(bytes),
+            },
+        }
+    }
+
+    /// An empty body of the layer's own.
+    pub fn empty() -> Self {
+        Self::full(Bytes::new())
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Full { body } => body
+                .poll_frame(cx)
+                .map(|frame| frame.map(|result| result.map_err(|never| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Full { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Full { body } => body.size_hint(),
+        }
+    }
+}
+
+/// True when the request is gRPC (`content-type: application/grpc`, `application/grpc+proto`, ...).
+///
+/// ```
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("content-type", "application/grpc+proto".parse().unwrap());
+/// assert!(tower_bulwark::response::is_grpc(&headers));
+/// ```
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// gRPC status codes a layer answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcCode {
+    /// 3: the request itself is unusable.
+    InvalidArgument = 3,
+    /// 8: a rate limit or quota was hit.
+    ResourceExhausted = 8,
+    /// 13: the server failed (for example it is misconfigured).
+    Internal = 13,
+    /// 14: the service is unavailable (open breaker, shed load).
+    Unavailable = 14,
+}
+
+impl GrpcCode {
+    /// The closest gRPC code for an HTTP error status: `INVALID_ARGUMENT` for 4xx (429 is
+    /// `RESOURCE_EXHAUSTED`), `UNAVAILABLE` for 503, `INTERNAL` otherwise.
+    ///
+    /// ```
+    /// use tower_bulwark::response::GrpcCode;
+    /// assert_eq!(GrpcCode::from_http(http::StatusCode::BAD_REQUEST), GrpcCode::InvalidArgument);
+    /// assert_eq!(GrpcCode::from_http(http::StatusCode::TOO_MANY_REQUESTS), GrpcCode::ResourceExhausted);
+    /// ```
+    pub fn from_http(status: StatusCode) -> Self {
+        match status {
+            StatusCode::TOO_MANY_REQUESTS => GrpcCode::ResourceExhausted,
+            StatusCode::SERVICE_UNAVAILABLE => GrpcCode::Unavailable,
+            s if s.is_client_error() => GrpcCode::InvalidArgument,
+            _ => GrpcCode::Internal,
+        }
+    }
+}
+
+/// A trailers-only gRPC response: HTTP 200, `grpc-status` and `grpc-message` in the headers.
+///
+/// `message` must be printable ASCII (it is written as is); the crate's messages are.
+///
+/// ```
+/// use tower_bulwark::response::{grpc_rejection, GrpcCode};
+///
+/// let res = grpc_rejection::<()>(GrpcCode::ResourceExhausted, "Too many requests");
+/// assert_eq!(res.status(), 200);
+/// assert_eq!(res.headers()["grpc-status"], "8");
+/// assert_eq!(res.headers()["grpc-message"], "Too many requests");
+/// ```
+pub fn grpc_rejection<B>(code: GrpcCode, message: &'static str) -> Response<ResponseBody<B>> {
+    let mut res = Response::new(ResponseBody::empty());
+    let headers = res.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from(code as u16));
+    headers.insert("grpc-message", HeaderValue::from_static(message));
+    res
+}
+
+/// A JSON response with the given status.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_bulwark::response::json_response;
+///
+/// let res = json_response::<()>(http::StatusCode::TOO_MANY_REQUESTS, Bytes::from("{}"));
+/// assert_eq!(res.status(), 429);
+/// assert_eq!(res.headers()["content-type"], "application/json");
+/// ```
+pub fn json_response<B>(status: StatusCode, json: Bytes) -> Response<ResponseBody<B>> {
+    let mut res = Response::new(ResponseBody::full(json));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+/// Whole seconds, rounded up, for `Retry-After` and reset headers.
+pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
