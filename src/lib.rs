@@ -44,3 +44,8 @@ pub mod rate_limit;
 pub mod response;
 
 pub use error::{BoxError, ConfigError};
+
+// The README's Rust samples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

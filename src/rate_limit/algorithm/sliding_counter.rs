@@ -44,21 +44,25 @@ impl SlidingCounterState {
         let estimate = self.estimate(quota, now);
         let after = estimate.saturating_add(cost);
         // Fully restored once this window's requests have slid out: the end of the next window.
-        let reset_after_ns = if self.current > 0 {
-            self.start + 2 * period - now
-        } else if self.previous > 0 {
-            self.start + period - now
-        } else {
-            0
+        let reset_after = |current: u64| {
+            if current > 0 {
+                self.start + 2 * period - now
+            } else if self.previous > 0 {
+                self.start + period - now
+            } else {
+                0
+            }
         };
         if after <= quota.limit {
             return Check {
                 allowed: true,
                 remaining: quota.limit - after,
-                reset_after_ns,
+                // As it will be once this request is committed.
+                reset_after_ns: reset_after(self.current.saturating_add(cost)),
                 retry_after_ns: 0,
             };
         }
+        let reset_after_ns = reset_after(self.current);
         Check {
             allowed: false,
             remaining: quota.limit.saturating_sub(estimate),
