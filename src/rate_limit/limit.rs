@@ -147,8 +147,9 @@ impl Limit {
             }
             (Algorithm::TokenBucket, burst) => {
                 quota.burst = burst.unwrap_or(self.limit);
-                quota.emission_ns = period_ns / self.limit;
-                if quota.emission_ns == 0 {
+                // Rounded up: a rate a hair under the limit, never over it.
+                quota.emission_ns = period_ns.div_ceil(self.limit);
+                if period_ns < self.limit {
                     return Err(ConfigError::new(
                         "limit",
                         format!(

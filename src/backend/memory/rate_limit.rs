@@ -126,9 +126,16 @@ impl MemoryRateLimiter {
                 state.commit(quota, now, cost);
             }
         } else {
-            // Nothing was spent: limits that would have allowed still have their cost.
-            for check in checks.iter_mut().filter(|c| c.allowed) {
-                check.remaining = check.remaining.saturating_add(cost);
+            // Nothing was spent: a limit that would have allowed reports its state as it is,
+            // which is what a check of cost 0 reads.
+            for ((check, state), quota) in checks
+                .iter_mut()
+                .zip(states.iter_mut())
+                .zip(self.quotas.iter())
+            {
+                if check.allowed {
+                    *check = state.check(quota, now, 0);
+                }
             }
         }
         verdict(now, &checks)

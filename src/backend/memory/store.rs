@@ -52,14 +52,21 @@ impl<V> KeyedStore<V> {
             return f(&entry);
         }
         self.sweep_if_due(now, &is_idle);
-        if self.len.load(Ordering::Relaxed) >= self.max_keys {
+        // Reserve a place before inserting, so racing inserts cannot overshoot `max_keys`.
+        if self.len.fetch_add(1, Ordering::AcqRel) >= self.max_keys {
+            self.len.fetch_sub(1, Ordering::AcqRel);
             self.overflowed.fetch_add(1, Ordering::Relaxed);
             return f(&self.overflow);
         }
+        let mut inserted = false;
         let entry = self.map.entry(key.detached()).or_insert_with(|| {
-            self.len.fetch_add(1, Ordering::Relaxed);
+            inserted = true;
             make()
         });
+        if !inserted {
+            // Another request inserted the key first: give the reservation back.
+            self.len.fetch_sub(1, Ordering::AcqRel);
+        }
         f(&entry.downgrade())
     }
 
@@ -85,8 +92,13 @@ impl<V> KeyedStore<V> {
         {
             return;
         }
-        self.map.retain(|_, entry| !is_idle(entry));
-        self.len.store(self.map.len(), Ordering::Relaxed);
+        let mut removed = 0;
+        self.map.retain(|_, entry| {
+            let idle = is_idle(entry);
+            removed += usize::from(idle);
+            !idle
+        });
+        self.len.fetch_sub(removed, Ordering::AcqRel);
     }
 
     /// Live keys in the store (the overflow entry not counted).

@@ -1,0 +1,190 @@
+//! Helpers shared by the integration tests: a small inner HTTP service, request builders and
+//! response readers. No helper sleeps; time moves only through a `ManualClock`.
+#![allow(dead_code)]
+
+use std::fmt;
+use std::future::{ready, Ready};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tower::util::ServiceFn;
+use tower::{Service, ServiceExt};
+use tower_bulwark::clock::ManualClock;
+use tower_bulwark::response::ResponseBody;
+
+/// The request and inner response body of the HTTP tests.
+pub type Body = Full<Bytes>;
+
+/// The layered service's response.
+pub type Res = Response<ResponseBody<Body>>;
+
+/// The error the inner service fails with on `/error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InnerError;
+
+impl fmt::Display for InnerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("inner service failed")
+    }
+}
+
+impl std::error::Error for InnerError {}
+
+type InnerFn = fn(Request<Body>) -> Ready<Result<Response<Body>, InnerError>>;
+
+fn respond(req: Request<Body>) -> Ready<Result<Response<Body>, InnerError>> {
+    let path = req.uri().path();
+    if path == "/error" {
+        return ready(Err(InnerError));
+    }
+    let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
+    if let Some(code) = path.strip_prefix("/status/") {
+        *res.status_mut() = StatusCode::from_u16(code.parse().unwrap()).unwrap();
+    }
+    if path == "/own-headers" {
+        res.headers_mut()
+            .insert("x-ratelimit-limit", "77".parse().unwrap());
+        res.headers_mut()
+            .insert("retry-after", "5".parse().unwrap());
+    }
+    ready(Ok(res))
+}
+
+/// The inner service: `200 ok` by default, `/status/{code}` answers with that status, `/error`
+/// fails with [`InnerError`], `/own-headers` sets its own `X-RateLimit-Limit: 77`.
+pub fn inner() -> ServiceFn<InnerFn> {
+    tower::service_fn(respond as InnerFn)
+}
+
+/// Like [`inner`], counting the calls that reach it.
+pub fn counting_inner(
+    calls: Arc<AtomicUsize>,
+) -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = InnerError,
+    Future = Ready<Result<Response<Body>, InnerError>>,
+> + Clone {
+    tower::service_fn(move |req| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        respond(req)
+    })
+}
+
+/// A manual clock at zero.
+pub fn clock() -> ManualClock {
+    ManualClock::new()
+}
+
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+pub fn ms(m: u64) -> Duration {
+    Duration::from_millis(m)
+}
+
+/// `GET path` with an empty body.
+pub fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::default()).unwrap()
+}
+
+/// `GET path` with the given headers.
+pub fn get_with(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::get(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Body::default()).unwrap()
+}
+
+/// `GET /` from TCP peer `peer` (a `SocketAddr` extension, as `PeerIp` reads it).
+pub fn from_peer(peer: [u8; 4], headers: &[(&str, &str)]) -> Request<Body> {
+    let mut req = get_with("/", headers);
+    req.extensions_mut()
+        .insert(SocketAddr::from((peer, 40_000)));
+    req
+}
+
+/// Drives one request through `svc` (waiting for readiness first).
+pub async fn send<S>(svc: &mut S, req: Request<Body>) -> Result<S::Response, S::Error>
+where
+    S: Service<Request<Body>>,
+{
+    svc.ready().await?.call(req).await
+}
+
+/// Drives one request that must not fail at the service level.
+pub async fn ok<S>(svc: &mut S, req: Request<Body>) -> S::Response
+where
+    S: Service<Request<Body>>,
+    S::Error: fmt::Debug,
+{
+    send(svc, req).await.expect("service error")
+}
+
+/// A header's value as text, or `None`.
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|v| v.to_str().unwrap())
+}
+
+/// The whole body as text.
+pub async fn body_text(res: Res) -> String {
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Every rate-limit header the layer may set.
+pub const RATE_LIMIT_HEADERS: [&str; 5] = [
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "ratelimit-policy",
+    "ratelimit",
+];
+
+/// Asserts the response carries none of the rate-limit headers.
+pub fn assert_no_rate_limit_headers(headers: &HeaderMap) {
+    for name in RATE_LIMIT_HEADERS {
+        assert!(
+            headers.get(name).is_none(),
+            "unexpected {name}: {:?}",
+            headers.get(name)
+        );
+    }
+}
+
+/// The `(limit, remaining, reset)` triple of the legacy headers.
+pub fn legacy(headers: &HeaderMap) -> (u64, u64, u64) {
+    let read = |name: &str| -> u64 {
+        header(headers, name)
+            .unwrap_or_else(|| panic!("missing {name}"))
+            .parse()
+            .unwrap()
+    };
+    (
+        read("x-ratelimit-limit"),
+        read("x-ratelimit-remaining"),
+        read("x-ratelimit-reset"),
+    )
+}
+
+/// The `r` value of each item of the `RateLimit` header, in order.
+pub fn ietf_remaining(headers: &HeaderMap) -> Vec<u64> {
+    header(headers, "ratelimit")
+        .expect("missing RateLimit")
+        .split(", ")
+        .map(|item| {
+            let r = item
+                .split(';')
+                .find_map(|param| param.strip_prefix("r="))
+                .expect("no r parameter");
+            r.parse().unwrap()
+        })
+        .collect()
+}
