@@ -188,6 +188,7 @@ pub fn json_response<B>(status: StatusCode, json: Bytes) -> Response<ResponseBod
 }
 
 /// Whole seconds, rounded up, for `Retry-After` and reset headers.
+#[cfg_attr(not(feature = "rate-limit"), allow(dead_code))]
 pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }

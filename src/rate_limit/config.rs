@@ -145,6 +145,42 @@ pub(crate) struct Shared<K, B> {
     pub(crate) counters: Counters,
 }
 
+impl<K: Send + Sync + 'static, B: RateLimitBackend> Shared<K, B> {
+    /// The key to count under: the extracted one, else the fallback; `Err` carries the
+    /// rejection status when there is neither.
+    pub(crate) fn resolve_key(&self, extracted: Option<Key>) -> Result<Key, StatusCode> {
+        match (extracted, &self.policy.missing_key) {
+            (Some(key), _) => Ok(key),
+            (None, MissingKey::Fallback(key)) => Ok(key.clone()),
+            (None, MissingKey::Reject(status)) => {
+                Counters::bump(&self.counters.missing_key);
+                Err(*status)
+            }
+        }
+    }
+
+    /// What an admitted request must carry to be refunded later, if refunds are on.
+    pub(crate) fn refund_for(
+        self: &Arc<Self>,
+        key: Key,
+        cost: u64,
+        verdict: &crate::backend::Verdict,
+    ) -> Option<Refund> {
+        let policy = &self.policy;
+        if cost == 0 || !(policy.skip_successful || policy.skip_failed) {
+            return None;
+        }
+        Some(Refund {
+            sink: self.clone(),
+            key,
+            cost,
+            counted_at: verdict.counted_at,
+            on_success: policy.skip_successful,
+            on_failure: policy.skip_failed,
+        })
+    }
+}
+
 /// Gives back a refunded request's cost; erases the key and backend types so futures need not
 /// carry them.
 pub(crate) trait RefundSink: Send + Sync + 'static {

@@ -10,9 +10,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::config::{
-    Counters, KeyMissing, MissingKey, RateLimitStats, RateLimited, Refund, Shared,
-};
+use super::config::{Counters, KeyMissing, RateLimitStats, RateLimited, Refund, Shared};
 use crate::backend::memory::MemoryRateLimiter;
 use crate::backend::RateLimitBackend;
 use crate::error::BoxError;
@@ -130,15 +128,8 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
         let policy = &shared.policy;
-        let key = match shared.key.extract(&req) {
-            Some(key) => key,
-            None => match &policy.missing_key {
-                MissingKey::Fallback(key) => key.clone(),
-                MissingKey::Reject(_) => {
-                    Counters::bump(&shared.counters.missing_key);
-                    return GenericResponseFuture::refused(KeyMissing.into());
-                }
-            },
+        let Ok(key) = shared.resolve_key(shared.key.extract(&req)) else {
+            return GenericResponseFuture::refused(KeyMissing.into());
         };
         let verdict = shared.backend.decide(&key, 1);
         if !verdict.allowed {
@@ -152,14 +143,7 @@ where
             return GenericResponseFuture::refused(RateLimited::new(verdict.retry_after).into());
         }
         Counters::bump(&shared.counters.allowed);
-        let refund = (policy.skip_successful || policy.skip_failed).then(|| Refund {
-            sink: self.shared.clone(),
-            key,
-            cost: 1,
-            counted_at: verdict.counted_at,
-            on_success: policy.skip_successful,
-            on_failure: policy.skip_failed,
-        });
+        let refund = self.shared.refund_for(key, 1, &verdict);
         GenericResponseFuture::admitted(self.inner.call(req), refund)
     }
 }

@@ -7,11 +7,11 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
-use super::config::{Counters, MissingKey, RateLimited, Refund, Shared};
+use super::config::{Counters, RateLimited, Shared};
 use super::future::ResponseFuture;
 use super::headers::{apply, retry_after_secs, HeaderPlan};
 use crate::backend::{RateLimitBackend, Verdict};
-use crate::key::{Key, KeyExtractor};
+use crate::key::KeyExtractor;
 use crate::response::{grpc_rejection, is_grpc, json_response, GrpcCode, ResponseBody};
 
 /// An HTTP service behind a rate limit; made by [`RateLimitLayer`](super::RateLimitLayer).
@@ -70,16 +70,12 @@ where
         let policy = &shared.policy;
         let (parts, body) = req.into_parts();
 
-        let key = match shared.key.extract(&parts) {
-            Some(key) => key,
-            None => match &policy.missing_key {
-                MissingKey::Fallback(key) => key.clone(),
-                MissingKey::Reject(status) => {
-                    Counters::bump(&shared.counters.missing_key);
-                    tracing::debug!(uri = %parts.uri, "rate limit: request has no key");
-                    return ResponseFuture::refused(missing_key_response(&parts, *status));
-                }
-            },
+        let key = match shared.resolve_key(shared.key.extract(&parts)) {
+            Ok(key) => key,
+            Err(status) => {
+                tracing::debug!(uri = %parts.uri, "rate limit: request has no key");
+                return ResponseFuture::refused(missing_key_response(&parts, status));
+            }
         };
         let cost = policy.cost.as_ref().map_or(1, |cost| cost(&parts));
         let verdict = shared.backend.decide(&key, cost);
@@ -93,7 +89,7 @@ where
             }
             let refund = verdict
                 .allowed
-                .then(|| self.refund(key, cost, &verdict))
+                .then(|| self.shared.refund_for(key, cost, &verdict))
                 .flatten();
             let future = self.inner.call(Request::from_parts(parts, body));
             return ResponseFuture::admitted(future, HeaderPlan::new(), refund);
@@ -106,7 +102,7 @@ where
             return ResponseFuture::refused(self.too_many_requests(&parts, &verdict, headers));
         }
         Counters::bump(&shared.counters.allowed);
-        let refund = self.refund(key, cost, &verdict);
+        let refund = self.shared.refund_for(key, cost, &verdict);
         let future = self.inner.call(Request::from_parts(parts, body));
         ResponseFuture::admitted(future, headers, refund)
     }
@@ -117,21 +113,6 @@ where
     K: Send + Sync + 'static,
     B: RateLimitBackend,
 {
-    fn refund(&self, key: Key, cost: u64, verdict: &Verdict) -> Option<Refund> {
-        let policy = &self.shared.policy;
-        if cost == 0 || !(policy.skip_successful || policy.skip_failed) {
-            return None;
-        }
-        Some(Refund {
-            sink: self.shared.clone(),
-            key,
-            cost,
-            counted_at: verdict.counted_at,
-            on_success: policy.skip_successful,
-            on_failure: policy.skip_failed,
-        })
-    }
-
     fn too_many_requests<ResBody>(
         &self,
         parts: &Parts,

@@ -10,6 +10,8 @@
 //!   entry with every other key that did not fit. Live keys are never evicted, so a flood cannot
 //!   reset a real client's limit, and the flood itself stays limited (as one key).
 
+#![cfg_attr(not(feature = "rate-limit"), allow(dead_code))]
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
