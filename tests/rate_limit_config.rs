@@ -225,3 +225,21 @@ fn config_error_is_a_std_error() {
         "`limits` must hold at least one limit, got none"
     );
 }
+
+#[test]
+fn period_longer_than_ten_years() {
+    assert_error(
+        || RateLimitLayer::fixed_window(10, Duration::from_secs(u64::MAX)),
+        "period",
+        &format!(
+            "`period` must be at most 10 years, got {:?}",
+            Duration::from_secs(u64::MAX)
+        ),
+    );
+    // Exactly the bound is accepted.
+    assert!(
+        RateLimitLayer::sliding_window_counter(10, tower_bulwark::rate_limit::MAX_PERIOD)
+            .build()
+            .is_ok()
+    );
+}

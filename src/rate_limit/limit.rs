@@ -5,6 +5,9 @@ use std::time::Duration;
 use super::algorithm::{nanos, Algorithm, Quota};
 use crate::error::ConfigError;
 
+/// The longest period a limit may have (ten years), so window arithmetic cannot overflow.
+pub const MAX_PERIOD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// One limit on a [`RateLimitLayer`](super::RateLimitLayer): `limit` requests per `period` by
 /// one algorithm. A layer may hold several, checked together and all-or-nothing.
 ///
@@ -132,6 +135,12 @@ impl Limit {
         }
         if self.period.is_zero() {
             return Err(ConfigError::new("period", "must be > 0, got 0s"));
+        }
+        if self.period > MAX_PERIOD {
+            return Err(ConfigError::new(
+                "period",
+                format!("must be at most 10 years, got {:?}", self.period),
+            ));
         }
         let period_ns = nanos(self.period);
         let mut quota = Quota {

@@ -18,6 +18,9 @@ impl FixedWindowState {
     }
 
     pub(crate) fn check(&mut self, quota: &Quota, now: u64, cost: u64) -> Check {
+        // A reading older than the window already in use (another thread read the clock later
+        // and got the lock first) counts in that window: windows only move forward.
+        let now = now.max(self.start);
         self.roll(quota, now);
         let reset_after_ns = self.start + quota.period_ns - now;
         let after = self.count.saturating_add(cost);
@@ -50,6 +53,6 @@ impl FixedWindowState {
     }
 
     pub(crate) fn is_idle(&self, quota: &Quota, now: u64) -> bool {
-        self.count == 0 || window_start(now, quota.period_ns) != self.start
+        self.count == 0 || window_start(now, quota.period_ns) > self.start
     }
 }

@@ -136,3 +136,43 @@ pub(crate) fn window_start(now: u64, period: u64) -> u64 {
 pub(crate) fn nanos(d: Duration) -> u64 {
     crate::clock::duration_to_nanos(d)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(algorithm: Algorithm, limit: u64, period_ns: u64) -> Quota {
+        Quota {
+            algorithm,
+            limit,
+            period_ns,
+            burst: limit,
+            emission_ns: period_ns.div_ceil(limit),
+        }
+    }
+
+    /// Thread A reads the clock at 999, thread B at 1000; B takes the lock first and opens the
+    /// window starting at 1000. A's older reading must count in B's window, not reopen the old
+    /// window (which would forget B's count and over-admit), and must not underflow.
+    #[test]
+    fn an_older_reading_after_a_newer_one_never_reopens_a_window() {
+        for algorithm in [
+            Algorithm::FixedWindow,
+            Algorithm::SlidingWindowCounter,
+            Algorithm::SlidingWindowLog,
+            Algorithm::TokenBucket,
+        ] {
+            let q = quota(algorithm, 2, 1_000);
+            let mut state = State::new(&q);
+            let mut admitted = 0;
+            for now in [1_000, 999, 998, 1_001, 999] {
+                if state.check(&q, now, 1).allowed {
+                    state.commit(&q, now, 1);
+                    admitted += 1;
+                }
+            }
+            assert_eq!(admitted, 2, "{algorithm:?}");
+            assert!(!state.is_idle(&q, 999), "{algorithm:?}");
+        }
+    }
+}

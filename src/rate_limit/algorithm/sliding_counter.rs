@@ -39,6 +39,8 @@ impl SlidingCounterState {
     }
 
     pub(crate) fn check(&mut self, quota: &Quota, now: u64, cost: u64) -> Check {
+        // Windows only move forward: a reading older than the current window counts in it.
+        let now = now.max(self.start);
         self.roll(quota, now);
         let period = quota.period_ns;
         let estimate = self.estimate(quota, now);

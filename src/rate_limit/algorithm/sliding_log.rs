@@ -24,7 +24,14 @@ impl SlidingLogState {
         }
     }
 
+    /// `now`, but never before the newest entry: the log stays in time order even when a
+    /// thread that read the clock earlier gets the lock later.
+    fn monotonic(&self, now: u64) -> u64 {
+        self.entries.back().map_or(now, |&(at, _)| now.max(at))
+    }
+
     pub(crate) fn check(&mut self, quota: &Quota, now: u64, cost: u64) -> Check {
+        let now = self.monotonic(now);
         self.prune(quota, now);
         let after = self.total.saturating_add(cost);
         let expiry = |at: u64| at.saturating_add(quota.period_ns) - now;
@@ -64,6 +71,7 @@ impl SlidingLogState {
         if cost == 0 {
             return;
         }
+        let now = self.monotonic(now);
         self.total = self.total.saturating_add(cost);
         match self.entries.back_mut() {
             // Requests in the same nanosecond share one entry.
@@ -73,7 +81,9 @@ impl SlidingLogState {
     }
 
     pub(crate) fn refund(&mut self, counted_at: u64, cost: u64) {
-        if let Some(index) = self.entries.iter().position(|&(at, _)| at == counted_at) {
+        // The request's entry is the first at or after its reading (it may have been moved
+        // forward to keep the log in order).
+        if let Some(index) = self.entries.iter().position(|&(at, _)| at >= counted_at) {
             let entry_cost = &mut self.entries[index].1;
             let given = cost.min(*entry_cost);
             *entry_cost -= given;
