@@ -20,8 +20,11 @@ use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use http::header::{HeaderName, HeaderValue, FORWARDED};
 use http::request::Parts;
+use http::{Extensions, HeaderMap, Request};
 
 /// The identity a request is counted under.
 ///
@@ -60,6 +63,37 @@ impl Key {
                 .map(Key::Header)
                 .unwrap_or_else(|_| self.clone()),
             other => other.clone(),
+        }
+    }
+}
+
+impl Key {
+    /// The key for logs: header values (often API keys) show only their first four bytes and
+    /// their length.
+    ///
+    /// ```
+    /// use tower_bulwark::key::Key;
+    ///
+    /// let key = Key::Header(http::HeaderValue::from_static("sk-live-0123456789"));
+    /// assert_eq!(key.redacted().to_string(), "h:sk-l…(18 bytes)");
+    /// assert_eq!(Key::Int(7).redacted().to_string(), "n:7");
+    /// ```
+    pub fn redacted(&self) -> impl fmt::Display + '_ {
+        Redacted(self)
+    }
+}
+
+struct Redacted<'a>(&'a Key);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Key::Header(value) => {
+                let bytes = value.as_bytes();
+                let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(4)]);
+                write!(f, "h:{shown}…({} bytes)", bytes.len())
+            }
+            other => other.fmt(f),
         }
     }
 }
@@ -106,6 +140,43 @@ impl From<HeaderValue> for Key {
     }
 }
 
+/// The head of an HTTP request: what the built-in HTTP extractors read.
+///
+/// Implemented for [`http::request::Parts`] (what HTTP layers hand extractors) and for
+/// [`http::Request`] (so the same extractors work with
+/// [`build_generic`](crate::rate_limit::RateLimitBuilder::build_generic) over HTTP requests).
+/// Sealed: it cannot be implemented outside this crate.
+pub trait RequestHead: sealed::Sealed {
+    /// The request's headers.
+    fn headers(&self) -> &HeaderMap;
+    /// The request's extensions.
+    fn extensions(&self) -> &Extensions;
+}
+
+impl RequestHead for Parts {
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+    fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+}
+
+impl<B> RequestHead for Request<B> {
+    fn headers(&self) -> &HeaderMap {
+        Request::headers(self)
+    }
+    fn extensions(&self) -> &Extensions {
+        Request::extensions(self)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for http::request::Parts {}
+    impl<B> Sealed for http::Request<B> {}
+}
+
 /// Turns a request into the [`Key`] it is counted under, or `None` when it has none.
 ///
 /// HTTP layers call it with the request head (`Req = http::request::Parts`).
@@ -150,9 +221,11 @@ impl<Req> KeyExtractor<Req> for Global {
 
 /// The IP of the TCP peer.
 ///
-/// Read from axum's `ConnectInfo<SocketAddr>` (feature `axum`; serve with
+/// Read from axum's `ConnectInfo<SocketAddr>` (**needs this crate's `axum` feature**; serve with
 /// `into_make_service_with_connect_info::<SocketAddr>()`) or from a plain `SocketAddr` request
-/// extension. Behind a proxy the peer is the proxy: use [`TrustedProxyIp`] there.
+/// extension. Without either every request has no key, gets the layer's
+/// [`MissingKey`](crate::rate_limit::MissingKey) answer (default 500), and a warning is logged
+/// once. Behind a proxy the peer is the proxy: use [`TrustedProxyIp`] there.
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -167,20 +240,35 @@ impl<Req> KeyExtractor<Req> for Global {
 pub struct PeerIp;
 
 impl PeerIp {
-    fn addr(req: &Parts) -> Option<IpAddr> {
+    fn addr(req: &impl RequestHead) -> Option<IpAddr> {
+        let extensions = req.extensions();
         #[cfg(feature = "axum")]
-        if let Some(info) = req
-            .extensions
-            .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        {
+        if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
             return Some(info.0.ip());
         }
-        req.extensions.get::<SocketAddr>().map(SocketAddr::ip)
+        let addr = extensions.get::<SocketAddr>().map(SocketAddr::ip);
+        if addr.is_none() {
+            warn_no_peer_once();
+        }
+        addr
     }
 }
 
-impl KeyExtractor<Parts> for PeerIp {
-    fn extract(&self, req: &Parts) -> Option<Key> {
+/// A missing peer address is a set-up mistake, not a client's: say so once, loudly.
+fn warn_no_peer_once() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "key::PeerIp found no peer address on a request: serve axum with \
+             `into_make_service_with_connect_info::<SocketAddr>()` and enable tower-bulwark's \
+             `axum` feature, or insert a `SocketAddr` extension; such requests get the layer's \
+             missing-key answer"
+        );
+    }
+}
+
+impl<R: RequestHead> KeyExtractor<R> for PeerIp {
+    fn extract(&self, req: &R) -> Option<Key> {
         Self::addr(req).map(Key::Ip)
     }
 }
@@ -202,6 +290,11 @@ pub enum ForwardingHeader {
 /// the client and are never trusted: a client cannot choose its own key by sending a forged
 /// header. When the header is missing, has fewer entries than `hops`, or the chosen entry is not
 /// an IP address, the key falls back to the TCP peer's IP (as [`PeerIp`]).
+///
+/// Trust is by position only: this is right when every request reaches the service through
+/// exactly `hops` proxies that each **append** to the header read here (nginx's
+/// `$proxy_add_x_forwarded_for`, Envoy, cloud load balancers). If clients can also reach the
+/// service directly, or the proxies write the other header, a client can choose its key.
 ///
 /// ```
 /// use tower_bulwark::key::{Key, KeyExtractor, TrustedProxyIp};
@@ -250,7 +343,7 @@ impl TrustedProxyIp {
         self
     }
 
-    fn client_ip(&self, req: &Parts) -> Option<IpAddr> {
+    fn client_ip(&self, req: &impl RequestHead) -> Option<IpAddr> {
         if self.hops == 0 {
             return None;
         }
@@ -259,13 +352,14 @@ impl TrustedProxyIp {
             ForwardingHeader::Forwarded => (&FORWARDED, parse_forwarded_element),
         };
         // Several header lines form one list, in order (RFC 9110 §5.3); walk it from the right.
+        // Split the raw bytes: junk a client put on the left (even non-UTF-8) must not spoil the
+        // entries the proxies appended on the right.
         let mut seen = 0;
-        for line in req.headers.get_all(name).iter().rev() {
-            let line = line.to_str().ok()?;
-            for entry in line.rsplit(',') {
+        for line in req.headers().get_all(name).iter().rev() {
+            for entry in line.as_bytes().rsplit(|&b| b == b',') {
                 seen += 1;
                 if seen == self.hops {
-                    return parse(entry);
+                    return std::str::from_utf8(entry).ok().and_then(parse);
                 }
             }
         }
@@ -273,8 +367,8 @@ impl TrustedProxyIp {
     }
 }
 
-impl KeyExtractor<Parts> for TrustedProxyIp {
-    fn extract(&self, req: &Parts) -> Option<Key> {
+impl<R: RequestHead> KeyExtractor<R> for TrustedProxyIp {
+    fn extract(&self, req: &R) -> Option<Key> {
         self.client_ip(req)
             .or_else(|| PeerIp::addr(req))
             .map(Key::Ip)
@@ -326,18 +420,48 @@ fn parse_forwarded_element(element: &str) -> Option<IpAddr> {
 #[derive(Debug, Clone)]
 pub struct HeaderKey {
     name: HeaderName,
+    max_len: usize,
 }
 
 impl HeaderKey {
+    /// The longest value accepted by default, in bytes.
+    pub const DEFAULT_MAX_LEN: usize = 256;
+
     /// Key requests by the first value of header `name`.
     pub fn new(name: HeaderName) -> Self {
-        Self { name }
+        Self {
+            name,
+            max_len: Self::DEFAULT_MAX_LEN,
+        }
+    }
+
+    /// The longest value used as a key (default [`DEFAULT_MAX_LEN`](Self::DEFAULT_MAX_LEN)
+    /// bytes); a longer value counts as no key, so that stored keys stay small.
+    ///
+    /// ```
+    /// use tower_bulwark::key::{HeaderKey, KeyExtractor};
+    ///
+    /// let key = HeaderKey::new(http::HeaderName::from_static("x-api-key")).max_len(4);
+    /// let (parts, ()) = http::Request::get("/")
+    ///     .header("x-api-key", "too-long")
+    ///     .body(())
+    ///     .unwrap()
+    ///     .into_parts();
+    /// assert_eq!(key.extract(&parts), None);
+    /// ```
+    pub fn max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len;
+        self
     }
 }
 
-impl KeyExtractor<Parts> for HeaderKey {
-    fn extract(&self, req: &Parts) -> Option<Key> {
-        req.headers.get(&self.name).cloned().map(Key::Header)
+impl<R: RequestHead> KeyExtractor<R> for HeaderKey {
+    fn extract(&self, req: &R) -> Option<Key> {
+        req.headers()
+            .get(&self.name)
+            .filter(|value| value.len() <= self.max_len)
+            .cloned()
+            .map(Key::Header)
     }
 }
 

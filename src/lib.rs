@@ -13,7 +13,7 @@
 //! | [`response`] | how layers answer for themselves: JSON for HTTP, trailers-only for gRPC |
 //!
 //! Circuit breaking, retries, caching, compression, latency metrics and Redis backing for
-//! fleets are planned; see the README's roadmap.
+//! fleets are planned; the README's status table tracks them.
 //!
 //! ```
 //! use std::time::Duration;

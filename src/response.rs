@@ -148,25 +148,55 @@ impl GrpcCode {
     }
 }
 
-/// A trailers-only gRPC response: HTTP 200, `grpc-status` and `grpc-message` in the headers.
+/// A trailers-only gRPC response to the request with headers `request`: HTTP 200,
+/// `grpc-status` and `grpc-message` in the headers, no body.
 ///
-/// `message` must be printable ASCII (it is written as is); the crate's messages are.
+/// The `content-type` echoes the request's (so gRPC-Web clients get `application/grpc-web...`).
+/// `message` is percent-encoded as the gRPC protocol requires.
 ///
 /// ```
 /// use tower_bulwark::response::{grpc_rejection, GrpcCode};
 ///
-/// let res = grpc_rejection::<()>(GrpcCode::ResourceExhausted, "Too many requests");
+/// let mut request = http::HeaderMap::new();
+/// request.insert("content-type", "application/grpc+proto".parse().unwrap());
+/// let res = grpc_rejection::<()>(&request, GrpcCode::ResourceExhausted, "Too many requests: 100%");
 /// assert_eq!(res.status(), 200);
+/// assert_eq!(res.headers()["content-type"], "application/grpc+proto");
 /// assert_eq!(res.headers()["grpc-status"], "8");
-/// assert_eq!(res.headers()["grpc-message"], "Too many requests");
+/// assert_eq!(res.headers()["grpc-message"], "Too many requests: 100%25");
 /// ```
-pub fn grpc_rejection<B>(code: GrpcCode, message: &'static str) -> Response<ResponseBody<B>> {
+pub fn grpc_rejection<B>(
+    request: &HeaderMap,
+    code: GrpcCode,
+    message: &str,
+) -> Response<ResponseBody<B>> {
     let mut res = Response::new(ResponseBody::empty());
     let headers = res.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    let content_type = request
+        .get(CONTENT_TYPE)
+        .filter(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/grpc"));
+    headers.insert(CONTENT_TYPE, content_type);
     headers.insert("grpc-status", HeaderValue::from(code as u16));
-    headers.insert("grpc-message", HeaderValue::from_static(message));
+    if let Ok(message) = HeaderValue::try_from(percent_encode_grpc(message)) {
+        headers.insert("grpc-message", message);
+    }
     res
+}
+
+/// Percent-encodes what the gRPC spec requires in `grpc-message`: bytes outside 0x20..=0x7E,
+/// and `%`.
+fn percent_encode_grpc(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..=0x7E).contains(&byte) && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// A JSON response with the given status.

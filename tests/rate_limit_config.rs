@@ -98,11 +98,16 @@ fn no_limits() {
         "limits",
         "`limits` must hold at least one limit, got none",
     );
-    // `burst` and `name` with no limit to apply to change nothing.
+    // `burst` or `name` with no limit to apply to is a mistake, reported by name.
     assert_error(
         || RateLimitLayer::builder().burst(3).name("x"),
-        "limits",
-        "`limits` must hold at least one limit, got none",
+        "burst",
+        "`burst` must follow a limit: add one with `.limit(...)` or start from an algorithm such as `RateLimitLayer::token_bucket`",
+    );
+    assert_error(
+        || RateLimitLayer::builder().name("x").limit(Limit::fixed_window(1, secs(1))),
+        "name",
+        "`name` must follow a limit: add one with `.limit(...)` or start from an algorithm such as `RateLimitLayer::token_bucket`",
     );
 }
 

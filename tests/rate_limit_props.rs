@@ -61,6 +61,9 @@ trait Model {
 struct BucketModel {
     t: u64,
     cap: u64,
+    /// `burst * period / limit`: the reported reset never exceeds the exact refill time (the
+    /// rounded-up `T` would overshoot it by a few nanoseconds).
+    refill: u64,
     level: u64,
     last: u64,
 }
@@ -72,6 +75,7 @@ impl BucketModel {
         Self {
             t,
             cap: burst * t,
+            refill: burst * period / limit,
             level: burst * t,
             last: 0,
         }
@@ -91,14 +95,14 @@ impl Model for BucketModel {
             Expect {
                 allowed: true,
                 remaining: after / self.t,
-                reset_after_ns: self.cap - after,
+                reset_after_ns: (self.cap - after).min(self.refill),
                 retry_after_ns: 0,
             }
         } else {
             Expect {
                 allowed: false,
                 remaining: level / self.t,
-                reset_after_ns: self.cap - level,
+                reset_after_ns: (self.cap - level).min(self.refill),
                 retry_after_ns: need - level,
             }
         }

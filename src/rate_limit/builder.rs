@@ -55,6 +55,29 @@ pub struct RateLimitBuilder<K = Global> {
     max_keys: usize,
     clock: Arc<dyn Clock>,
     rejection: Option<super::config::RejectionFn>,
+    /// A setting made where it cannot apply, reported by `build`.
+    misplaced: Option<ConfigError>,
+}
+
+impl<K: Clone> Clone for RateLimitBuilder<K> {
+    fn clone(&self) -> Self {
+        Self {
+            limits: self.limits.clone(),
+            key: self.key.clone(),
+            missing_key: self.missing_key.clone(),
+            cost: self.cost.clone(),
+            legacy_headers: self.legacy_headers,
+            ietf_headers: self.ietf_headers,
+            reset_format: self.reset_format,
+            skip_successful: self.skip_successful,
+            skip_failed: self.skip_failed,
+            shadow: self.shadow,
+            max_keys: self.max_keys,
+            clock: self.clock.clone(),
+            rejection: self.rejection.clone(),
+            misplaced: self.misplaced.clone(),
+        }
+    }
 }
 
 impl<K> fmt::Debug for RateLimitBuilder<K> {
@@ -84,6 +107,7 @@ impl RateLimitBuilder<Global> {
             max_keys: DEFAULT_MAX_KEYS,
             clock: Arc::new(SystemClock::new()),
             rejection: None,
+            misplaced: None,
         }
     }
 }
@@ -97,17 +121,26 @@ impl<K> RateLimitBuilder<K> {
     }
 
     /// Sets the burst of the last limit added (token bucket only; default: its `limit`).
-    pub fn burst(mut self, burst: u64) -> Self {
-        if let Some(last) = self.limits.pop() {
-            self.limits.push(last.burst(burst));
-        }
-        self
+    pub fn burst(self, burst: u64) -> Self {
+        self.edit_last("burst", |limit| limit.burst(burst))
     }
 
     /// Names the last limit added, for the `RateLimit-Policy` and `RateLimit` headers.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        if let Some(last) = self.limits.pop() {
-            self.limits.push(last.name(name));
+    pub fn name(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.edit_last("name", |limit| limit.name(name))
+    }
+
+    fn edit_last(mut self, field: &'static str, edit: impl FnOnce(Limit) -> Limit) -> Self {
+        match self.limits.pop() {
+            Some(last) => self.limits.push(edit(last)),
+            None => {
+                self.misplaced.get_or_insert(ConfigError::new(
+                    field,
+                    "must follow a limit: add one with `.limit(...)` or start from an algorithm \
+                     such as `RateLimitLayer::token_bucket`",
+                ));
+            }
         }
         self
     }
@@ -128,6 +161,7 @@ impl<K> RateLimitBuilder<K> {
             max_keys: self.max_keys,
             clock: self.clock,
             rejection: self.rejection,
+            misplaced: self.misplaced,
         }
     }
 
@@ -138,6 +172,10 @@ impl<K> RateLimitBuilder<K> {
     }
 
     /// The cost of a request, from its head (default: 1). A cost of 0 only reads the limit.
+    ///
+    /// A cost above a limit's capacity (`burst` for a token bucket, `limit` for the others)
+    /// can never be admitted; its 429 still carries a `Retry-After` (the time until the limit
+    /// is fully restored), so keep costs within capacity.
     pub fn cost(mut self, cost: impl Fn(&Parts) -> u64 + Send + Sync + 'static) -> Self {
         self.cost = Some(Arc::new(cost));
         self
@@ -215,6 +253,9 @@ impl<K> RateLimitBuilder<K> {
     }
 
     fn validate(&self) -> Result<(Arc<[Quota]>, Vec<String>), ConfigError> {
+        if let Some(err) = &self.misplaced {
+            return Err(err.clone());
+        }
         if self.limits.is_empty() {
             return Err(ConfigError::new(
                 "limits",

@@ -135,11 +135,11 @@ where
         if !verdict.allowed {
             if policy.shadow {
                 Counters::bump(&shared.counters.shadow_rejected);
-                tracing::debug!(%key, "rate limit (shadow): would refuse");
+                tracing::debug!(key = %key.redacted(), "rate limit (shadow): would refuse");
                 return GenericResponseFuture::admitted(self.inner.call(req), None);
             }
             Counters::bump(&shared.counters.rejected);
-            tracing::debug!(%key, retry_after = ?verdict.retry_after, "rate limit: refused");
+            tracing::debug!(key = %key.redacted(), retry_after = ?verdict.retry_after, "rate limit: refused");
             return GenericResponseFuture::refused(RateLimited::new(verdict.retry_after).into());
         }
         Counters::bump(&shared.counters.allowed);
@@ -198,5 +198,12 @@ where
                 .take()
                 .unwrap_or_else(|| "rate limit future polled after completion".into()))),
         }
+    }
+}
+
+impl<F> fmt::Debug for GenericResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenericResponseFuture")
+            .finish_non_exhaustive()
     }
 }

@@ -7,6 +7,9 @@
 //!   `"default";r=42;t=17`.
 //! * `Retry-After` on a 429, in whole seconds rounded up.
 //!
+//! Stacked layers each add their items to `RateLimit` and `RateLimit-Policy` (both lists); for
+//! the single-valued headers the innermost layer's value stands.
+//!
 //! Everything that does not change per request (the limits, the policy list) is rendered once,
 //! when the layer is built.
 
@@ -16,7 +19,7 @@ use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::HeaderMap;
 use smallvec::SmallVec;
 
-use super::algorithm::Quota;
+use super::algorithm::{Algorithm, Quota};
 use crate::backend::Verdict;
 use crate::clock::Clock;
 use crate::response::ceil_secs;
@@ -63,7 +66,14 @@ impl HeaderConfig {
         ietf: bool,
         reset: ResetFormat,
     ) -> Self {
-        let limit_values = quotas.iter().map(|q| HeaderValue::from(q.limit)).collect();
+        // A token bucket can hold `burst`, so that is the most `Remaining` can show.
+        let limit_values = quotas
+            .iter()
+            .map(|q| match q.algorithm {
+                Algorithm::TokenBucket => HeaderValue::from(q.burst),
+                _ => HeaderValue::from(q.limit),
+            })
+            .collect();
         let mut policy = String::new();
         for (quota, name) in quotas.iter().zip(&names) {
             if !policy.is_empty() {
@@ -134,11 +144,15 @@ pub(crate) fn retry_after_secs(verdict: &Verdict) -> u64 {
     ceil_secs(verdict.retry_after).max(1)
 }
 
-/// Sets each planned header the response does not already carry (an inner layer's own
-/// rate-limit headers are left as they are).
+/// Adds the planned headers to a response that may already carry an inner layer's.
+///
+/// `RateLimit` and `RateLimit-Policy` are lists, so each layer's items are appended; the
+/// single-valued headers (`X-RateLimit-*`, `Retry-After`) keep the inner layer's value.
 pub(crate) fn apply(headers: &mut HeaderMap, plan: HeaderPlan) {
     for (name, value) in plan {
-        if let http::header::Entry::Vacant(slot) = headers.entry(name) {
+        if name == RATELIMIT || name == RATELIMIT_POLICY {
+            headers.append(name, value);
+        } else if let http::header::Entry::Vacant(slot) = headers.entry(name) {
             slot.insert(value);
         }
     }

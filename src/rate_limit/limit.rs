@@ -8,6 +8,9 @@ use crate::error::ConfigError;
 /// The longest period a limit may have (ten years), so window arithmetic cannot overflow.
 pub const MAX_PERIOD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
+/// The largest `limit` or `burst`: the largest integer an HTTP structured field can carry.
+pub const MAX_COUNT: u64 = 999_999_999_999_999;
+
 /// One limit on a [`RateLimitLayer`](super::RateLimitLayer): `limit` requests per `period` by
 /// one algorithm. A layer may hold several, checked together and all-or-nothing.
 ///
@@ -133,6 +136,19 @@ impl Limit {
         if self.limit == 0 {
             return Err(ConfigError::new("limit", "must be > 0, got 0"));
         }
+        // Header integers are structured-field integers: at most 15 digits.
+        if self.limit > MAX_COUNT {
+            return Err(ConfigError::new(
+                "limit",
+                format!("must be at most {MAX_COUNT}, got {}", self.limit),
+            ));
+        }
+        if let Some(burst) = self.burst.filter(|&b| b > MAX_COUNT) {
+            return Err(ConfigError::new(
+                "burst",
+                format!("must be at most {MAX_COUNT}, got {burst}"),
+            ));
+        }
         if self.period.is_zero() {
             return Err(ConfigError::new("period", "must be > 0, got 0s"));
         }
@@ -149,6 +165,7 @@ impl Limit {
             period_ns,
             burst: 0,
             emission_ns: 0,
+            refill_ns: 0,
         };
         match (self.algorithm, self.burst) {
             (Algorithm::TokenBucket, Some(0)) => {
@@ -158,6 +175,9 @@ impl Limit {
                 quota.burst = burst.unwrap_or(self.limit);
                 // Rounded up: a rate a hair under the limit, never over it.
                 quota.emission_ns = period_ns.div_ceil(self.limit);
+                let refill =
+                    u128::from(quota.burst) * u128::from(period_ns) / u128::from(self.limit);
+                quota.refill_ns = u64::try_from(refill).unwrap_or(u64::MAX);
                 if period_ns < self.limit {
                     return Err(ConfigError::new(
                         "limit",

@@ -66,5 +66,5 @@ pub use future::ResponseFuture;
 pub use generic::{GenericRateLimit, GenericRateLimitLayer, GenericResponseFuture};
 pub use headers::ResetFormat;
 pub use layer::RateLimitLayer;
-pub use limit::{Limit, MAX_PERIOD};
+pub use limit::{Limit, MAX_COUNT, MAX_PERIOD};
 pub use service::RateLimit;

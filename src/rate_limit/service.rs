@@ -85,7 +85,7 @@ where
                 Counters::bump(&shared.counters.allowed);
             } else {
                 Counters::bump(&shared.counters.shadow_rejected);
-                tracing::debug!(%key, "rate limit (shadow): would refuse");
+                tracing::debug!(key = %key.redacted(), "rate limit (shadow): would refuse");
             }
             let refund = verdict
                 .allowed
@@ -98,7 +98,7 @@ where
         let headers = policy.headers.plan(&verdict, &*policy.clock);
         if !verdict.allowed {
             Counters::bump(&shared.counters.rejected);
-            tracing::debug!(%key, retry_after = ?verdict.retry_after, "rate limit: refused");
+            tracing::debug!(key = %key.redacted(), retry_after = ?verdict.retry_after, "rate limit: refused");
             return ResponseFuture::refused(self.too_many_requests(&parts, &verdict, headers));
         }
         Counters::bump(&shared.counters.allowed);
@@ -121,7 +121,11 @@ where
     ) -> Response<ResponseBody<ResBody>> {
         let policy = &self.shared.policy;
         let mut response = if is_grpc(&parts.headers) {
-            grpc_rejection(GrpcCode::ResourceExhausted, "Too many requests")
+            grpc_rejection(
+                &parts.headers,
+                GrpcCode::ResourceExhausted,
+                "Too many requests",
+            )
         } else if let Some(respond) = &policy.rejection {
             respond(&RateLimited::new(verdict.retry_after)).map(ResponseBody::full)
         } else {
@@ -141,7 +145,11 @@ fn missing_key_response<ResBody>(
     status: StatusCode,
 ) -> Response<ResponseBody<ResBody>> {
     if is_grpc(&parts.headers) {
-        grpc_rejection(GrpcCode::from_http(status), "Rate limit key missing")
+        grpc_rejection(
+            &parts.headers,
+            GrpcCode::from_http(status),
+            "Rate limit key missing",
+        )
     } else {
         json_response(
             status,

@@ -116,6 +116,9 @@ impl MemoryRateLimiter {
         // A panic elsewhere while holding the lock leaves consistent state (each step is
         // complete), so a poisoned lock is used as is rather than failing every request.
         let mut states = states.lock().unwrap_or_else(|poison| poison.into_inner());
+        // Threads read the clock before taking the lock, so a reading may be older than one
+        // already applied; every limit and the refund record use the same, latest time.
+        let now = states.iter().fold(now, |now, state| state.latest(now));
         let mut checks: SmallVec<[Check; 2]> = states
             .iter_mut()
             .zip(self.quotas.iter())
@@ -159,7 +162,7 @@ impl MemoryRateLimiter {
     pub fn refund_now(&self, key: &Key, cost: u64, counted_at: Duration) {
         let now = nanos(self.clock.now());
         let counted_at = nanos(counted_at);
-        self.store.with_existing(key, |slot| match slot {
+        let _ = self.store.with_existing(key, |slot| match slot {
             Slot::Tat(tat) => {
                 let quota = &self.quotas[0];
                 let _ = tat.fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {

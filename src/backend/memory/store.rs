@@ -4,8 +4,9 @@
 //! memory without bound:
 //!
 //! * An entry is *idle* when its state is indistinguishable from a fresh one (a token bucket that
-//!   has refilled, a window that has passed). Idle entries are swept at most once per sweep
-//!   interval, by whichever request inserts a new key first after it; dropping them loses nothing.
+//!   has refilled, a window that has passed). Once the store is at least half full, idle entries
+//!   are swept at most once per sweep interval, by whichever request inserts a new key first
+//!   after it; dropping them loses nothing.
 //! * When `max_keys` live entries exist, a new key is not inserted: it shares one *overflow*
 //!   entry with every other key that did not fit. Live keys are never evicted, so a flood cannot
 //!   reset a real client's limit, and the flood itself stays limited (as one key).
@@ -72,15 +73,20 @@ impl<V> KeyedStore<V> {
         f(&entry.downgrade())
     }
 
-    /// Runs `f` on the entry for `key` if it exists (the overflow entry if the key never fit).
-    pub(crate) fn with_existing<R>(&self, key: &Key, f: impl FnOnce(&V) -> R) -> R {
-        match self.map.get(key) {
-            Some(entry) => f(&entry),
-            None => f(&self.overflow),
-        }
+    /// Runs `f` on the entry for `key` if the key has one of its own.
+    ///
+    /// Never the overflow entry: a refund for a key that overflowed, or whose idle entry was
+    /// swept meanwhile, must not credit the entry the flood shares.
+    pub(crate) fn with_existing<R>(&self, key: &Key, f: impl FnOnce(&V) -> R) -> Option<R> {
+        self.map.get(key).map(|entry| f(&entry))
     }
 
     fn sweep_if_due(&self, now: u64, is_idle: &impl Fn(&V) -> bool) {
+        // Below half full there is room enough: skip the walk over every entry (it runs on a
+        // request's thread and write-locks each shard in turn).
+        if self.len.load(Ordering::Relaxed) < self.max_keys / 2 {
+            return;
+        }
         let due = self.next_sweep_ns.load(Ordering::Relaxed);
         if now < due {
             return;
@@ -148,14 +154,27 @@ mod tests {
     #[test]
     fn idle_keys_are_swept_once_the_interval_passes() {
         let store = KeyedStore::new(2, 1_000, ());
-        let all_idle = |_: &()| true;
-        store.with(&Key::Int(1), 0, || (), all_idle, |_| ());
-        store.with(&Key::Int(2), 0, || (), all_idle, |_| ());
-        // Full, and the next sweep is not due before t = 1000: key 3 overflows.
-        store.with(&Key::Int(3), 10, || (), all_idle, |_| ());
+        let idle = std::sync::atomic::AtomicBool::new(false);
+        let is_idle = |_: &()| idle.load(Ordering::Relaxed);
+        store.with(&Key::Int(1), 0, || (), is_idle, |_| ());
+        // Half full: this insert sweeps (finding nothing idle); the next sweep is due at 1000.
+        store.with(&Key::Int(2), 0, || (), is_idle, |_| ());
+        assert_eq!(store.len(), 2);
+        idle.store(true, Ordering::Relaxed);
+        // Full, and no sweep is due before t = 1000: key 3 overflows.
+        store.with(&Key::Int(3), 10, || (), is_idle, |_| ());
         assert_eq!(store.overflowed(), 1);
-        store.with(&Key::Int(3), 1_000, || (), all_idle, |_| ());
+        store.with(&Key::Int(3), 1_000, || (), is_idle, |_| ());
         assert_eq!(store.len(), 1);
         assert_eq!(store.overflowed(), 1);
+    }
+
+    #[test]
+    fn below_half_full_nothing_is_swept() {
+        let store = KeyedStore::new(10, 1, ());
+        for n in 0..4 {
+            store.with(&Key::Int(n), n * 100, || (), |_: &()| true, |_| ());
+        }
+        assert_eq!(store.len(), 4);
     }
 }

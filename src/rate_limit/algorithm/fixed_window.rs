@@ -17,10 +17,14 @@ impl FixedWindowState {
         }
     }
 
+    /// A reading older than the window already in use (another thread read the clock later and
+    /// got the lock first) counts in that window: windows only move forward.
+    pub(crate) fn latest(&self, now: u64) -> u64 {
+        now.max(self.start)
+    }
+
     pub(crate) fn check(&mut self, quota: &Quota, now: u64, cost: u64) -> Check {
-        // A reading older than the window already in use (another thread read the clock later
-        // and got the lock first) counts in that window: windows only move forward.
-        let now = now.max(self.start);
+        let now = self.latest(now);
         self.roll(quota, now);
         let reset_after_ns = self.start + quota.period_ns - now;
         let after = self.count.saturating_add(cost);

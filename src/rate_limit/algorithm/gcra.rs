@@ -21,7 +21,7 @@ pub(crate) fn decide(tat: u64, quota: &Quota, now: u64, cost: u64) -> (Check, u6
         let check = Check {
             allowed: true,
             remaining: (capacity - ahead) / quota.emission_ns,
-            reset_after_ns: ahead,
+            reset_after_ns: ahead.min(quota.refill_ns),
             retry_after_ns: 0,
         };
         (check, new_tat)
@@ -30,7 +30,7 @@ pub(crate) fn decide(tat: u64, quota: &Quota, now: u64, cost: u64) -> (Check, u6
         let check = Check {
             allowed: false,
             remaining: capacity.saturating_sub(used) / quota.emission_ns,
-            reset_after_ns: used,
+            reset_after_ns: used.min(quota.refill_ns),
             retry_after_ns: ahead - capacity,
         };
         (check, tat)
@@ -73,6 +73,7 @@ mod tests {
             period_ns,
             burst,
             emission_ns: period_ns / limit,
+            refill_ns: burst * period_ns / limit,
         }
     }
 

@@ -55,8 +55,11 @@ pub(crate) struct Quota {
     pub(crate) period_ns: u64,
     /// Token bucket only: how many may pass at once.
     pub(crate) burst: u64,
-    /// Token bucket only: `period / limit`, the time one token takes to come back.
+    /// Token bucket only: `period / limit` rounded up, the time one token takes to come back.
     pub(crate) emission_ns: u64,
+    /// Token bucket only: `burst * period / limit` rounded down, the exact time an empty bucket
+    /// takes to refill (the rounded-up emission interval would overshoot it by a few ns).
+    pub(crate) refill_ns: u64,
 }
 
 /// What one limit says about one request.
@@ -113,7 +116,17 @@ impl State {
             State::Gcra(s) => s.refund(quota, now, cost),
             State::Fixed(s) => s.refund(quota, counted_at, cost),
             State::Counter(s) => s.refund(quota, counted_at, cost),
-            State::Log(s) => s.refund(counted_at, cost),
+            State::Log(s) => s.refund(quota, now, counted_at, cost),
+        }
+    }
+
+    /// `now`, or the latest time this state has already been moved to if that is later.
+    pub(crate) fn latest(&self, now: u64) -> u64 {
+        match self {
+            State::Gcra(_) => now,
+            State::Fixed(s) => s.latest(now),
+            State::Counter(s) => s.latest(now),
+            State::Log(s) => s.latest(now),
         }
     }
 
@@ -148,6 +161,7 @@ mod tests {
             period_ns,
             burst: limit,
             emission_ns: period_ns.div_ceil(limit),
+            refill_ns: period_ns,
         }
     }
 

@@ -38,9 +38,13 @@ impl SlidingCounterState {
         mul_div_ceil(self.previous, left, quota.period_ns).saturating_add(self.current)
     }
 
+    /// Windows only move forward: a reading older than the current window counts in it.
+    pub(crate) fn latest(&self, now: u64) -> u64 {
+        now.max(self.start)
+    }
+
     pub(crate) fn check(&mut self, quota: &Quota, now: u64, cost: u64) -> Check {
-        // Windows only move forward: a reading older than the current window counts in it.
-        let now = now.max(self.start);
+        let now = self.latest(now);
         self.roll(quota, now);
         let period = quota.period_ns;
         let estimate = self.estimate(quota, now);

@@ -26,12 +26,12 @@ impl SlidingLogState {
 
     /// `now`, but never before the newest entry: the log stays in time order even when a
     /// thread that read the clock earlier gets the lock later.
-    fn monotonic(&self, now: u64) -> u64 {
+    pub(crate) fn latest(&self, now: u64) -> u64 {
         self.entries.back().map_or(now, |&(at, _)| now.max(at))
     }
 
     pub(crate) fn check(&mut self, quota: &Quota, now: u64, cost: u64) -> Check {
-        let now = self.monotonic(now);
+        let now = self.latest(now);
         self.prune(quota, now);
         let after = self.total.saturating_add(cost);
         let expiry = |at: u64| at.saturating_add(quota.period_ns) - now;
@@ -71,7 +71,7 @@ impl SlidingLogState {
         if cost == 0 {
             return;
         }
-        let now = self.monotonic(now);
+        let now = self.latest(now);
         self.total = self.total.saturating_add(cost);
         match self.entries.back_mut() {
             // Requests in the same nanosecond share one entry.
@@ -80,10 +80,20 @@ impl SlidingLogState {
         }
     }
 
-    pub(crate) fn refund(&mut self, counted_at: u64, cost: u64) {
+    pub(crate) fn refund(&mut self, quota: &Quota, now: u64, counted_at: u64, cost: u64) {
+        let expires = counted_at.saturating_add(quota.period_ns);
+        if expires <= now {
+            // The request's entry has left the window already; later entries are other requests.
+            return;
+        }
         // The request's entry is the first at or after its reading (it may have been moved
-        // forward to keep the log in order).
-        if let Some(index) = self.entries.iter().position(|&(at, _)| at >= counted_at) {
+        // forward to keep the log in order), and still inside its window.
+        let found = self
+            .entries
+            .iter()
+            .position(|&(at, _)| at >= counted_at)
+            .filter(|&index| self.entries[index].0 < expires);
+        if let Some(index) = found {
             let entry_cost = &mut self.entries[index].1;
             let given = cost.min(*entry_cost);
             *entry_cost -= given;
