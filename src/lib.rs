@@ -37,6 +37,7 @@
 
 pub mod backend;
 pub mod clock;
+mod counter;
 mod error;
 pub mod key;
 #[cfg(feature = "rate-limit")]

@@ -2,7 +2,6 @@
 //! counters. Built once by the builder and held in one `Arc`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use http::{Response, StatusCode};
 use super::headers::HeaderConfig;
 use crate::backend::RateLimitBackend;
 use crate::clock::Clock;
+use crate::counter::StripedCounter;
 use crate::key::Key;
 
 /// The answer for a request from which the key extractor gets no key.
@@ -115,25 +115,25 @@ pub struct RateLimitStats {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) allowed: AtomicU64,
-    pub(crate) rejected: AtomicU64,
-    pub(crate) shadow_rejected: AtomicU64,
-    pub(crate) refunded: AtomicU64,
-    pub(crate) missing_key: AtomicU64,
+    pub(crate) allowed: StripedCounter,
+    pub(crate) rejected: StripedCounter,
+    pub(crate) shadow_rejected: StripedCounter,
+    pub(crate) refunded: StripedCounter,
+    pub(crate) missing_key: StripedCounter,
 }
 
 impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn bump(counter: &StripedCounter) {
+        counter.add(1);
     }
 
     pub(crate) fn snapshot(&self) -> RateLimitStats {
         RateLimitStats {
-            allowed: self.allowed.load(Ordering::Relaxed),
-            rejected: self.rejected.load(Ordering::Relaxed),
-            shadow_rejected: self.shadow_rejected.load(Ordering::Relaxed),
-            refunded: self.refunded.load(Ordering::Relaxed),
-            missing_key: self.missing_key.load(Ordering::Relaxed),
+            allowed: self.allowed.get(),
+            rejected: self.rejected.get(),
+            shadow_rejected: self.shadow_rejected.get(),
+            refunded: self.refunded.get(),
+            missing_key: self.missing_key.get(),
         }
     }
 }

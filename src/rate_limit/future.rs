@@ -24,7 +24,8 @@ pin_project! {
         Admitted {
             #[pin]
             future: F,
-            headers: HeaderPlan,
+            // Boxed: a plan is a few hundred bytes, and the future is moved several times.
+            headers: Option<Box<HeaderPlan>>,
             refund: Option<Refund>,
         },
         Refused {
@@ -34,7 +35,11 @@ pin_project! {
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn admitted(future: F, headers: HeaderPlan, refund: Option<Refund>) -> Self {
+    pub(crate) fn admitted(
+        future: F,
+        headers: Option<Box<HeaderPlan>>,
+        refund: Option<Refund>,
+    ) -> Self {
         Self {
             kind: Kind::Admitted {
                 future,
@@ -77,7 +82,9 @@ where
                     refund.settle(failed);
                 }
                 Poll::Ready(result.map(|mut response| {
-                    apply(response.headers_mut(), std::mem::take(headers));
+                    if let Some(headers) = headers.take() {
+                        apply(response.headers_mut(), *headers);
+                    }
                     response.map(ResponseBody::inner)
                 }))
             }

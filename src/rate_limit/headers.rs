@@ -13,8 +13,9 @@
 //! Everything that does not change per request (the limits, the policy list) is rendered once,
 //! when the layer is built.
 
-use std::fmt::Write as _;
+use std::sync::OnceLock;
 
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::HeaderMap;
 use smallvec::SmallVec;
@@ -70,20 +71,21 @@ impl HeaderConfig {
         let limit_values = quotas
             .iter()
             .map(|q| match q.algorithm {
-                Algorithm::TokenBucket => HeaderValue::from(q.burst),
-                _ => HeaderValue::from(q.limit),
+                Algorithm::TokenBucket => number(q.burst),
+                _ => number(q.limit),
             })
             .collect();
-        let mut policy = String::new();
+        let mut policy = BytesMut::new();
         for (quota, name) in quotas.iter().zip(&names) {
             if !policy.is_empty() {
-                policy.push_str(", ");
+                policy.put_slice(b", ");
             }
             let window = ceil_secs(std::time::Duration::from_nanos(quota.period_ns));
-            let _ = write!(policy, "\"{name}\";q={};w={window}", quota.limit);
+            put_item(&mut policy, name, (b'q', quota.limit), (b'w', window));
         }
         // Names were checked to be printable ASCII, so the value is always valid.
-        let policy = HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(""));
+        let policy =
+            HeaderValue::from_maybe_shared(policy.freeze()).unwrap_or(HeaderValue::from_static(""));
         Self {
             legacy,
             ietf,
@@ -92,6 +94,11 @@ impl HeaderConfig {
             limit_values,
             policy,
         }
+    }
+
+    /// Whether any rate-limit header is on (`Retry-After` on a 429 is sent regardless).
+    pub(crate) fn any(&self) -> bool {
+        self.legacy || self.ietf
     }
 
     /// The headers for `verdict`; `Retry-After` too when the request is refused.
@@ -110,33 +117,91 @@ impl HeaderConfig {
                     ResetFormat::UnixEpoch => ceil_secs(clock.unix_now() + status.reset_after),
                 };
                 plan.push((X_RATELIMIT_LIMIT, self.limit_values[index].clone()));
-                plan.push((X_RATELIMIT_REMAINING, HeaderValue::from(status.remaining)));
-                plan.push((X_RATELIMIT_RESET, HeaderValue::from(reset)));
+                plan.push((X_RATELIMIT_REMAINING, number(status.remaining)));
+                plan.push((X_RATELIMIT_RESET, number(reset)));
             }
         }
         if self.ietf {
-            let mut value = String::with_capacity(24 * verdict.limits.len());
+            // `"name";r=N;t=N` per limit, in one exactly sized buffer: one allocation.
+            let len: usize = self.names.iter().map(|n| n.len() + 50).sum();
+            let mut value = BytesMut::with_capacity(len);
             for (status, name) in verdict.limits.iter().zip(&self.names) {
                 if !value.is_empty() {
-                    value.push_str(", ");
+                    value.put_slice(b", ");
                 }
-                let _ = write!(
-                    value,
-                    "\"{name}\";r={};t={}",
-                    status.remaining,
-                    ceil_secs(status.reset_after)
-                );
+                let reset = ceil_secs(status.reset_after);
+                put_item(&mut value, name, (b'r', status.remaining), (b't', reset));
             }
-            if let Ok(value) = HeaderValue::try_from(value) {
+            if let Ok(value) = HeaderValue::from_maybe_shared(value.freeze()) {
                 plan.push((RATELIMIT_POLICY, self.policy.clone()));
                 plan.push((RATELIMIT, value));
             }
         }
         if !verdict.allowed {
-            plan.push((RETRY_AFTER, HeaderValue::from(retry_after_secs(verdict))));
+            plan.push((RETRY_AFTER, number(retry_after_secs(verdict))));
         }
         plan
     }
+}
+
+/// Writes one structured-field list item: `"name";a=1;b=2`.
+fn put_item(buf: &mut BytesMut, name: &str, first: (u8, u64), second: (u8, u64)) {
+    buf.put_u8(b'"');
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(b'"');
+    for (key, n) in [first, second] {
+        buf.put_slice(&[b';', key, b'=']);
+        put_u64(buf, n);
+    }
+}
+
+/// Writes `n` in decimal, without going through `core::fmt`.
+pub(crate) fn put_u64(buf: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // `n % 10` is a single digit, so the cast cannot truncate.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.put_slice(&digits[at..]);
+}
+
+/// How many small numbers have a ready-made header value.
+const CACHED_NUMBERS: u64 = 4096;
+
+/// `n` as a header value. Numbers below [`CACHED_NUMBERS`] (most remaining counts and resets in
+/// seconds) come from a table built once, whose values point at static bytes: cloning one
+/// allocates nothing and touches no shared reference count.
+pub(crate) fn number(n: u64) -> HeaderValue {
+    static TABLE: OnceLock<Box<[HeaderValue]>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut text = BytesMut::new();
+        let mut ends = Vec::with_capacity(CACHED_NUMBERS as usize);
+        for n in 0..CACHED_NUMBERS {
+            put_u64(&mut text, n);
+            ends.push(text.len());
+        }
+        // About 20 KB, made once per process and kept for its life.
+        let text: &'static [u8] = Box::leak(text.to_vec().into_boxed_slice());
+        let mut start = 0;
+        ends.into_iter()
+            .map(|end| {
+                let value = HeaderValue::from_maybe_shared(Bytes::from_static(&text[start..end]));
+                start = end;
+                value.unwrap_or(HeaderValue::from_static("0"))
+            })
+            .collect()
+    });
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| table.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
 }
 
 /// `Retry-After` in whole seconds, rounded up, and never 0 for a refusal (0 invites a hot loop).
@@ -149,6 +214,8 @@ pub(crate) fn retry_after_secs(verdict: &Verdict) -> u64 {
 /// `RateLimit` and `RateLimit-Policy` are lists, so each layer's items are appended; the
 /// single-valued headers (`X-RateLimit-*`, `Retry-After`) keep the inner layer's value.
 pub(crate) fn apply(headers: &mut HeaderMap, plan: HeaderPlan) {
+    // One allocation for the lot instead of growing the map header by header.
+    headers.reserve(plan.len());
     for (name, value) in plan {
         if name == RATELIMIT || name == RATELIMIT_POLICY {
             headers.append(name, value);

@@ -2,14 +2,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::config::{Counters, RateLimited, Shared};
 use super::future::ResponseFuture;
-use super::headers::{apply, retry_after_secs, HeaderPlan};
+use super::headers::{apply, put_u64, retry_after_secs, HeaderPlan};
 use crate::backend::{RateLimitBackend, Verdict};
 use crate::key::KeyExtractor;
 use crate::response::{grpc_rejection, is_grpc, json_response, GrpcCode, ResponseBody};
@@ -92,15 +92,19 @@ where
                 .then(|| self.shared.refund_for(key, cost, &verdict))
                 .flatten();
             let future = self.inner.call(Request::from_parts(parts, body));
-            return ResponseFuture::admitted(future, HeaderPlan::new(), refund);
+            return ResponseFuture::admitted(future, None, refund);
         }
 
-        let headers = policy.headers.plan(&verdict, &*policy.clock);
         if !verdict.allowed {
             Counters::bump(&shared.counters.rejected);
             tracing::debug!(key = %key.redacted(), retry_after = ?verdict.retry_after, "rate limit: refused");
+            let headers = policy.headers.plan(&verdict, &*policy.clock);
             return ResponseFuture::refused(self.too_many_requests(&parts, &verdict, headers));
         }
+        let headers = policy
+            .headers
+            .any()
+            .then(|| Box::new(policy.headers.plan(&verdict, &*policy.clock)));
         Counters::bump(&shared.counters.allowed);
         let refund = self.shared.refund_for(key, cost, &verdict);
         let future = self.inner.call(Request::from_parts(parts, body));
@@ -129,11 +133,11 @@ where
         } else if let Some(respond) = &policy.rejection {
             respond(&RateLimited::new(verdict.retry_after)).map(ResponseBody::full)
         } else {
-            let body = format!(
-                r#"{{"error":"Too many requests","retryAfter":{}}}"#,
-                retry_after_secs(verdict)
-            );
-            json_response(StatusCode::TOO_MANY_REQUESTS, Bytes::from(body))
+            let mut body = BytesMut::with_capacity(64);
+            body.put_slice(br#"{"error":"Too many requests","retryAfter":"#);
+            put_u64(&mut body, retry_after_secs(verdict));
+            body.put_u8(b'}');
+            json_response(StatusCode::TOO_MANY_REQUESTS, body.freeze())
         };
         apply(response.headers_mut(), headers);
         response

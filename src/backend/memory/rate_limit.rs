@@ -17,8 +17,9 @@ enum Slot {
     /// A lone token bucket: its TAT, updated by compare-and-swap, as governor does. No lock.
     Tat(AtomicU64),
     /// Anything else (several limits, or windows): checked and committed under one lock, so
-    /// several limits are all-or-nothing.
-    Locked(Mutex<SmallVec<[State; 2]>>),
+    /// several limits are all-or-nothing. Boxed, so the common lone token bucket keeps map
+    /// entries small (more of them fit in cache).
+    Locked(Box<Mutex<SmallVec<[State; 2]>>>),
 }
 
 /// Rate decisions kept in process memory.
@@ -29,6 +30,8 @@ enum Slot {
 pub struct MemoryRateLimiter {
     quotas: Arc<[Quota]>,
     store: KeyedStore<Slot>,
+    /// [`Key::Global`]'s state, outside the map: a global limit pays for no hashing or shard lock.
+    global: Slot,
     clock: Arc<dyn Clock>,
     lone_token_bucket: bool,
 }
@@ -52,6 +55,7 @@ impl MemoryRateLimiter {
         let sweep_every_ns = shortest.clamp(10_000_000, 60_000_000_000);
         let overflow = Self::fresh_slot(&quotas, lone_token_bucket);
         Self {
+            global: Self::fresh_slot(&quotas, lone_token_bucket),
             store: KeyedStore::new(max_keys, sweep_every_ns, overflow),
             quotas,
             clock,
@@ -63,22 +67,28 @@ impl MemoryRateLimiter {
         if lone_token_bucket {
             Slot::Tat(AtomicU64::new(0))
         } else {
-            Slot::Locked(Mutex::new(quotas.iter().map(State::new).collect()))
+            Slot::Locked(Box::new(Mutex::new(
+                quotas.iter().map(State::new).collect(),
+            )))
         }
     }
 
     /// Decides synchronously: the memory backend never waits.
     pub fn decide_now(&self, key: &Key, cost: u64) -> Verdict {
         let now = nanos(self.clock.now());
+        let decide = |slot: &Slot| match slot {
+            Slot::Tat(tat) => self.decide_lone_token_bucket(tat, now, cost),
+            Slot::Locked(states) => self.decide_locked(states, now, cost),
+        };
+        if let Key::Global = key {
+            return decide(&self.global);
+        }
         self.store.with(
             key,
             now,
             || Self::fresh_slot(&self.quotas, self.lone_token_bucket),
             |slot| self.is_idle(slot, now),
-            |slot| match slot {
-                Slot::Tat(tat) => self.decide_lone_token_bucket(tat, now, cost),
-                Slot::Locked(states) => self.decide_locked(states, now, cost),
-            },
+            decide,
         )
     }
 
@@ -162,7 +172,7 @@ impl MemoryRateLimiter {
     pub fn refund_now(&self, key: &Key, cost: u64, counted_at: Duration) {
         let now = nanos(self.clock.now());
         let counted_at = nanos(counted_at);
-        let _ = self.store.with_existing(key, |slot| match slot {
+        let refund = |slot: &Slot| match slot {
             Slot::Tat(tat) => {
                 let quota = &self.quotas[0];
                 let _ = tat.fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
@@ -175,7 +185,12 @@ impl MemoryRateLimiter {
                     state.refund(quota, now, counted_at, cost);
                 }
             }
-        });
+        };
+        if let Key::Global = key {
+            refund(&self.global);
+        } else {
+            let _ = self.store.with_existing(key, refund);
+        }
     }
 }
 
