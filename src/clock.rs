@@ -31,7 +31,12 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn unix_now(&self) -> Duration;
 }
 
-/// The default clock: `std::time::Instant` for monotonic time, `SystemTime` for wall time.
+/// The default clock: the CPU's time-stamp counter through [`quanta`] for monotonic time
+/// (a few nanoseconds a read, against ~25 for `clock_gettime`; quanta falls back to the OS
+/// clock where the counter is not reliable), `SystemTime` for wall time.
+///
+/// The first `SystemClock` in a process calibrates the counter, which takes 10–20 ms
+/// (200 ms at most), once.
 ///
 /// ```
 /// use tower_bulwark::clock::{Clock, SystemClock};
@@ -40,17 +45,18 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 /// let a = clock.now();
 /// assert!(clock.now() >= a);
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SystemClock {
-    origin: std::time::Instant,
+    clock: quanta::Clock,
+    origin: quanta::Instant,
 }
 
 impl SystemClock {
     /// A clock whose origin is now.
     pub fn new() -> Self {
-        Self {
-            origin: std::time::Instant::now(),
-        }
+        let clock = quanta::Clock::new();
+        let origin = clock.now();
+        Self { clock, origin }
     }
 }
 
@@ -62,7 +68,7 @@ impl Default for SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> Duration {
-        self.origin.elapsed()
+        self.clock.now().saturating_duration_since(self.origin)
     }
 
     fn unix_now(&self) -> Duration {
@@ -99,7 +105,9 @@ impl TokioClock {
     pub fn new() -> Self {
         Self {
             origin: tokio::time::Instant::now(),
-            unix_origin: SystemClock::new().unix_now(),
+            unix_origin: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO),
         }
     }
 }

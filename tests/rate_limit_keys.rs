@@ -260,7 +260,7 @@ async fn each_api_key_has_its_own_limit() {
         statuses.push(res.status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 429, 200, 200, 429, 200]);
-    let key = |k: &'static str| Key::Header(HeaderValue::from_static(k));
+    let key = |k: &'static str| Key::from(HeaderValue::from_static(k));
     assert_eq!(remaining(&layer, &key("k-1")), 0);
     assert_eq!(remaining(&layer, &key("k-3")), 1);
     assert_eq!(layer.backend().len(), 3);

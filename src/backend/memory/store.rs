@@ -62,7 +62,7 @@ impl<V> KeyedStore<V> {
             return f(&self.overflow);
         }
         let mut inserted = false;
-        let entry = self.map.entry(key.detached()).or_insert_with(|| {
+        let entry = self.map.entry(key.clone()).or_insert_with(|| {
             inserted = true;
             make()
         });
