@@ -214,6 +214,9 @@ impl<K> RateLimitBuilder<K> {
 
     /// Gives back the cost of requests that fail (status >= 400, or an error from the inner
     /// service) (default off).
+    ///
+    /// For both refund options: a request whose response future is dropped before it completes
+    /// (the client went away, a timeout fired) has no status and stays counted.
     pub fn skip_failed(mut self, on: bool) -> Self {
         self.skip_failed = on;
         self
