@@ -7,8 +7,9 @@
 //!   `"default";r=42;t=17`.
 //! * `Retry-After` on a 429, in whole seconds rounded up.
 //!
-//! Stacked layers each add their items to `RateLimit` and `RateLimit-Policy` (both lists); for
-//! the single-valued headers the innermost layer's value stands.
+//! Stacked layers each add their items to `RateLimit` and `RateLimit-Policy` (both lists); the
+//! `X-RateLimit-*` trio is written as a unit, so when an inner layer (or the handler) set
+//! `X-RateLimit-Limit`, its trio stands.
 //!
 //! Everything that does not change per request (the limits, the policy list) is rendered once,
 //! when the layer is built.
@@ -18,7 +19,6 @@ use std::sync::OnceLock;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::HeaderMap;
-use smallvec::SmallVec;
 
 use super::algorithm::{Algorithm, Quota};
 use crate::backend::Verdict;
@@ -46,8 +46,17 @@ pub enum ResetFormat {
     UnixEpoch,
 }
 
-/// Headers to set on one response, computed when the decision is made.
-pub(crate) type HeaderPlan = SmallVec<[(HeaderName, HeaderValue); 6]>;
+/// Headers to set on one response, computed when the decision is made. One slot per header
+/// (the names are constants), so a plan is small and needs no length bookkeeping.
+#[derive(Debug, Default)]
+pub(crate) struct HeaderPlan {
+    limit: Option<HeaderValue>,
+    remaining: Option<HeaderValue>,
+    reset: Option<HeaderValue>,
+    policy: Option<HeaderValue>,
+    ratelimit: Option<HeaderValue>,
+    retry_after: Option<HeaderValue>,
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct HeaderConfig {
@@ -103,7 +112,7 @@ impl HeaderConfig {
 
     /// The headers for `verdict`; `Retry-After` too when the request is refused.
     pub(crate) fn plan(&self, verdict: &Verdict, clock: &dyn Clock) -> HeaderPlan {
-        let mut plan = HeaderPlan::new();
+        let mut plan = HeaderPlan::default();
         if self.legacy {
             // The limit closest to running out speaks for all; on a tie, the one resetting last.
             let binding = verdict
@@ -116,9 +125,9 @@ impl HeaderConfig {
                     ResetFormat::SecondsFromNow => ceil_secs(status.reset_after),
                     ResetFormat::UnixEpoch => ceil_secs(clock.unix_now() + status.reset_after),
                 };
-                plan.push((X_RATELIMIT_LIMIT, self.limit_values[index].clone()));
-                plan.push((X_RATELIMIT_REMAINING, number(status.remaining)));
-                plan.push((X_RATELIMIT_RESET, number(reset)));
+                plan.limit = Some(self.limit_values[index].clone());
+                plan.remaining = Some(number(status.remaining));
+                plan.reset = Some(number(reset));
             }
         }
         if self.ietf {
@@ -133,12 +142,12 @@ impl HeaderConfig {
                 put_item(&mut value, name, (b'r', status.remaining), (b't', reset));
             }
             if let Ok(value) = HeaderValue::from_maybe_shared(value.freeze()) {
-                plan.push((RATELIMIT_POLICY, self.policy.clone()));
-                plan.push((RATELIMIT, value));
+                plan.policy = Some(self.policy.clone());
+                plan.ratelimit = Some(value);
             }
         }
         if !verdict.allowed {
-            plan.push((RETRY_AFTER, number(retry_after_secs(verdict))));
+            plan.retry_after = Some(number(retry_after_secs(verdict)));
         }
         plan
     }
@@ -212,16 +221,31 @@ pub(crate) fn retry_after_secs(verdict: &Verdict) -> u64 {
 /// Adds the planned headers to a response that may already carry an inner layer's.
 ///
 /// `RateLimit` and `RateLimit-Policy` are lists, so each layer's items are appended; the
-/// single-valued headers (`X-RateLimit-*`, `Retry-After`) keep the inner layer's value.
+/// `X-RateLimit-*` trio and `Retry-After` keep the inner layer's values.
 pub(crate) fn apply(headers: &mut HeaderMap, plan: HeaderPlan) {
     // One allocation for the lot instead of growing the map header by header.
-    headers.reserve(plan.len());
-    for (name, value) in plan {
-        // `contains_key` then `insert` measured faster than the `entry` API here.
-        if name == RATELIMIT || name == RATELIMIT_POLICY {
+    headers.reserve(6);
+    // The trio is written together, by a layer: one look tells whether an inner layer did.
+    if !headers.contains_key(X_RATELIMIT_LIMIT) {
+        let trio = [
+            (X_RATELIMIT_LIMIT, plan.limit),
+            (X_RATELIMIT_REMAINING, plan.remaining),
+            (X_RATELIMIT_RESET, plan.reset),
+        ];
+        for (name, value) in trio {
+            if let Some(value) = value {
+                headers.insert(name, value);
+            }
+        }
+    }
+    for (name, value) in [(RATELIMIT_POLICY, plan.policy), (RATELIMIT, plan.ratelimit)] {
+        if let Some(value) = value {
             headers.append(name, value);
-        } else if !headers.contains_key(&name) {
-            headers.insert(name, value);
+        }
+    }
+    if let Some(value) = plan.retry_after {
+        if !headers.contains_key(RETRY_AFTER) {
+            headers.insert(RETRY_AFTER, value);
         }
     }
 }
