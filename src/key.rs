@@ -10,6 +10,7 @@
 //! | [`PeerIp`] | the TCP peer's IP (axum's `ConnectInfo<SocketAddr>` or a `SocketAddr` extension) |
 //! | [`TrustedProxyIp`] | the client IP behind N trusted proxies, from `X-Forwarded-For` or `Forwarded` |
 //! | [`HeaderKey`] | a header's value, such as an API key |
+//! | [`Ipv6Prefix`] | wraps an IP extractor: IPv6 clients by network prefix (e.g. /64) |
 //! | [`from_fn`] | whatever a closure returns |
 //!
 //! A request for which the extractor finds nothing (no `ConnectInfo`, no API-key header) gets the
@@ -396,6 +397,60 @@ fn parse_forwarded_element(element: &str) -> Option<IpAddr> {
     })
 }
 
+/// Counts IPv6 clients by network prefix rather than by full address.
+///
+/// One IPv6 client usually holds a whole /64 (often a /56 or /48): keyed by full address it can
+/// rotate addresses to escape its limit and to fill the key store. Wrap an IP extractor to key
+/// IPv6 clients by their first `bits` bits; IPv4 keys, and IPv4-mapped IPv6 addresses
+/// (`::ffff:a.b.c.d`, which become plain IPv4), are left whole.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use tower_bulwark::key::{Ipv6Prefix, Key, KeyExtractor, PeerIp};
+///
+/// let key = Ipv6Prefix::new(PeerIp, 64);
+/// let from = |addr: &str| {
+///     let mut req = http::Request::new(());
+///     req.extensions_mut().insert(addr.parse::<SocketAddr>().unwrap());
+///     key.extract(&req.into_parts().0)
+/// };
+/// assert_eq!(from("[2001:db8:1:2:aaaa::1]:443"), from("[2001:db8:1:2:bbbb::9]:443"));
+/// assert_eq!(from("[2001:db8:1:2::1]:443"), Some(Key::Ip("2001:db8:1:2::".parse().unwrap())));
+/// assert_eq!(from("[::ffff:192.0.2.7]:443"), Some(Key::Ip("192.0.2.7".parse().unwrap())));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Ipv6Prefix<E> {
+    inner: E,
+    bits: u8,
+}
+
+impl<E> Ipv6Prefix<E> {
+    /// Keys IPv6 addresses from `inner` by their first `bits` bits (at most 128).
+    pub fn new(inner: E, bits: u8) -> Self {
+        Self {
+            inner,
+            bits: bits.min(128),
+        }
+    }
+}
+
+impl<R, E: KeyExtractor<R>> KeyExtractor<R> for Ipv6Prefix<E> {
+    fn extract(&self, req: &R) -> Option<Key> {
+        self.inner.extract(req).map(|key| match key {
+            Key::Ip(IpAddr::V6(ip)) => match ip.to_ipv4_mapped() {
+                Some(v4) => Key::Ip(IpAddr::V4(v4)),
+                None => {
+                    let mask = u128::MAX
+                        .checked_shl(128 - u32::from(self.bits))
+                        .unwrap_or(0);
+                    Key::Ip(IpAddr::V6((u128::from(ip) & mask).into()))
+                }
+            },
+            other => other,
+        })
+    }
+}
+
 /// The value of a request header, such as an API key.
 ///
 /// ```
@@ -637,6 +692,25 @@ mod tests {
     fn header_key_missing_is_none() {
         let key = HeaderKey::new(HeaderName::from_static("x-api-key"));
         assert_eq!(key.extract(&parts(&[], None)), None);
+    }
+
+    #[test]
+    fn ipv6_prefix_edges() {
+        let v6 = |s: &str| Key::Ip(s.parse().unwrap());
+        let key = |bits: u8, peer: &str| {
+            let mut req = http::Request::new(());
+            req.extensions_mut()
+                .insert(SocketAddr::new(peer.parse().unwrap(), 1));
+            Ipv6Prefix::new(PeerIp, bits).extract(&req.into_parts().0)
+        };
+        assert_eq!(key(0, "2001:db8::1"), Some(v6("::")));
+        assert_eq!(key(128, "2001:db8::1"), Some(v6("2001:db8::1")));
+        assert_eq!(key(200, "2001:db8::1"), Some(v6("2001:db8::1")));
+        assert_eq!(
+            key(48, "2001:db8:abcd:1234::1"),
+            Some(v6("2001:db8:abcd::"))
+        );
+        assert_eq!(key(64, "192.0.2.1"), Some(v6("192.0.2.1")));
     }
 
     #[test]
