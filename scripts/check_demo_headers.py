@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Checks the demo's rate-limit answers with a real HTTP client and a real RFC 8941 parser.
+
+Usage: check_demo_headers.py PATH_TO_DEMO_BINARY
+
+Starts the demo on a free port, then asserts that:
+  * `RateLimit-Policy` and `RateLimit` parse as structured-field lists (http-sfv) and agree
+    with `X-RateLimit-Remaining`;
+  * the token-bucket route admits exactly its burst of 5, then answers 429 with a JSON body
+    whose `retryAfter` equals `Retry-After` (whole seconds, at least 1).
+"""
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import http_sfv
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(base, path):
+    try:
+        with urllib.request.urlopen(base + path, timeout=5) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def sf_list(value):
+    parsed = http_sfv.List()
+    parsed.parse(value.encode())
+    return parsed
+
+
+def main(demo):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([demo], env={"BULWARK_ADDR": f"127.0.0.1:{port}"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            sys.exit("demo did not start listening")
+
+        statuses = []
+        for _ in range(7):
+            status, headers, body = get(base, "/api/limited")
+            statuses.append(status)
+            policy = sf_list(headers["RateLimit-Policy"])
+            current = sf_list(headers["RateLimit"])
+            assert [(i.value, dict(i.params)) for i in policy] == [("default", {"q": 5, "w": 10})], policy
+            assert current[0].value == "default", current
+            assert current[0].params["r"] == int(headers["X-RateLimit-Remaining"]), headers
+            if status == 429:
+                answer = json.loads(body)
+                assert answer["error"] == "Too many requests", answer
+                assert answer["retryAfter"] == int(headers["Retry-After"]) >= 1, (answer, headers)
+        assert statuses == [200] * 5 + [429, 429], statuses
+
+        _, headers, _ = get(base, "/api/orders")
+        names = [i.value for i in sf_list(headers["RateLimit"])]
+        assert names == ["per-second", "per-minute"], names
+        print("demo headers OK: structured fields parse, burst of 5 then 429 with matching Retry-After")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
