@@ -265,6 +265,22 @@ fn keyed(c: &mut Criterion) {
         }
     }
 
+    // The keyed token bucket on the TSC clock (`--features quanta`), as governor reads time.
+    #[cfg(feature = "quanta")]
+    for headers in [true, false] {
+        let layer = RateLimitLayer::token_bucket(HIGH, SECOND)
+            .key(PeerIp)
+            .headers(headers)
+            .clock(tower_bulwark::clock::QuantaClock::new())
+            .build()
+            .unwrap();
+        let mut svc = layer.layer(tower::service_fn(noop));
+        let mut next = cycle(&addrs);
+        let id = format!("{}/quanta_clock", ours_id("token_bucket", headers));
+        g.bench_function(id, |b| bench_service(b, &mut svc, || peer_request(next())));
+        assert_eq!(layer.stats().rejected, 0);
+    }
+
     // The same decision keyed by an API-key header instead of the peer IP.
     let layer = RateLimitLayer::token_bucket(HIGH, SECOND)
         .key(HeaderKey::new(X_API_KEY))

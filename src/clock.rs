@@ -1,7 +1,8 @@
 //! One clock abstraction, injected into every layer.
 //!
 //! Layers never call `Instant::now()` themselves: they ask a [`Clock`]. In production that is
-//! [`SystemClock`] (or [`TokioClock`], which follows `tokio::time::pause`); in tests it is a
+//! [`SystemClock`] (or [`TokioClock`], which follows `tokio::time::pause`, or the faster
+//! `QuantaClock` with the `quanta` feature); in tests it is a
 //! [`ManualClock`] that only moves when the test says so, so time logic is tested without sleeping.
 
 use std::fmt;
@@ -31,12 +32,8 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn unix_now(&self) -> Duration;
 }
 
-/// The default clock: the CPU's time-stamp counter through [`quanta`] for monotonic time
-/// (a few nanoseconds a read, against ~25 for `clock_gettime`; quanta falls back to the OS
-/// clock where the counter is not reliable), `SystemTime` for wall time.
-///
-/// The first `SystemClock` in a process calibrates the counter, which takes 10–20 ms
-/// (200 ms at most), once.
+/// The default clock: `std::time::Instant` (the OS monotonic clock) for monotonic time,
+/// `SystemTime` for wall time.
 ///
 /// ```
 /// use tower_bulwark::clock::{Clock, SystemClock};
@@ -45,18 +42,17 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 /// let a = clock.now();
 /// assert!(clock.now() >= a);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
-    clock: quanta::Clock,
-    origin: quanta::Instant,
+    origin: std::time::Instant,
 }
 
 impl SystemClock {
     /// A clock whose origin is now.
     pub fn new() -> Self {
-        let clock = quanta::Clock::new();
-        let origin = clock.now();
-        Self { clock, origin }
+        Self {
+            origin: std::time::Instant::now(),
+        }
     }
 }
 
@@ -68,14 +64,70 @@ impl Default for SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn unix_now(&self) -> Duration {
+        unix_now()
+    }
+}
+
+/// A faster clock on the CPU's time-stamp counter through [`quanta`], as governor uses (feature
+/// `quanta`): a few nanoseconds a read, against ~25 ns for `clock_gettime` on x86-64 Linux.
+///
+/// Not the default because the counter is only as good as the hardware: quanta trusts it when
+/// the CPU advertises an invariant TSC, without asking whether the kernel found it stable, and a
+/// counter that resets (some suspend/resume or snapshot-restore paths) holds this clock at its
+/// origin until it catches up. Readings on different cores are not strictly ordered; the
+/// algorithms tolerate small steps back. The first one in a process calibrates the counter for
+/// 10–20 ms (200 ms at most).
+///
+/// ```
+/// use tower_bulwark::clock::{Clock, QuantaClock};
+///
+/// let clock = QuantaClock::new();
+/// let a = clock.now();
+/// assert!(clock.now() >= a);
+/// ```
+#[cfg(feature = "quanta")]
+#[derive(Debug, Clone)]
+pub struct QuantaClock {
+    clock: quanta::Clock,
+    origin: quanta::Instant,
+}
+
+#[cfg(feature = "quanta")]
+impl QuantaClock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        let clock = quanta::Clock::new();
+        let origin = clock.now();
+        Self { clock, origin }
+    }
+}
+
+#[cfg(feature = "quanta")]
+impl Default for QuantaClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "quanta")]
+impl Clock for QuantaClock {
+    fn now(&self) -> Duration {
         self.clock.now().saturating_duration_since(self.origin)
     }
 
     fn unix_now(&self) -> Duration {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
+        unix_now()
     }
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
 }
 
 /// A clock on `tokio::time::Instant`, so `tokio::time::pause()` and `advance()` move it.
@@ -105,9 +157,7 @@ impl TokioClock {
     pub fn new() -> Self {
         Self {
             origin: tokio::time::Instant::now(),
-            unix_origin: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or(Duration::ZERO),
+            unix_origin: unix_now(),
         }
     }
 }

@@ -242,3 +242,27 @@ async fn http_extractors_work_with_the_generic_variant() {
         .await
         .is_ok());
 }
+
+/// The `X-RateLimit` trio is one unit: a handler that sets only `-Remaining` keeps it, and the
+/// layer adds none of its own trio (a mixed trio would contradict itself).
+#[tokio::test]
+async fn a_handlers_partial_trio_is_kept_whole() {
+    let layer = RateLimitLayer::fixed_window(5, secs(60))
+        .clock(clock())
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(tower::service_fn(|_req: http::Request<Body>| {
+        let mut res = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+        res.headers_mut()
+            .insert("x-ratelimit-remaining", HeaderValue::from_static("999"));
+        std::future::ready(Ok::<_, std::convert::Infallible>(res))
+    }));
+    let res = ok(&mut svc, get("/")).await;
+    assert_eq!(header(res.headers(), "x-ratelimit-remaining"), Some("999"));
+    assert_eq!(header(res.headers(), "x-ratelimit-limit"), None);
+    assert_eq!(header(res.headers(), "x-ratelimit-reset"), None);
+    assert_eq!(
+        header(res.headers(), "ratelimit"),
+        Some(r#""default";r=4;t=60"#)
+    );
+}

@@ -92,7 +92,8 @@ impl MemoryRateLimiter {
         )
     }
 
-    /// Live keys held (at most `max_keys`).
+    /// Live keys held in the keyed store (at most `max_keys`). [`Key::Global`] is held apart,
+    /// outside the store, and not counted.
     pub fn len(&self) -> usize {
         self.store.len()
     }
