@@ -49,6 +49,15 @@ pub struct SystemClock {
 
 impl SystemClock {
     /// A clock whose origin is now.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::clock::{Clock, SystemClock};
+    ///
+    /// let clock = SystemClock::new();
+    /// assert!(clock.now() < Duration::from_secs(60)); // counts from its creation
+    /// assert!(clock.unix_now() > Duration::from_secs(1_700_000_000)); // wall time
+    /// ```
     pub fn new() -> Self {
         Self {
             origin: std::time::Instant::now(),
@@ -99,6 +108,14 @@ pub struct QuantaClock {
 #[cfg(feature = "quanta")]
 impl QuantaClock {
     /// A clock whose origin is now.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::clock::{Clock, QuantaClock};
+    ///
+    /// let clock = QuantaClock::new();
+    /// assert!(clock.now() < Duration::from_secs(60)); // counts from its creation
+    /// ```
     pub fn new() -> Self {
         let clock = quanta::Clock::new();
         let origin = clock.now();
@@ -154,6 +171,18 @@ pub struct TokioClock {
 
 impl TokioClock {
     /// A clock whose origin is tokio's now.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::clock::{Clock, TokioClock};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let clock = TokioClock::new();
+    /// tokio::time::sleep(Duration::from_secs(30)).await; // paused time: returns at once
+    /// assert_eq!(clock.now(), Duration::from_secs(30));
+    /// # }
+    /// ```
     pub fn new() -> Self {
         Self {
             origin: tokio::time::Instant::now(),
@@ -201,14 +230,41 @@ pub struct ManualClock {
 
 impl ManualClock {
     /// 2026-01-01T00:00:00Z, the default wall-clock origin.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::clock::{Clock, ManualClock};
+    ///
+    /// let clock = ManualClock::new();
+    /// clock.advance(Duration::from_secs(86_400));
+    /// assert_eq!(clock.unix_now(), ManualClock::DEFAULT_UNIX_ORIGIN + Duration::from_secs(86_400));
+    /// ```
     pub const DEFAULT_UNIX_ORIGIN: Duration = Duration::from_secs(1_767_225_600);
 
     /// A clock at zero.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::clock::{Clock, ManualClock};
+    ///
+    /// let clock = ManualClock::new();
+    /// assert_eq!(clock.now(), Duration::ZERO);
+    /// assert_eq!(clock.unix_now(), ManualClock::DEFAULT_UNIX_ORIGIN);
+    /// ```
     pub fn new() -> Self {
         Self::with_unix_origin(Self::DEFAULT_UNIX_ORIGIN)
     }
 
     /// A clock at zero whose wall time starts at `unix_origin` after the Unix epoch.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::clock::{Clock, ManualClock};
+    ///
+    /// let clock = ManualClock::with_unix_origin(Duration::from_secs(1_700_000_000));
+    /// assert_eq!(clock.now(), Duration::ZERO); // monotonic time still starts at zero
+    /// assert_eq!(clock.unix_now(), Duration::from_secs(1_700_000_000));
+    /// ```
     pub fn with_unix_origin(unix_origin: Duration) -> Self {
         Self {
             nanos: Arc::new(AtomicU64::new(0)),

@@ -139,6 +139,17 @@ impl From<&HeaderValue> for Key {
 /// [`http::Request`] (so the same extractors work with
 /// [`build_generic`](crate::rate_limit::RateLimitBuilder::build_generic) over HTTP requests).
 /// Sealed: it cannot be implemented outside this crate.
+///
+/// ```
+/// use tower_bulwark::key::RequestHead;
+///
+/// fn has_token(req: &impl RequestHead) -> bool {
+///     req.headers().contains_key("authorization")
+/// }
+/// let req = http::Request::get("/").header("authorization", "Bearer t").body(()).unwrap();
+/// assert!(has_token(&req));
+/// assert!(has_token(&req.into_parts().0)); // the head alone works too
+/// ```
 pub trait RequestHead: sealed::Sealed {
     /// The request's headers.
     fn headers(&self) -> &HeaderMap;
@@ -267,6 +278,15 @@ impl<R: RequestHead> KeyExtractor<R> for PeerIp {
 }
 
 /// Which forwarding header [`TrustedProxyIp`] reads.
+///
+/// ```
+/// use tower_bulwark::key::{ForwardingHeader, Key, KeyExtractor, TrustedProxyIp};
+///
+/// assert_eq!(ForwardingHeader::default(), ForwardingHeader::XForwardedFor);
+/// let key = TrustedProxyIp::new(1).header(ForwardingHeader::Forwarded);
+/// let req = http::Request::get("/").header("forwarded", "for=192.0.2.60").body(()).unwrap();
+/// assert_eq!(key.extract(&req), Some(Key::Ip([192, 0, 2, 60].into())));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ForwardingHeader {
     /// `X-Forwarded-For: client, proxy1, proxy2` (the de-facto standard).
@@ -311,6 +331,16 @@ impl TrustedProxyIp {
     /// Trust `hops` proxies in front of the service, reading `X-Forwarded-For`.
     ///
     /// `hops = 0` means no proxy is trusted: the key is the peer IP.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use tower_bulwark::key::{Key, KeyExtractor, TrustedProxyIp};
+    ///
+    /// let mut req = http::Request::get("/").header("x-forwarded-for", "6.6.6.6").body(()).unwrap();
+    /// req.extensions_mut().insert(SocketAddr::from(([10, 0, 0, 1], 443)));
+    /// assert_eq!(TrustedProxyIp::new(1).extract(&req), Some(Key::Ip([6, 6, 6, 6].into())));
+    /// assert_eq!(TrustedProxyIp::new(0).extract(&req), Some(Key::Ip([10, 0, 0, 1].into())));
+    /// ```
     pub fn new(hops: usize) -> Self {
         Self {
             hops,
@@ -472,9 +502,27 @@ pub struct HeaderKey {
 
 impl HeaderKey {
     /// The longest value accepted by default, in bytes.
+    ///
+    /// ```
+    /// use tower_bulwark::key::{HeaderKey, KeyExtractor};
+    ///
+    /// let key = HeaderKey::new(http::HeaderName::from_static("x-api-key"));
+    /// let long = "k".repeat(HeaderKey::DEFAULT_MAX_LEN + 1);
+    /// let req = http::Request::get("/").header("x-api-key", long).body(()).unwrap();
+    /// assert_eq!(key.extract(&req), None); // too long to be a key
+    /// ```
     pub const DEFAULT_MAX_LEN: usize = 256;
 
     /// Key requests by the first value of header `name`.
+    ///
+    /// ```
+    /// use tower_bulwark::key::{HeaderKey, Key, KeyExtractor};
+    ///
+    /// let key = HeaderKey::new(http::header::AUTHORIZATION);
+    /// let req = http::Request::get("/").header("authorization", "Bearer t0k").body(()).unwrap();
+    /// assert_eq!(key.extract(&req), Some(Key::from(http::HeaderValue::from_static("Bearer t0k"))));
+    /// assert_eq!(key.extract(&http::Request::new(())), None);
+    /// ```
     pub fn new(name: HeaderName) -> Self {
         Self {
             name,
@@ -512,6 +560,13 @@ impl<R: RequestHead> KeyExtractor<R> for HeaderKey {
 }
 
 /// An extractor from a closure; see [`from_fn`].
+///
+/// ```
+/// use tower_bulwark::key::{from_fn, Key, KeyExtractor, KeyFn};
+///
+/// let by_len: KeyFn<_, String> = from_fn(|s: &String| Some(Key::Int(s.len() as u64)));
+/// assert_eq!(by_len.extract(&"four".to_owned()), Some(Key::Int(4)));
+/// ```
 pub struct KeyFn<F, Req> {
     f: F,
     _req: PhantomData<fn(&Req)>,

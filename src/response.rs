@@ -48,6 +48,18 @@ pin_project! {
 
 impl<B> ResponseBody<B> {
     /// Wraps the inner service's body.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower_bulwark::response::ResponseBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let body = ResponseBody::inner(Full::new(Bytes::from_static(b"from the handler")));
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "from the handler");
+    /// # }
+    /// ```
     pub fn inner(body: B) -> Self {
         Self {
             kind: Kind::Inner { body },
@@ -55,6 +67,15 @@ impl<B> ResponseBody<B> {
     }
 
     /// A body of the layer's own.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body::Body;
+    /// use tower_bulwark::response::ResponseBody;
+    ///
+    /// let body: ResponseBody<http_body_util::Empty<Bytes>> = ResponseBody::full(Bytes::from_static(b"{}"));
+    /// assert_eq!(body.size_hint().exact(), Some(2));
+    /// ```
     pub fn full(bytes: Bytes) -> Self {
         Self {
             kind: Kind::Full {
@@ -64,6 +85,15 @@ impl<B> ResponseBody<B> {
     }
 
     /// An empty body of the layer's own.
+    ///
+    /// ```
+    /// use http_body::Body;
+    /// use http_body_util::Full;
+    /// use tower_bulwark::response::ResponseBody;
+    ///
+    /// let body: ResponseBody<Full<bytes::Bytes>> = ResponseBody::empty();
+    /// assert!(body.is_end_stream());
+    /// ```
     pub fn empty() -> Self {
         Self::full(Bytes::new())
     }
@@ -117,6 +147,14 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 /// gRPC status codes a layer answers with.
+///
+/// ```
+/// use tower_bulwark::response::{grpc_rejection, GrpcCode};
+///
+/// assert_eq!(GrpcCode::ResourceExhausted as u16, 8);
+/// let res = grpc_rejection::<()>(&http::HeaderMap::new(), GrpcCode::Unavailable, "shed");
+/// assert_eq!(res.headers()["grpc-status"], "14");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrpcCode {
     /// 3: the request itself is unusable.

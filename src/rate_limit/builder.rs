@@ -20,6 +20,12 @@ use crate::error::ConfigError;
 use crate::key::Global;
 
 /// The default bound on keys held in memory by one layer.
+///
+/// ```
+/// use tower_bulwark::rate_limit::DEFAULT_MAX_KEYS;
+///
+/// assert_eq!(DEFAULT_MAX_KEYS, 100_000); // change it with `.max_keys(n)`
+/// ```
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// Configures a rate limit; made by [`RateLimitLayer::builder`] or one of the algorithm
@@ -115,17 +121,60 @@ impl RateLimitBuilder<Global> {
 impl<K> RateLimitBuilder<K> {
     /// Adds a limit; all limits are checked together and a request passes only if every one
     /// allows it (a request refused by one consumes nothing from the others).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::{key::Key, rate_limit::{Limit, RateLimitLayer}};
+    ///
+    /// let layer = RateLimitLayer::builder()
+    ///     .limit(Limit::fixed_window(10, Duration::from_secs(1)))
+    ///     .limit(Limit::fixed_window(1000, Duration::from_secs(3600)))
+    ///     .build()?;
+    /// let verdict = layer.backend().decide_now(&Key::Global, 1);
+    /// assert_eq!(verdict.limits().len(), 2); // both limits were checked and spent
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn limit(mut self, limit: Limit) -> Self {
         self.limits.push(limit);
         self
     }
 
     /// Sets the burst of the last limit added (token bucket only; default: its `limit`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::{clock::ManualClock, key::Key, rate_limit::RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::token_bucket(1, Duration::from_secs(60))
+    ///     .burst(3)
+    ///     .clock(ManualClock::new())
+    ///     .build()?;
+    /// let backend = layer.backend();
+    /// assert!((0..3).all(|_| backend.decide_now(&Key::Global, 1).allowed()));
+    /// assert!(!backend.decide_now(&Key::Global, 1).allowed());
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn burst(self, burst: u64) -> Self {
         self.edit_last("burst", |limit| limit.burst(burst))
     }
 
     /// Names the last limit added, for the `RateLimit-Policy` and `RateLimit` headers.
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, time::Duration};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_bulwark::rate_limit::RateLimitLayer;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// let layer = RateLimitLayer::token_bucket(100, Duration::from_secs(60))
+    ///     .name("per-minute")
+    ///     .build()?;
+    /// let res = layer.layer(ok).oneshot(http::Request::new(())).await?;
+    /// assert_eq!(res.headers()["ratelimit-policy"], r#""per-minute";q=100;w=60"#);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn name(self, name: impl Into<String>) -> Self {
         let name = name.into();
         self.edit_last("name", |limit| limit.name(name))
@@ -146,6 +195,27 @@ impl<K> RateLimitBuilder<K> {
     }
 
     /// Which key requests are counted under (default [`Global`]: one limit for all).
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, time::Duration};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_bulwark::rate_limit::RateLimitLayer;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// use tower_bulwark::key::HeaderKey;
+    ///
+    /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60))
+    ///     .key(HeaderKey::new(http::HeaderName::from_static("x-api-key")))
+    ///     .build()?;
+    /// let svc = layer.layer(ok);
+    /// let req = |key: &str| http::Request::get("/").header("x-api-key", key).body(()).unwrap();
+    /// assert_eq!(svc.clone().oneshot(req("alice")).await?.status(), 200);
+    /// assert_eq!(svc.clone().oneshot(req("alice")).await?.status(), 429);
+    /// assert_eq!(svc.clone().oneshot(req("bob")).await?.status(), 200); // a bucket of its own
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn key<K2>(self, key: K2) -> RateLimitBuilder<K2> {
         RateLimitBuilder {
             limits: self.limits,
@@ -166,6 +236,25 @@ impl<K> RateLimitBuilder<K> {
     }
 
     /// The answer when the key extractor finds no key (default: reject with 500).
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, time::Duration};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_bulwark::rate_limit::RateLimitLayer;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// use tower_bulwark::{key::HeaderKey, rate_limit::MissingKey};
+    ///
+    /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(1))
+    ///     .key(HeaderKey::new(http::HeaderName::from_static("x-api-key")))
+    ///     .on_missing_key(MissingKey::Reject(http::StatusCode::UNAUTHORIZED))
+    ///     .build()?;
+    /// let res = layer.layer(ok).oneshot(http::Request::new(())).await?; // no x-api-key
+    /// assert_eq!(res.status(), 401);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn on_missing_key(mut self, answer: MissingKey) -> Self {
         self.missing_key = answer;
         self
@@ -176,6 +265,22 @@ impl<K> RateLimitBuilder<K> {
     /// A cost above a limit's capacity (`burst` for a token bucket, `limit` for the others)
     /// can never be admitted; its 429 still carries a `Retry-After` (the time until the limit
     /// is fully restored), so keep costs within capacity.
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, time::Duration};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_bulwark::rate_limit::RateLimitLayer;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(60))
+    ///     .cost(|req| if req.uri.path() == "/export" { 10 } else { 1 })
+    ///     .build()?;
+    /// let res = layer.layer(ok).oneshot(http::Request::get("/export").body(())?).await?;
+    /// assert_eq!(res.headers()["x-ratelimit-remaining"], "0"); // one export spent all 10
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn cost(mut self, cost: impl Fn(&Parts) -> u64 + Send + Sync + 'static) -> Self {
         self.cost = Some(Arc::new(cost));
         self
@@ -183,23 +288,92 @@ impl<K> RateLimitBuilder<K> {
 
     /// Switches all rate-limit headers on or off at once (default on). `Retry-After` on a 429
     /// is always sent.
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, time::Duration};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_bulwark::rate_limit::RateLimitLayer;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(1))
+    ///     .headers(false)
+    ///     .build()?;
+    /// let res = layer.layer(ok).oneshot(http::Request::new(())).await?;
+    /// assert!(res.headers().is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn headers(self, on: bool) -> Self {
         self.legacy_headers(on).ietf_headers(on)
     }
 
     /// `X-RateLimit-Limit` / `-Remaining` / `-Reset` (default on).
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, time::Duration};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_bulwark::rate_limit::RateLimitLayer;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(1))
+    ///     .legacy_headers(false)
+    ///     .build()?;
+    /// let res = layer.layer(ok).oneshot(http::Request::new(())).await?;
+    /// assert!(!res.headers().contains_key("x-ratelimit-limit"));
+    /// assert!(res.headers().contains_key("ratelimit"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn legacy_headers(mut self, on: bool) -> Self {
         self.legacy_headers = on;
         self
     }
 
     /// The IETF draft's `RateLimit-Policy` and `RateLimit` (default on).
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, time::Duration};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_bulwark::rate_limit::RateLimitLayer;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(1))
+    ///     .ietf_headers(false)
+    ///     .build()?;
+    /// let res = layer.layer(ok).oneshot(http::Request::new(())).await?;
+    /// assert!(!res.headers().contains_key("ratelimit"));
+    /// assert_eq!(res.headers()["x-ratelimit-limit"], "10");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn ietf_headers(mut self, on: bool) -> Self {
         self.ietf_headers = on;
         self
     }
 
     /// How `X-RateLimit-Reset` is written (default: seconds from now).
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, time::Duration};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_bulwark::rate_limit::RateLimitLayer;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// use tower_bulwark::{clock::ManualClock, rate_limit::ResetFormat};
+    ///
+    /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(60))
+    ///     .reset_format(ResetFormat::UnixEpoch)
+    ///     .clock(ManualClock::with_unix_origin(Duration::from_secs(1_000)))
+    ///     .build()?;
+    /// let res = layer.layer(ok).oneshot(http::Request::new(())).await?;
+    /// assert_eq!(res.headers()["x-ratelimit-reset"], "1060"); // 1000 + the 60 s window
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn reset_format(mut self, format: ResetFormat) -> Self {
         self.reset_format = format;
         self
@@ -207,6 +381,24 @@ impl<K> RateLimitBuilder<K> {
 
     /// Gives back the cost of requests that succeed (status < 400): only failures count,
     /// as for a login endpoint that limits failed attempts (default off).
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, time::Duration};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_bulwark::rate_limit::RateLimitLayer;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60))
+    ///     .skip_successful(true)
+    ///     .build()?;
+    /// let svc = layer.layer(ok); // always answers 200
+    /// assert_eq!(svc.clone().oneshot(http::Request::new(())).await?.status(), 200);
+    /// assert_eq!(svc.clone().oneshot(http::Request::new(())).await?.status(), 200);
+    /// assert_eq!(layer.stats().refunded, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn skip_successful(mut self, on: bool) -> Self {
         self.skip_successful = on;
         self
@@ -217,6 +409,26 @@ impl<K> RateLimitBuilder<K> {
     ///
     /// For both refund options: a request whose response future is dropped before it completes
     /// (the client went away, a timeout fired) has no status and stays counted.
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, time::Duration};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_bulwark::rate_limit::RateLimitLayer;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60))
+    ///     .skip_failed(true)
+    ///     .build()?;
+    /// let not_found = service_fn(|_: http::Request<()>| async {
+    ///     Ok::<_, Infallible>(http::Response::builder().status(404).body(()).unwrap())
+    /// });
+    /// let svc = layer.layer(not_found);
+    /// assert_eq!(svc.clone().oneshot(http::Request::new(())).await?.status(), 404);
+    /// assert_eq!(svc.clone().oneshot(http::Request::new(())).await?.status(), 404); // not 429
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn skip_failed(mut self, on: bool) -> Self {
         self.skip_failed = on;
         self
@@ -225,6 +437,24 @@ impl<K> RateLimitBuilder<K> {
     /// Decides and counts, but lets every request through, for rolling out a new limit; refusals
     /// show in [`RateLimitStats::shadow_rejected`](super::RateLimitStats) and in `debug` logs.
     /// No rate-limit headers are sent in shadow mode (default off).
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, time::Duration};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_bulwark::rate_limit::RateLimitLayer;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60))
+    ///     .shadow(true)
+    ///     .build()?;
+    /// let svc = layer.layer(ok);
+    /// assert_eq!(svc.clone().oneshot(http::Request::new(())).await?.status(), 200);
+    /// assert_eq!(svc.clone().oneshot(http::Request::new(())).await?.status(), 200);
+    /// assert_eq!(layer.stats().shadow_rejected, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn shadow(mut self, on: bool) -> Self {
         self.shadow = on;
         self
@@ -232,6 +462,19 @@ impl<K> RateLimitBuilder<K> {
 
     /// The most keys held in memory (default [`DEFAULT_MAX_KEYS`]). Idle keys are dropped;
     /// when this many are live, new keys share one overflow limit until room frees up.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(60))
+    ///     .max_keys(1)
+    ///     .build()?;
+    /// layer.backend().decide_now(&Key::Int(1), 1);
+    /// layer.backend().decide_now(&Key::Int(2), 1); // no room: counted on the overflow limit
+    /// assert_eq!((layer.backend().len(), layer.backend().overflowed()), (1, 1));
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
         self
@@ -239,6 +482,21 @@ impl<K> RateLimitBuilder<K> {
 
     /// The clock (default [`SystemClock`]); tests inject a
     /// [`ManualClock`](crate::clock::ManualClock).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::{clock::ManualClock, key::Key, rate_limit::RateLimitLayer};
+    ///
+    /// let clock = ManualClock::new();
+    /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(1))
+    ///     .clock(clock.clone())
+    ///     .build()?;
+    /// assert!(layer.backend().decide_now(&Key::Global, 1).allowed());
+    /// assert!(!layer.backend().decide_now(&Key::Global, 1).allowed());
+    /// clock.advance(Duration::from_secs(1)); // the next window, no sleeping
+    /// assert!(layer.backend().decide_now(&Key::Global, 1).allowed());
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -247,6 +505,28 @@ impl<K> RateLimitBuilder<K> {
     /// Replaces the 429 response (default: JSON `{"error":"Too many requests","retryAfter":N}`).
     /// The rate-limit headers and `Retry-After` are added to it unless it sets them itself.
     /// gRPC requests still get a gRPC status.
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, time::Duration};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_bulwark::rate_limit::RateLimitLayer;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60))
+    ///     .on_rejection(|limited| {
+    ///         let body = format!("slow down for {}s", limited.retry_after_secs());
+    ///         http::Response::builder().status(503).body(body.into()).unwrap()
+    ///     })
+    ///     .build()?;
+    /// let svc = layer.layer(ok);
+    /// svc.clone().oneshot(http::Request::new(())).await?;
+    /// let res = svc.clone().oneshot(http::Request::new(())).await?;
+    /// assert_eq!(res.status(), 503);
+    /// assert_eq!(res.headers()["retry-after"], "60"); // still added
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn on_rejection(
         mut self,
         respond: impl Fn(&RateLimited) -> Response<Bytes> + Send + Sync + 'static,

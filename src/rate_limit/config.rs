@@ -16,6 +16,25 @@ use crate::counter::StripedCounter;
 use crate::key::Key;
 
 /// The answer for a request from which the key extractor gets no key.
+///
+/// ```
+/// # use std::{convert::Infallible, time::Duration};
+/// # use tower::{service_fn, Layer, ServiceExt};
+/// # use tower_bulwark::rate_limit::RateLimitLayer;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+/// use tower_bulwark::{key::{HeaderKey, Key}, rate_limit::MissingKey};
+///
+/// assert_eq!(MissingKey::default(), MissingKey::Reject(http::StatusCode::INTERNAL_SERVER_ERROR));
+/// let layer = RateLimitLayer::fixed_window(100, Duration::from_secs(60))
+///     .key(HeaderKey::new(http::HeaderName::from_static("x-api-key")))
+///     .on_missing_key(MissingKey::Fallback(Key::from("anonymous"))) // share one limit
+///     .build()?;
+/// assert_eq!(layer.layer(ok).oneshot(http::Request::new(())).await?.status(), 200);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MissingKey {
     /// Refuse it with this status (for gRPC, `INVALID_ARGUMENT` for a 4xx, else `INTERNAL`).
@@ -48,17 +67,41 @@ pub struct RateLimited {
 
 impl RateLimited {
     /// A refusal that may be retried after `retry_after`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::rate_limit::RateLimited;
+    ///
+    /// let err = RateLimited::new(Duration::from_secs(3));
+    /// assert_eq!(err.retry_after(), Duration::from_secs(3));
+    /// ```
     pub fn new(retry_after: Duration) -> Self {
         Self { retry_after }
     }
 
     /// How long until the same request could be admitted.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::rate_limit::RateLimited;
+    ///
+    /// let err = RateLimited::new(Duration::from_millis(250));
+    /// assert_eq!(err.retry_after(), Duration::from_millis(250)); // exact, not rounded
+    /// ```
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }
 
     /// [`retry_after`](Self::retry_after) in whole seconds, rounded up, at least 1: the
     /// `Retry-After` header's value.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::rate_limit::RateLimited;
+    ///
+    /// assert_eq!(RateLimited::new(Duration::from_millis(1001)).retry_after_secs(), 2);
+    /// assert_eq!(RateLimited::new(Duration::ZERO).retry_after_secs(), 1); // never 0
+    /// ```
     pub fn retry_after_secs(&self) -> u64 {
         crate::response::ceil_secs(self.retry_after).max(1)
     }
@@ -73,6 +116,22 @@ impl fmt::Display for RateLimited {
 impl std::error::Error for RateLimited {}
 
 /// The error of the non-HTTP variant when the key extractor finds no key and no fallback is set.
+///
+/// ```
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use tower_bulwark::{key::from_fn, rate_limit::{KeyMissing, RateLimitLayer}};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let layer = RateLimitLayer::fixed_window(10, std::time::Duration::from_secs(1))
+///     .key(from_fn(|_: &u32| None)) // never finds a key
+///     .build_generic()
+///     .unwrap();
+/// let svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n) }));
+/// let err = svc.oneshot(7).await.unwrap_err();
+/// assert!(err.downcast_ref::<KeyMissing>().is_some());
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KeyMissing;
 
@@ -99,6 +158,23 @@ pub(crate) struct Policy {
 }
 
 /// Decision counters of one layer; read with [`RateLimitLayer::stats`](super::RateLimitLayer::stats).
+///
+/// ```
+/// # use std::{convert::Infallible, time::Duration};
+/// # use tower::{service_fn, Layer, ServiceExt};
+/// # use tower_bulwark::rate_limit::RateLimitLayer;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+/// use tower_bulwark::rate_limit::RateLimitStats;
+///
+/// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
+/// assert_eq!(layer.stats(), RateLimitStats::default()); // all zero
+/// layer.clone().layer(ok).oneshot(http::Request::new(())).await?;
+/// assert_eq!(layer.stats().allowed, 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimitStats {
     /// Requests admitted.

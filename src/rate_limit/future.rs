@@ -12,6 +12,23 @@ use crate::response::ResponseBody;
 
 pin_project! {
     /// Response future of [`RateLimit`](super::RateLimit).
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, time::Duration};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_bulwark::rate_limit::RateLimitLayer;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// use tower::Service;
+    /// use tower_bulwark::rate_limit::ResponseFuture;
+    ///
+    /// let mut svc = RateLimitLayer::fixed_window(5, Duration::from_secs(1)).build()?.layer(ok);
+    /// let future: ResponseFuture<_, ()> = svc.ready().await?.call(http::Request::new(()));
+    /// assert_eq!(future.await?.headers()["x-ratelimit-remaining"], "4");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub struct ResponseFuture<F, B> {
         #[pin]
         kind: Kind<F, B>,

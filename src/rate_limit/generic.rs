@@ -55,6 +55,21 @@ impl<K, B> GenericRateLimitLayer<K, B> {
     }
 
     /// The layer's decision counters so far.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_bulwark::rate_limit::RateLimitLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build_generic().unwrap();
+    /// let svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n) }));
+    /// assert_eq!(svc.clone().oneshot(1).await.unwrap(), 1);
+    /// assert!(svc.clone().oneshot(2).await.is_err());
+    /// assert_eq!((layer.stats().allowed, layer.stats().rejected), (1, 1));
+    /// # }
+    /// ```
     pub fn stats(&self) -> RateLimitStats {
         self.shared.counters.snapshot()
     }
@@ -88,6 +103,21 @@ impl<S, K, B> Layer<S> for GenericRateLimitLayer<K, B> {
 }
 
 /// A service behind a rate limit that refuses with an error; see [`GenericRateLimitLayer`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use tower_bulwark::rate_limit::{GenericRateLimit, RateLimitLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let layer = RateLimitLayer::token_bucket(5, Duration::from_secs(1)).build_generic().unwrap();
+/// let svc: GenericRateLimit<_, _, _> = layer.layer(service_fn(|n: u32| async move {
+///     Ok::<_, std::io::Error>(n * 2)
+/// }));
+/// assert_eq!(svc.oneshot(21).await.unwrap(), 42);
+/// # }
+/// ```
 pub struct GenericRateLimit<S, K, B> {
     inner: S,
     shared: Arc<Shared<K, B>>,
@@ -150,6 +180,20 @@ where
 
 pin_project! {
     /// Response future of [`GenericRateLimit`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{service_fn, Layer, Service, ServiceExt};
+    /// use tower_bulwark::rate_limit::{GenericResponseFuture, RateLimitLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let layer = RateLimitLayer::fixed_window(5, Duration::from_secs(1)).build_generic().unwrap();
+    /// let mut svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n) }));
+    /// let future: GenericResponseFuture<_> = svc.ready().await.unwrap().call(7);
+    /// assert_eq!(future.await.unwrap(), 7);
+    /// # }
+    /// ```
     pub struct GenericResponseFuture<F> {
         #[pin]
         future: Option<F>,

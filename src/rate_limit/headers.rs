@@ -26,17 +26,76 @@ use crate::clock::Clock;
 use crate::response::ceil_secs;
 
 /// `X-RateLimit-Limit`.
+///
+/// ```
+/// use tower_bulwark::rate_limit::headers::X_RATELIMIT_LIMIT;
+///
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert(X_RATELIMIT_LIMIT, http::HeaderValue::from_static("100"));
+/// assert_eq!(headers["x-ratelimit-limit"], "100");
+/// ```
 pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 /// `X-RateLimit-Remaining`.
+///
+/// ```
+/// use tower_bulwark::rate_limit::headers::X_RATELIMIT_REMAINING;
+///
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert(X_RATELIMIT_REMAINING, http::HeaderValue::from_static("42"));
+/// assert_eq!(headers["x-ratelimit-remaining"], "42");
+/// ```
 pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 /// `X-RateLimit-Reset`.
+///
+/// ```
+/// use tower_bulwark::rate_limit::headers::X_RATELIMIT_RESET;
+///
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert(X_RATELIMIT_RESET, http::HeaderValue::from_static("17"));
+/// assert_eq!(headers["x-ratelimit-reset"], "17");
+/// ```
 pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 /// `RateLimit-Policy` (IETF draft).
+///
+/// ```
+/// use tower_bulwark::rate_limit::headers::RATELIMIT_POLICY;
+///
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert(RATELIMIT_POLICY, http::HeaderValue::from_static(r#""default";q=100;w=60"#));
+/// assert_eq!(headers["ratelimit-policy"], r#""default";q=100;w=60"#);
+/// ```
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit` (IETF draft).
+///
+/// ```
+/// use tower_bulwark::rate_limit::headers::RATELIMIT;
+///
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert(RATELIMIT, http::HeaderValue::from_static(r#""default";r=42;t=17"#));
+/// assert_eq!(headers["ratelimit"], r#""default";r=42;t=17"#);
+/// ```
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// How `X-RateLimit-Reset` says when the limit resets.
+///
+/// ```
+/// # use std::{convert::Infallible, time::Duration};
+/// # use tower::{service_fn, Layer, ServiceExt};
+/// # use tower_bulwark::rate_limit::RateLimitLayer;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+/// use tower_bulwark::{clock::ManualClock, rate_limit::ResetFormat};
+///
+/// assert_eq!(ResetFormat::default(), ResetFormat::SecondsFromNow);
+/// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(60))
+///     .clock(ManualClock::new())
+///     .build()?;
+/// let res = layer.layer(ok).oneshot(http::Request::new(())).await?;
+/// assert_eq!(res.headers()["x-ratelimit-reset"], "60"); // seconds from now
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ResetFormat {
     /// Seconds from now, rounded up (the default; immune to client clock skew).

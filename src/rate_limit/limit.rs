@@ -6,9 +6,27 @@ use super::algorithm::{nanos, Algorithm, Quota};
 use crate::error::ConfigError;
 
 /// The longest period a limit may have (ten years), so window arithmetic cannot overflow.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bulwark::rate_limit::{RateLimitLayer, MAX_PERIOD};
+///
+/// assert!(RateLimitLayer::fixed_window(1, MAX_PERIOD).build().is_ok());
+/// let err = RateLimitLayer::fixed_window(1, MAX_PERIOD + Duration::from_secs(1)).build();
+/// assert_eq!(err.unwrap_err().field(), "period");
+/// ```
 pub const MAX_PERIOD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The largest `limit` or `burst`: the largest integer an HTTP structured field can carry.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bulwark::rate_limit::{RateLimitLayer, MAX_COUNT};
+///
+/// let hour = Duration::from_secs(3600);
+/// assert!(RateLimitLayer::fixed_window(MAX_COUNT, hour).build().is_ok());
+/// assert_eq!(RateLimitLayer::fixed_window(MAX_COUNT + 1, hour).build().unwrap_err().field(), "limit");
+/// ```
 pub const MAX_COUNT: u64 = 999_999_999_999_999;
 
 /// One limit on a [`RateLimitLayer`](super::RateLimitLayer): `limit` requests per `period` by

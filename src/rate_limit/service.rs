@@ -18,6 +18,25 @@ use crate::response::{grpc_rejection, is_grpc, json_response, GrpcCode, Response
 ///
 /// The decision is made in `call`: a refused request is answered at once with a 429 and never
 /// reaches the inner service. `poll_ready` only asks the inner service.
+///
+/// ```
+/// # use std::{convert::Infallible, time::Duration};
+/// # use tower::{service_fn, Layer, ServiceExt};
+/// # use tower_bulwark::rate_limit::RateLimitLayer;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+/// use tower_bulwark::rate_limit::RateLimit;
+///
+/// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
+/// let svc: RateLimit<_, _, _> = layer.layer(ok);
+/// assert_eq!(svc.clone().oneshot(http::Request::new(())).await?.status(), 200);
+/// let refused = svc.clone().oneshot(http::Request::new(())).await?;
+/// assert_eq!(refused.status(), 429);
+/// assert_eq!(refused.headers()["retry-after"], "60");
+/// # Ok(())
+/// # }
+/// ```
 pub struct RateLimit<S, K, B> {
     inner: S,
     shared: Arc<Shared<K, B>>,
@@ -29,6 +48,18 @@ impl<S, K, B> RateLimit<S, K, B> {
     }
 
     /// The wrapped service.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::Layer;
+    /// use tower_bulwark::rate_limit::RateLimitLayer;
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// struct Inner(&'static str);
+    /// let svc = RateLimitLayer::fixed_window(1, Duration::from_secs(1)).build()?.layer(Inner("api"));
+    /// assert_eq!(svc.get_ref(), &Inner("api"));
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }

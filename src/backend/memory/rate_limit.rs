@@ -27,6 +27,18 @@ enum Slot {
 /// Built by [`RateLimitLayer`](crate::rate_limit::RateLimitLayer)'s builder; shared by every clone
 /// of the layer's services. Bounded: at most `max_keys` keys, idle keys swept (see the
 /// builder's `max_keys`).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bulwark::backend::memory::MemoryRateLimiter;
+/// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
+///
+/// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(1)).build()?;
+/// let backend: &MemoryRateLimiter = layer.backend();
+/// assert!(backend.decide_now(&Key::from("tenant-7"), 1).allowed());
+/// assert_eq!(backend.len(), 1);
+/// # Ok::<(), tower_bulwark::ConfigError>(())
+/// ```
 pub struct MemoryRateLimiter {
     quotas: Arc<[Quota]>,
     store: KeyedStore<Slot>,
@@ -74,6 +86,17 @@ impl MemoryRateLimiter {
     }
 
     /// Decides synchronously: the memory backend never waits.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
+    /// assert!(layer.backend().decide_now(&Key::Int(1), 1).allowed());
+    /// assert!(!layer.backend().decide_now(&Key::Int(1), 1).allowed());
+    /// assert!(layer.backend().decide_now(&Key::Int(2), 1).allowed()); // keys count apart
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn decide_now(&self, key: &Key, cost: u64) -> Verdict {
         let now = nanos(self.clock.now());
         let decide = |slot: &Slot| match slot {
@@ -94,16 +117,50 @@ impl MemoryRateLimiter {
 
     /// Live keys held in the keyed store (at most `max_keys`). [`Key::Global`] is held apart,
     /// outside the store, and not counted.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(60)).build()?;
+    /// layer.backend().decide_now(&Key::Global, 1);
+    /// layer.backend().decide_now(&Key::Int(1), 1);
+    /// assert_eq!(layer.backend().len(), 1); // the global key is not counted
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.store.len()
     }
 
     /// True when no key is held.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(60)).build()?;
+    /// assert!(layer.backend().is_empty());
+    /// layer.backend().decide_now(&Key::from("tenant-7"), 1);
+    /// assert!(!layer.backend().is_empty());
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Decisions made on the shared overflow entry because `max_keys` keys were live.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(60)).max_keys(2).build()?;
+    /// for n in 0..5 {
+    ///     layer.backend().decide_now(&Key::Int(n), 1);
+    /// }
+    /// assert_eq!(layer.backend().overflowed(), 3); // keys 2, 3 and 4 found no room
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn overflowed(&self) -> u64 {
         self.store.overflowed()
     }
@@ -170,6 +227,17 @@ impl MemoryRateLimiter {
     }
 
     /// Gives back `cost` to `key`, for a request admitted at `counted_at`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
+    /// let verdict = layer.backend().decide_now(&Key::Global, 1);
+    /// layer.backend().refund_now(&Key::Global, 1, verdict.counted_at());
+    /// assert!(layer.backend().decide_now(&Key::Global, 1).allowed()); // the unit came back
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn refund_now(&self, key: &Key, cost: u64, counted_at: Duration) {
         let now = nanos(self.clock.now());
         let counted_at = nanos(counted_at);

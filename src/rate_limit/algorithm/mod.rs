@@ -14,6 +14,15 @@ pub(crate) mod sliding_log;
 use std::time::Duration;
 
 /// Which algorithm a limit uses.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bulwark::rate_limit::{Algorithm, Limit};
+///
+/// let limit = Limit::sliding_window_counter(100, Duration::from_secs(60));
+/// assert_eq!(limit.algorithm(), Algorithm::SlidingWindowCounter);
+/// assert_eq!(limit.algorithm().as_str(), "sliding_window_counter");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
     /// A token bucket computed as GCRA: `burst` requests at once, then one every
