@@ -58,7 +58,16 @@ impl<V> KeyedStore<V> {
         // Reserve a place before inserting, so racing inserts cannot overshoot `max_keys`.
         if self.len.fetch_add(1, Ordering::AcqRel) >= self.max_keys {
             self.len.fetch_sub(1, Ordering::AcqRel);
-            self.overflowed.fetch_add(1, Ordering::Relaxed);
+            let before = self.overflowed.fetch_add(1, Ordering::Relaxed);
+            // Loud enough to be seen, rare enough not to flood the log: the 1st, 2nd, 4th, ...
+            if (before + 1).is_power_of_two() {
+                tracing::warn!(
+                    max_keys = self.max_keys,
+                    overflowed = before + 1,
+                    "key store full: new keys share one overflow limit until idle keys are swept \
+                     (raise max_keys if this is real traffic)"
+                );
+            }
             return f(&self.overflow);
         }
         let mut inserted = false;
