@@ -97,6 +97,17 @@ impl<B> ResponseBody<B> {
     pub fn empty() -> Self {
         Self::full(Bytes::new())
     }
+
+    /// The same body under another inner-body type. Only for the layer's own bodies, which
+    /// never hold an inner body; one that did would become empty rather than panic.
+    pub(crate) fn retype<B2>(self) -> ResponseBody<B2> {
+        match self.kind {
+            Kind::Full { body } => ResponseBody {
+                kind: Kind::Full { body },
+            },
+            Kind::Inner { .. } => ResponseBody::empty(),
+        }
+    }
 }
 
 impl<B> Body for ResponseBody<B>

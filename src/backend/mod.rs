@@ -1,13 +1,17 @@
 //! Where layers keep shared state.
 //!
-//! A backend answers one capability (for now: rate decisions). The memory backend is synchronous,
-//! so a layer on it pays for no future, box or allocation per decision. Networked backends
-//! (Redis, in a later release) will add an asynchronous decision path beside this one, so that
-//! only they hold the request while waiting.
+//! A backend answers one capability (for now: rate decisions). A decision is
+//! [`Decision::Ready`] when it can be made at once, as the memory backend always does (so a layer
+//! on it pays for no future, box or allocation per decision), or [`Decision::Pending`] when it
+//! needs a network round trip, as the Redis backend does (feature `redis`); only then does the
+//! layer hold the request while it waits.
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use smallvec::SmallVec;
@@ -22,22 +26,116 @@ use crate::key::Key;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_bulwark::{backend::RateLimitBackend, key::Key, rate_limit::RateLimitLayer};
+/// use tower_bulwark::backend::{Decision, RateLimitBackend};
+/// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
 ///
-/// fn try_spend(backend: &impl RateLimitBackend, key: &Key) -> bool {
-///     backend.decide(key, 1).allowed()
+/// async fn try_spend(backend: &impl RateLimitBackend, key: &Key) -> bool {
+///     match backend.decide(key, 1) {
+///         Decision::Ready(verdict) => verdict.allowed(),
+///         Decision::Pending(decision) => decision.await.allowed(),
+///     }
 /// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_bulwark::ConfigError> {
 /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
-/// assert!(try_spend(layer.backend(), &Key::Int(7)));
-/// assert!(!try_spend(layer.backend(), &Key::Int(7)));
-/// # Ok::<(), tower_bulwark::ConfigError>(())
+/// assert!(try_spend(layer.backend(), &Key::Int(7)).await);
+/// assert!(!try_spend(layer.backend(), &Key::Int(7)).await);
+/// # Ok(())
+/// # }
 /// ```
 pub trait RateLimitBackend: Send + Sync + 'static {
-    /// Decides whether `key` may spend `cost` now, and spends it if so.
-    fn decide(&self, key: &Key, cost: u64) -> Verdict;
+    /// The decision of a backend that must wait (for a network round trip). Backends that
+    /// always decide at once use [`std::future::Ready`] and never return it.
+    type Pending: Future<Output = Verdict> + Send + 'static;
 
-    /// Gives back `cost` spent by a request admitted at `counted_at` (a [`Verdict::counted_at`]).
-    fn refund(&self, key: &Key, cost: u64, counted_at: Duration);
+    /// Decides whether `key` may spend `cost` now, and spends it if so.
+    fn decide(&self, key: &Key, cost: u64) -> Decision<Self::Pending>;
+
+    /// Gives back `cost` spent by an admitted request, identified by its [`Verdict::receipt`].
+    fn refund(&self, key: &Key, cost: u64, receipt: Receipt);
+}
+
+/// A decision made at once, or one still on its way.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bulwark::backend::{Decision, RateLimitBackend};
+/// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
+///
+/// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
+/// // The memory backend always decides at once.
+/// assert!(matches!(layer.backend().decide(&Key::Global, 1), Decision::Ready(v) if v.allowed()));
+/// # Ok::<(), tower_bulwark::ConfigError>(())
+/// ```
+#[derive(Debug)]
+pub enum Decision<P> {
+    /// Decided: no waiting.
+    Ready(Verdict),
+    /// The verdict will come from this future.
+    Pending(P),
+}
+
+/// Where a verdict came from, so a refund goes back to the store that counted the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The backend's own store (memory, or Redis).
+    Store,
+    /// A networked backend's local fallback, while its store was unreachable.
+    Fallback,
+    /// Nothing counted the request (a fail-open or fail-closed answer, or a cached denial).
+    Nowhere,
+}
+
+/// What a refund needs to find the request it gives back: when it was counted, and where.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bulwark::{clock::ManualClock, key::Key, rate_limit::RateLimitLayer};
+///
+/// let clock = ManualClock::new();
+/// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).clock(clock.clone()).build()?;
+/// clock.advance(Duration::from_secs(2));
+/// let receipt = layer.backend().decide_now(&Key::Global, 1).receipt();
+/// assert_eq!(receipt.counted_at(), Duration::from_secs(2));
+/// assert!(!receipt.degraded());
+/// # Ok::<(), tower_bulwark::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    pub(crate) counted_at: Duration,
+    pub(crate) origin: Origin,
+}
+
+impl Receipt {
+    /// The backend's time of the decision.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
+    /// let verdict = layer.backend().decide_now(&Key::Global, 1);
+    /// assert_eq!(verdict.receipt().counted_at(), verdict.counted_at());
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn counted_at(&self) -> Duration {
+        self.counted_at
+    }
+
+    /// True when the decision was made without the backend's shared store (see
+    /// [`Verdict::degraded`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
+    /// assert!(!layer.backend().decide_now(&Key::Global, 1).receipt().degraded());
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn degraded(&self) -> bool {
+        self.origin != Origin::Store
+    }
 }
 
 /// The outcome of one rate decision, with what the response headers need.
@@ -58,6 +156,7 @@ pub struct Verdict {
     pub(crate) retry_after: Duration,
     pub(crate) limits: SmallVec<[LimitStatus; 2]>,
     pub(crate) counted_at: Duration,
+    pub(crate) origin: Origin,
 }
 
 impl Verdict {
@@ -128,6 +227,42 @@ impl Verdict {
     /// ```
     pub fn counted_at(&self) -> Duration {
         self.counted_at
+    }
+
+    /// What [`RateLimitBackend::refund`] needs to give this request's cost back.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::backend::RateLimitBackend;
+    /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
+    /// let verdict = layer.backend().decide_now(&Key::Global, 1);
+    /// layer.backend().refund(&Key::Global, 1, verdict.receipt());
+    /// assert!(layer.backend().decide_now(&Key::Global, 1).allowed());
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn receipt(&self) -> Receipt {
+        Receipt {
+            counted_at: self.counted_at,
+            origin: self.origin,
+        }
+    }
+
+    /// True when the decision was made without the backend's shared store: a networked backend
+    /// that could not reach it answered with its fail mode (open, closed, or a local limit).
+    /// The memory backend never degrades.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
+    /// assert!(!layer.backend().decide_now(&Key::Global, 1).degraded());
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn degraded(&self) -> bool {
+        self.origin != Origin::Store
     }
 }
 

@@ -572,8 +572,19 @@ impl<K> RateLimitBuilder<K> {
     }
 
     fn into_shared(self) -> Result<Arc<Shared<K, MemoryRateLimiter>>, ConfigError> {
+        self.into_shared_with(|quotas, _names, max_keys, clock| {
+            Ok(MemoryRateLimiter::new(quotas.clone(), max_keys, clock))
+        })
+    }
+
+    /// Validates, then builds the shared state around the backend `make` returns (given the
+    /// validated quotas, their names, `max_keys` and the clock).
+    pub(crate) fn into_shared_with<B>(
+        self,
+        make: impl FnOnce(&Arc<[Quota]>, &[String], usize, Arc<dyn Clock>) -> Result<B, ConfigError>,
+    ) -> Result<Arc<Shared<K, B>>, ConfigError> {
         let (quotas, names) = self.validate()?;
-        let backend = MemoryRateLimiter::new(quotas.clone(), self.max_keys, self.clock.clone());
+        let backend = make(&quotas, &names, self.max_keys, self.clock.clone())?;
         let headers = HeaderConfig::new(
             &quotas,
             names,

@@ -10,7 +10,7 @@ use http::request::Parts;
 use http::{Response, StatusCode};
 
 use super::headers::HeaderConfig;
-use crate::backend::RateLimitBackend;
+use crate::backend::{Origin, RateLimitBackend, Receipt};
 use crate::clock::Clock;
 use crate::counter::StripedCounter;
 use crate::key::Key;
@@ -243,14 +243,17 @@ impl<K: Send + Sync + 'static, B: RateLimitBackend> Shared<K, B> {
         verdict: &crate::backend::Verdict,
     ) -> Option<Refund> {
         let policy = &self.policy;
-        if cost == 0 || !(policy.skip_successful || policy.skip_failed) {
+        if cost == 0
+            || !(policy.skip_successful || policy.skip_failed)
+            || verdict.origin == Origin::Nowhere
+        {
             return None;
         }
         Some(Refund {
             sink: self.clone(),
             key,
             cost,
-            counted_at: verdict.counted_at,
+            receipt: verdict.receipt(),
             on_success: policy.skip_successful,
             on_failure: policy.skip_failed,
         })
@@ -260,12 +263,12 @@ impl<K: Send + Sync + 'static, B: RateLimitBackend> Shared<K, B> {
 /// Gives back a refunded request's cost; erases the key and backend types so futures need not
 /// carry them.
 pub(crate) trait RefundSink: Send + Sync + 'static {
-    fn refund(&self, key: &Key, cost: u64, counted_at: Duration);
+    fn refund(&self, key: &Key, cost: u64, receipt: Receipt);
 }
 
 impl<K: Send + Sync + 'static, B: RateLimitBackend> RefundSink for Shared<K, B> {
-    fn refund(&self, key: &Key, cost: u64, counted_at: Duration) {
-        self.backend.refund(key, cost, counted_at);
+    fn refund(&self, key: &Key, cost: u64, receipt: Receipt) {
+        self.backend.refund(key, cost, receipt);
         Counters::bump(&self.counters.refunded);
     }
 }
@@ -275,7 +278,7 @@ pub(crate) struct Refund {
     pub(crate) sink: Arc<dyn RefundSink>,
     pub(crate) key: Key,
     pub(crate) cost: u64,
-    pub(crate) counted_at: Duration,
+    pub(crate) receipt: Receipt,
     pub(crate) on_success: bool,
     pub(crate) on_failure: bool,
 }
@@ -283,7 +286,7 @@ pub(crate) struct Refund {
 impl Refund {
     pub(crate) fn settle(self, failed: bool) {
         if (failed && self.on_failure) || (!failed && self.on_success) {
-            self.sink.refund(&self.key, self.cost, self.counted_at);
+            self.sink.refund(&self.key, self.cost, self.receipt);
         }
     }
 }

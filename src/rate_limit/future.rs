@@ -1,17 +1,25 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::{Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
+use tower_service::Service;
 
-use super::config::Refund;
+use super::config::{Refund, Shared};
 use super::headers::{apply, HeaderPlan};
+use super::service::{after_verdict, Next};
+use crate::backend::RateLimitBackend;
+use crate::key::Key;
 use crate::response::ResponseBody;
 
 pin_project! {
     /// Response future of [`RateLimit`](super::RateLimit).
+    ///
+    /// With the memory backend it starts admitted or refused; with a networked backend it first
+    /// waits for the decision, holding the request and the inner service until then.
     ///
     /// ```
     /// # use std::{convert::Infallible, time::Duration};
@@ -24,100 +32,162 @@ pin_project! {
     /// use tower_bulwark::rate_limit::ResponseFuture;
     ///
     /// let mut svc = RateLimitLayer::fixed_window(5, Duration::from_secs(1)).build()?.layer(ok);
-    /// let future: ResponseFuture<_, ()> = svc.ready().await?.call(http::Request::new(()));
+    /// let future: ResponseFuture<_, (), _, _> = svc.ready().await?.call(http::Request::new(()));
     /// assert_eq!(future.await?.headers()["x-ratelimit-remaining"], "4");
     /// # Ok(())
     /// # }
     /// ```
-    pub struct ResponseFuture<F, B> {
+    pub struct ResponseFuture<S, ReqBody, K, B>
+    where
+        S: Service<Request<ReqBody>>,
+        B: RateLimitBackend,
+    {
         #[pin]
-        kind: Kind<F, B>,
+        kind: Kind<S, ReqBody, K, B>,
     }
+}
+
+/// What a request waiting for its decision holds.
+pub(crate) struct Waiting<S, ReqBody, K, B> {
+    pub(crate) inner: S,
+    pub(crate) request: Request<ReqBody>,
+    pub(crate) key: Key,
+    pub(crate) cost: u64,
+    pub(crate) shared: Arc<Shared<K, B>>,
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, B> {
+    enum Kind<S, ReqBody, K, B>
+    where
+        S: Service<Request<ReqBody>>,
+        B: RateLimitBackend,
+    {
+        Deciding {
+            #[pin]
+            decision: B::Pending,
+            waiting: Option<Box<Waiting<S, ReqBody, K, B>>>,
+        },
         Admitted {
             #[pin]
-            future: F,
+            future: S::Future,
             // Boxed: a plan is a few hundred bytes, and the future is moved several times.
             headers: Option<Box<HeaderPlan>>,
             refund: Option<Refund>,
         },
         Refused {
-            response: Option<Response<ResponseBody<B>>>,
+            // The layer's own answer; its body never holds an inner body, hence `()`.
+            response: Option<Response<ResponseBody<()>>>,
         },
     }
 }
 
-impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn admitted(
-        future: F,
-        headers: Option<Box<HeaderPlan>>,
-        refund: Option<Refund>,
-    ) -> Self {
-        Self {
-            kind: Kind::Admitted {
+impl<S, ReqBody, K, B> ResponseFuture<S, ReqBody, K, B>
+where
+    S: Service<Request<ReqBody>>,
+    B: RateLimitBackend,
+{
+    pub(crate) fn from_next(next: Next<S::Future>) -> Self {
+        let kind = match next {
+            Next::Admitted {
+                future,
+                headers,
+                refund,
+            } => Kind::Admitted {
                 future,
                 headers,
                 refund,
             },
-        }
-    }
-
-    pub(crate) fn refused(response: Response<ResponseBody<B>>) -> Self {
-        Self {
-            kind: Kind::Refused {
+            Next::Refused(response) => Kind::Refused {
                 response: Some(response),
             },
+        };
+        Self { kind }
+    }
+
+    pub(crate) fn deciding(decision: B::Pending, waiting: Waiting<S, ReqBody, K, B>) -> Self {
+        Self {
+            kind: Kind::Deciding {
+                decision,
+                waiting: Some(Box::new(waiting)),
+            },
         }
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B>
+impl<S, ReqBody, ResBody, K, B> Future for ResponseFuture<S, ReqBody, K, B>
 where
-    F: Future<Output = Result<Response<B>, E>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    K: Send + Sync + 'static,
+    B: RateLimitBackend,
 {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Admitted {
-                future,
-                headers,
-                refund,
-            } => {
-                let result = ready!(future.poll(cx));
-                let failed = match &result {
-                    Ok(response) => {
-                        response.status().is_client_error() || response.status().is_server_error()
-                    }
-                    Err(_) => true,
-                };
-                if let Some(refund) = refund.take() {
-                    refund.settle(failed);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project().kind.project() {
+                KindProj::Deciding { decision, waiting } => {
+                    let verdict = ready!(decision.poll(cx));
+                    let Some(waiting) = waiting.take() else {
+                        return Poll::Ready(Ok(polled_after_completion()));
+                    };
+                    let Waiting {
+                        mut inner,
+                        request,
+                        key,
+                        cost,
+                        shared,
+                    } = *waiting;
+                    let (parts, body) = request.into_parts();
+                    let next = after_verdict(&shared, &mut inner, parts, body, key, cost, verdict);
+                    self.set(Self::from_next(next));
                 }
-                Poll::Ready(result.map(|mut response| {
-                    if let Some(headers) = headers.take() {
-                        apply(response.headers_mut(), *headers);
+                KindProj::Admitted {
+                    future,
+                    headers,
+                    refund,
+                } => {
+                    let result = ready!(future.poll(cx));
+                    let failed = match &result {
+                        Ok(response) => {
+                            response.status().is_client_error()
+                                || response.status().is_server_error()
+                        }
+                        Err(_) => true,
+                    };
+                    if let Some(refund) = refund.take() {
+                        refund.settle(failed);
                     }
-                    response.map(ResponseBody::inner)
-                }))
-            }
-            // Polled again after completing: answer rather than panic on a request path.
-            KindProj::Refused { response } => {
-                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
-                    let mut response = Response::new(ResponseBody::empty());
-                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    response
-                })))
+                    return Poll::Ready(result.map(|mut response| {
+                        if let Some(headers) = headers.take() {
+                            apply(response.headers_mut(), *headers);
+                        }
+                        response.map(ResponseBody::inner)
+                    }));
+                }
+                // Polled again after completing: answer rather than panic on a request path.
+                KindProj::Refused { response } => {
+                    let response = response
+                        .take()
+                        .map_or_else(polled_after_completion, |r| r.map(ResponseBody::retype));
+                    return Poll::Ready(Ok(response));
+                }
             }
         }
     }
 }
 
-impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+fn polled_after_completion<B>() -> Response<ResponseBody<B>> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+impl<S, ReqBody, K, B> fmt::Debug for ResponseFuture<S, ReqBody, K, B>
+where
+    S: Service<Request<ReqBody>>,
+    B: RateLimitBackend,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }

@@ -12,9 +12,9 @@ use tower_service::Service;
 
 use super::config::{Counters, KeyMissing, RateLimitStats, RateLimited, Refund, Shared};
 use crate::backend::memory::MemoryRateLimiter;
-use crate::backend::RateLimitBackend;
+use crate::backend::{Decision, RateLimitBackend, Verdict};
 use crate::error::BoxError;
-use crate::key::{Global, KeyExtractor};
+use crate::key::{Global, Key, KeyExtractor};
 
 /// A rate limit for any service; built by
 /// [`RateLimitBuilder::build_generic`](super::RateLimitBuilder::build_generic).
@@ -142,14 +142,14 @@ impl<S: fmt::Debug, K, B> fmt::Debug for GenericRateLimit<S, K, B> {
 
 impl<S, K, B, Req> Service<Req> for GenericRateLimit<S, K, B>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     K: KeyExtractor<Req>,
     B: RateLimitBackend,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = GenericResponseFuture<S::Future>;
+    type Future = GenericResponseFuture<S, Req, K, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -157,25 +157,56 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
-        let policy = &shared.policy;
         let Ok(key) = shared.resolve_key(shared.key.extract(&req)) else {
             return GenericResponseFuture::refused(KeyMissing.into());
         };
-        let verdict = shared.backend.decide(&key, 1);
-        if !verdict.allowed {
-            if policy.shadow {
-                Counters::bump(&shared.counters.shadow_rejected);
-                tracing::debug!(key = %key.redacted(), "rate limit (shadow): would refuse");
-                return GenericResponseFuture::admitted(self.inner.call(req), None);
+        match shared.backend.decide(&key, 1) {
+            Decision::Ready(verdict) => {
+                decided(&self.shared, &mut self.inner, req, key, verdict).into()
             }
-            Counters::bump(&shared.counters.rejected);
-            tracing::debug!(key = %key.redacted(), retry_after = ?verdict.retry_after, "rate limit: refused");
-            return GenericResponseFuture::refused(RateLimited::new(verdict.retry_after).into());
+            Decision::Pending(decision) => {
+                // Take the service that was made ready; leave a clone in its place.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                GenericResponseFuture {
+                    kind: Kind::Deciding {
+                        decision,
+                        waiting: Some(Box::new((inner, req, key, self.shared.clone()))),
+                    },
+                }
+            }
         }
-        Counters::bump(&shared.counters.allowed);
-        let refund = self.shared.refund_for(key, 1, &verdict);
-        GenericResponseFuture::admitted(self.inner.call(req), refund)
     }
+}
+
+/// The inner future and refund of an admitted call, or the error of a refused one.
+type Decided<F> = Result<(F, Option<Refund>), BoxError>;
+
+fn decided<S, K, B, Req>(
+    shared: &Arc<Shared<K, B>>,
+    inner: &mut S,
+    req: Req,
+    key: Key,
+    verdict: Verdict,
+) -> Decided<S::Future>
+where
+    S: Service<Req>,
+    K: Send + Sync + 'static,
+    B: RateLimitBackend,
+{
+    if !verdict.allowed {
+        if shared.policy.shadow {
+            Counters::bump(&shared.counters.shadow_rejected);
+            tracing::debug!(key = %key.redacted(), "rate limit (shadow): would refuse");
+            return Ok((inner.call(req), None));
+        }
+        Counters::bump(&shared.counters.rejected);
+        tracing::debug!(key = %key.redacted(), retry_after = ?verdict.retry_after, "rate limit: refused");
+        return Err(RateLimited::new(verdict.retry_after).into());
+    }
+    Counters::bump(&shared.counters.allowed);
+    let refund = shared.refund_for(key, 1, &verdict);
+    Ok((inner.call(req), refund))
 }
 
 pin_project! {
@@ -190,62 +221,115 @@ pin_project! {
     /// # async fn main() {
     /// let layer = RateLimitLayer::fixed_window(5, Duration::from_secs(1)).build_generic().unwrap();
     /// let mut svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n) }));
-    /// let future: GenericResponseFuture<_> = svc.ready().await.unwrap().call(7);
+    /// let future: GenericResponseFuture<_, u32, _, _> = svc.ready().await.unwrap().call(7);
     /// assert_eq!(future.await.unwrap(), 7);
     /// # }
     /// ```
-    pub struct GenericResponseFuture<F> {
+    pub struct GenericResponseFuture<S, Req, K, B>
+    where
+        S: Service<Req>,
+        B: RateLimitBackend,
+    {
         #[pin]
-        future: Option<F>,
-        refused: Option<BoxError>,
-        refund: Option<Refund>,
+        kind: Kind<S, Req, K, B>,
     }
 }
 
-impl<F> GenericResponseFuture<F> {
-    fn admitted(future: F, refund: Option<Refund>) -> Self {
-        Self {
-            future: Some(future),
-            refused: None,
-            refund,
-        }
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, Req, K, B>
+    where
+        S: Service<Req>,
+        B: RateLimitBackend,
+    {
+        Deciding {
+            #[pin]
+            decision: B::Pending,
+            waiting: Option<Box<(S, Req, Key, Arc<Shared<K, B>>)>>,
+        },
+        Admitted {
+            #[pin]
+            future: S::Future,
+            refund: Option<Refund>,
+        },
+        Refused {
+            error: Option<BoxError>,
+        },
     }
+}
 
+impl<S, Req, K, B> GenericResponseFuture<S, Req, K, B>
+where
+    S: Service<Req>,
+    B: RateLimitBackend,
+{
     fn refused(error: BoxError) -> Self {
         Self {
-            future: None,
-            refused: Some(error),
-            refund: None,
+            kind: Kind::Refused { error: Some(error) },
         }
     }
 }
 
-impl<F, T, E> Future for GenericResponseFuture<F>
+impl<S, Req, K, B> From<Decided<S::Future>> for GenericResponseFuture<S, Req, K, B>
 where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
+    S: Service<Req>,
+    B: RateLimitBackend,
 {
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.future.as_pin_mut() {
-            Some(future) => {
-                let result = ready!(future.poll(cx));
-                if let Some(refund) = this.refund.take() {
-                    refund.settle(result.is_err());
-                }
-                Poll::Ready(result.map_err(Into::into))
-            }
-            None => Poll::Ready(Err(this
-                .refused
-                .take()
-                .unwrap_or_else(|| "rate limit future polled after completion".into()))),
+    fn from(decided: Decided<S::Future>) -> Self {
+        match decided {
+            Ok((future, refund)) => Self {
+                kind: Kind::Admitted { future, refund },
+            },
+            Err(error) => Self::refused(error),
         }
     }
 }
 
-impl<F> fmt::Debug for GenericResponseFuture<F> {
+impl<S, Req, K, B> Future for GenericResponseFuture<S, Req, K, B>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    K: Send + Sync + 'static,
+    B: RateLimitBackend,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project().kind.project() {
+                KindProj::Deciding { decision, waiting } => {
+                    let verdict = ready!(decision.poll(cx));
+                    let Some(waiting) = waiting.take() else {
+                        return Poll::Ready(
+                            Err("rate limit future polled after completion".into()),
+                        );
+                    };
+                    let (mut inner, req, key, shared) = *waiting;
+                    let next = decided(&shared, &mut inner, req, key, verdict);
+                    self.set(next.into());
+                }
+                KindProj::Admitted { future, refund } => {
+                    let result = ready!(future.poll(cx));
+                    if let Some(refund) = refund.take() {
+                        refund.settle(result.is_err());
+                    }
+                    return Poll::Ready(result.map_err(Into::into));
+                }
+                KindProj::Refused { error } => {
+                    return Poll::Ready(Err(error
+                        .take()
+                        .unwrap_or_else(|| "rate limit future polled after completion".into())));
+                }
+            }
+        }
+    }
+}
+
+impl<S, Req, K, B> fmt::Debug for GenericResponseFuture<S, Req, K, B>
+where
+    S: Service<Req>,
+    B: RateLimitBackend,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GenericResponseFuture")
             .finish_non_exhaustive()

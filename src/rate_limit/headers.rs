@@ -189,7 +189,8 @@ impl HeaderConfig {
                 plan.reset = Some(number(reset));
             }
         }
-        if self.ietf {
+        // A verdict with no limits (a fail-open answer) has nothing to report.
+        if self.ietf && !verdict.limits.is_empty() {
             // `"name";r=N;t=N` per limit, in one buffer sized for the worst case: one allocation.
             let len: usize = self.names.iter().map(|n| n.len() + 50).sum();
             let mut value = BytesMut::with_capacity(len);

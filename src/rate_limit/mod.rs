@@ -57,6 +57,8 @@ mod generic;
 pub mod headers;
 mod layer;
 mod limit;
+#[cfg(feature = "redis")]
+mod redis_builder;
 mod service;
 
 pub use algorithm::Algorithm;
@@ -67,4 +69,6 @@ pub use generic::{GenericRateLimit, GenericRateLimitLayer, GenericResponseFuture
 pub use headers::ResetFormat;
 pub use layer::RateLimitLayer;
 pub use limit::{Limit, MAX_COUNT, MAX_PERIOD};
+#[cfg(feature = "redis")]
+pub use redis_builder::{RedisRateLimitBuilder, DEFAULT_REDIS_DEADLINE};
 pub use service::RateLimit;

@@ -7,11 +7,11 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
-use super::config::{Counters, RateLimited, Shared};
-use super::future::ResponseFuture;
+use super::config::{Counters, Policy, RateLimited, Refund, Shared};
+use super::future::{ResponseFuture, Waiting};
 use super::headers::{apply, put_u64, retry_after_secs, HeaderPlan};
-use crate::backend::{RateLimitBackend, Verdict};
-use crate::key::KeyExtractor;
+use crate::backend::{Decision, RateLimitBackend, Verdict};
+use crate::key::{Key, KeyExtractor};
 use crate::response::{grpc_rejection, is_grpc, json_response, GrpcCode, ResponseBody};
 
 /// An HTTP service behind a rate limit; made by [`RateLimitLayer`](super::RateLimitLayer).
@@ -84,13 +84,13 @@ impl<S: fmt::Debug, K, B> fmt::Debug for RateLimit<S, K, B> {
 
 impl<S, K, B, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, K, B>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     K: KeyExtractor<Parts>,
     B: RateLimitBackend,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = ResponseFuture<S, ReqBody, K, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -98,87 +98,140 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
-        let policy = &shared.policy;
         let (parts, body) = req.into_parts();
 
         let key = match shared.resolve_key(shared.key.extract(&parts)) {
             Ok(key) => key,
             Err(status) => {
                 tracing::debug!(uri = %parts.uri, "rate limit: request has no key");
-                return ResponseFuture::refused(missing_key_response(&parts, status));
+                return ResponseFuture::from_next(Next::Refused(missing_key_response(
+                    &parts, status,
+                )));
             }
         };
-        let cost = policy.cost.as_ref().map_or(1, |cost| cost(&parts));
-        let verdict = shared.backend.decide(&key, cost);
-
-        if policy.shadow {
-            if verdict.allowed {
-                Counters::bump(&shared.counters.allowed);
-            } else {
-                Counters::bump(&shared.counters.shadow_rejected);
-                tracing::debug!(key = %key.redacted(), "rate limit (shadow): would refuse");
+        let cost = shared.policy.cost.as_ref().map_or(1, |cost| cost(&parts));
+        match shared.backend.decide(&key, cost) {
+            Decision::Ready(verdict) => ResponseFuture::from_next(after_verdict(
+                &self.shared,
+                &mut self.inner,
+                parts,
+                body,
+                key,
+                cost,
+                verdict,
+            )),
+            Decision::Pending(decision) => {
+                // The decision needs a round trip: take the service that was made ready and
+                // leave a clone in its place, as tower's own middleware does.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::deciding(
+                    decision,
+                    Waiting {
+                        inner,
+                        request: Request::from_parts(parts, body),
+                        key,
+                        cost,
+                        shared: self.shared.clone(),
+                    },
+                )
             }
-            let refund = verdict
-                .allowed
-                .then(|| self.shared.refund_for(key, cost, &verdict))
-                .flatten();
-            let future = self.inner.call(Request::from_parts(parts, body));
-            return ResponseFuture::admitted(future, None, refund);
         }
-
-        if !verdict.allowed {
-            Counters::bump(&shared.counters.rejected);
-            tracing::debug!(key = %key.redacted(), retry_after = ?verdict.retry_after, "rate limit: refused");
-            let headers = policy.headers.plan(&verdict, &*policy.clock);
-            return ResponseFuture::refused(self.too_many_requests(&parts, &verdict, headers));
-        }
-        let headers = policy
-            .headers
-            .any()
-            .then(|| Box::new(policy.headers.plan(&verdict, &*policy.clock)));
-        Counters::bump(&shared.counters.allowed);
-        let refund = self.shared.refund_for(key, cost, &verdict);
-        let future = self.inner.call(Request::from_parts(parts, body));
-        ResponseFuture::admitted(future, headers, refund)
     }
 }
 
-impl<S, K, B> RateLimit<S, K, B>
+/// What a request does once its verdict is known.
+pub(crate) enum Next<F> {
+    Admitted {
+        future: F,
+        headers: Option<Box<HeaderPlan>>,
+        refund: Option<Refund>,
+    },
+    Refused(Response<ResponseBody<()>>),
+}
+
+/// Counts the verdict and either calls the inner service or builds the refusal; shared by the
+/// immediate path (in `call`) and the waiting one (in the response future).
+pub(crate) fn after_verdict<S, K, B, ReqBody>(
+    shared: &Arc<Shared<K, B>>,
+    inner: &mut S,
+    parts: Parts,
+    body: ReqBody,
+    key: Key,
+    cost: u64,
+    verdict: Verdict,
+) -> Next<S::Future>
 where
+    S: Service<Request<ReqBody>>,
     K: Send + Sync + 'static,
     B: RateLimitBackend,
 {
-    fn too_many_requests<ResBody>(
-        &self,
-        parts: &Parts,
-        verdict: &Verdict,
-        headers: HeaderPlan,
-    ) -> Response<ResponseBody<ResBody>> {
-        let policy = &self.shared.policy;
-        let mut response = if is_grpc(&parts.headers) {
-            grpc_rejection(
-                &parts.headers,
-                GrpcCode::ResourceExhausted,
-                "Too many requests",
-            )
-        } else if let Some(respond) = &policy.rejection {
-            respond(&RateLimited::new(verdict.retry_after)).map(ResponseBody::full)
+    let policy = &shared.policy;
+    if policy.shadow {
+        if verdict.allowed {
+            Counters::bump(&shared.counters.allowed);
         } else {
-            let mut body = BytesMut::with_capacity(64);
-            body.put_slice(br#"{"error":"Too many requests","retryAfter":"#);
-            put_u64(&mut body, retry_after_secs(verdict));
-            body.put_u8(b'}');
-            json_response(StatusCode::TOO_MANY_REQUESTS, body.freeze())
+            Counters::bump(&shared.counters.shadow_rejected);
+            tracing::debug!(key = %key.redacted(), "rate limit (shadow): would refuse");
+        }
+        let refund = verdict
+            .allowed
+            .then(|| shared.refund_for(key, cost, &verdict))
+            .flatten();
+        let future = inner.call(Request::from_parts(parts, body));
+        return Next::Admitted {
+            future,
+            headers: None,
+            refund,
         };
-        apply(response.headers_mut(), headers);
-        response
+    }
+
+    if !verdict.allowed {
+        Counters::bump(&shared.counters.rejected);
+        tracing::debug!(key = %key.redacted(), retry_after = ?verdict.retry_after, "rate limit: refused");
+        let headers = policy.headers.plan(&verdict, &*policy.clock);
+        return Next::Refused(too_many_requests(policy, &parts, &verdict, headers));
+    }
+    let headers = policy
+        .headers
+        .any()
+        .then(|| Box::new(policy.headers.plan(&verdict, &*policy.clock)));
+    Counters::bump(&shared.counters.allowed);
+    let refund = shared.refund_for(key, cost, &verdict);
+    let future = inner.call(Request::from_parts(parts, body));
+    Next::Admitted {
+        future,
+        headers,
+        refund,
     }
 }
 
-fn missing_key_response<ResBody>(
+fn too_many_requests(
+    policy: &Policy,
     parts: &Parts,
-    status: StatusCode,
-) -> Response<ResponseBody<ResBody>> {
+    verdict: &Verdict,
+    headers: HeaderPlan,
+) -> Response<ResponseBody<()>> {
+    let mut response = if is_grpc(&parts.headers) {
+        grpc_rejection(
+            &parts.headers,
+            GrpcCode::ResourceExhausted,
+            "Too many requests",
+        )
+    } else if let Some(respond) = &policy.rejection {
+        respond(&RateLimited::new(verdict.retry_after)).map(ResponseBody::full)
+    } else {
+        let mut body = BytesMut::with_capacity(64);
+        body.put_slice(br#"{"error":"Too many requests","retryAfter":"#);
+        put_u64(&mut body, retry_after_secs(verdict));
+        body.put_u8(b'}');
+        json_response(StatusCode::TOO_MANY_REQUESTS, body.freeze())
+    };
+    apply(response.headers_mut(), headers);
+    response
+}
+
+fn missing_key_response(parts: &Parts, status: StatusCode) -> Response<ResponseBody<()>> {
     if is_grpc(&parts.headers) {
         grpc_rejection(
             &parts.headers,

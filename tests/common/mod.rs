@@ -2,6 +2,7 @@
 //! response readers. No helper sleeps; time moves only through a `ManualClock`.
 #![allow(dead_code)]
 
+pub mod redis_server;
 use std::fmt;
 use std::future::{ready, Ready};
 use std::net::SocketAddr;

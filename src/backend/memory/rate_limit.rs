@@ -7,7 +7,7 @@ use std::time::Duration;
 use smallvec::SmallVec;
 
 use super::KeyedStore;
-use crate::backend::{LimitStatus, RateLimitBackend, Verdict};
+use crate::backend::{Decision, LimitStatus, Origin, RateLimitBackend, Receipt, Verdict};
 use crate::clock::Clock;
 use crate::key::Key;
 use crate::rate_limit::algorithm::{gcra, nanos, Algorithm, Check, Quota, State};
@@ -282,15 +282,19 @@ fn verdict(now: u64, checks: &[Check]) -> Verdict {
             })
             .collect(),
         counted_at: Duration::from_nanos(now),
+        origin: Origin::Store,
     }
 }
 
 impl RateLimitBackend for MemoryRateLimiter {
-    fn decide(&self, key: &Key, cost: u64) -> Verdict {
-        self.decide_now(key, cost)
+    type Pending = std::future::Ready<Verdict>;
+
+    #[inline]
+    fn decide(&self, key: &Key, cost: u64) -> Decision<Self::Pending> {
+        Decision::Ready(self.decide_now(key, cost))
     }
 
-    fn refund(&self, key: &Key, cost: u64, counted_at: Duration) {
-        self.refund_now(key, cost, counted_at);
+    fn refund(&self, key: &Key, cost: u64, receipt: Receipt) {
+        self.refund_now(key, cost, receipt.counted_at);
     }
 }

@@ -71,6 +71,26 @@ pub(crate) struct Quota {
     pub(crate) refill_ns: u64,
 }
 
+impl Quota {
+    /// This limit shared by `instances`: the limit and burst divided, rounded down, at least 1.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn divided(&self, instances: u64) -> Quota {
+        let instances = instances.max(1);
+        let limit = (self.limit / instances).max(1);
+        let mut quota = Quota {
+            limit,
+            ..self.clone()
+        };
+        if self.algorithm == Algorithm::TokenBucket {
+            quota.burst = (self.burst / instances).max(1);
+            quota.emission_ns = self.period_ns.div_ceil(limit);
+            let refill = u128::from(quota.burst) * u128::from(self.period_ns) / u128::from(limit);
+            quota.refill_ns = u64::try_from(refill).unwrap_or(u64::MAX);
+        }
+        quota
+    }
+}
+
 /// What one limit says about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Check {

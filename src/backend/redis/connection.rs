@@ -1,0 +1,181 @@
+//! The shared Redis connection: built once from a URL, cloned into every layer.
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::TcpSettings;
+use redis::{Client, IntoConnectionInfo, RedisResult, ScriptInvocation, Value};
+
+use crate::backend::BackendError;
+
+/// A handle on one Redis deployment (a server, or a cluster with feature `redis-cluster`),
+/// shared by every layer that keeps state there. Cloning it is cheap and shares the connection.
+///
+/// The connection is the `redis` crate's multiplexed [`ConnectionManager`], which reconnects
+/// in the background, with `TCP_NODELAY` on. Layers bound every call with their own deadline,
+/// so a dead or frozen Redis costs a request at most that deadline.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_bulwark::backend::redis::{FailMode, RedisBackend};
+/// use tower_bulwark::rate_limit::RateLimitLayer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let redis = RedisBackend::connect("redis://127.0.0.1:6379/").await?;
+/// let layer = RateLimitLayer::sliding_window_counter(1000, Duration::from_secs(3600))
+///     .backend(redis.clone())
+///     .fail_mode(FailMode::Local { instances: 4 })
+///     .build()?;
+/// # drop(layer);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisBackend {
+    connection: Connection,
+}
+
+#[derive(Clone)]
+enum Connection {
+    Server(ConnectionManager),
+    #[cfg(feature = "redis-cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.connection {
+            Connection::Server(_) => "server",
+            #[cfg(feature = "redis-cluster")]
+            Connection::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisBackend")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long one connection attempt may take; the background reconnects retry after it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn tcp_settings() -> TcpSettings {
+    // Small request/response pairs: Nagle's algorithm would hold each for an ACK.
+    TcpSettings::default().set_nodelay(true)
+}
+
+fn client(url: &str) -> Result<Client, BackendError> {
+    let info = url
+        .into_connection_info()
+        .map_err(|e| BackendError::new(format!("invalid redis url: {e}")))?
+        .set_tcp_settings(tcp_settings());
+    Client::open(info).map_err(|e| BackendError::new(format!("invalid redis url: {e}")))
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        // Keep reconnecting for as long as Redis is away; each request still has its deadline.
+        .set_number_of_retries(usize::MAX)
+        .set_max_delay(Duration::from_secs(2))
+}
+
+impl RedisBackend {
+    /// Connects to one Redis server, waiting until the first connection is up.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_bulwark::backend::BackendError> {
+    /// let redis = tower_bulwark::backend::redis::RedisBackend::connect("redis://127.0.0.1/").await?;
+    /// # drop(redis);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        let manager = ConnectionManager::new_with_config(client(url)?, manager_config())
+            .await
+            .map_err(|e| BackendError::new(format!("cannot connect to redis: {e}")))?;
+        Ok(Self {
+            connection: Connection::Server(manager),
+        })
+    }
+
+    /// A handle that connects on first use, so a service can start while Redis is away (its
+    /// layers answer with their fail mode until Redis comes up). Needs a Tokio runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_bulwark::backend::BackendError> {
+    /// use tower_bulwark::backend::redis::RedisBackend;
+    ///
+    /// let redis = RedisBackend::connect_lazy("redis://127.0.0.1:1/")?; // nothing listens there
+    /// assert!(RedisBackend::connect_lazy("http://not-redis/").is_err());
+    /// # drop(redis);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connect_lazy(url: &str) -> Result<Self, BackendError> {
+        let manager = ConnectionManager::new_lazy_with_config(client(url)?, manager_config())
+            .map_err(|e| BackendError::new(format!("cannot set up redis connection: {e}")))?;
+        Ok(Self {
+            connection: Connection::Server(manager),
+        })
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes. Every key a decision touches
+    /// shares one hash tag, so each decision goes to one slot on one node.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_bulwark::backend::BackendError> {
+    /// use tower_bulwark::backend::redis::RedisBackend;
+    ///
+    /// let redis = RedisBackend::connect_cluster(&["redis://10.0.0.1:7000/", "redis://10.0.0.2:7000/"]).await?;
+    /// # drop(redis);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis-cluster")]
+    pub async fn connect_cluster(urls: &[&str]) -> Result<Self, BackendError> {
+        let client = redis::cluster::ClusterClient::builder(urls.iter().copied())
+            .tcp_settings(tcp_settings())
+            .connection_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| BackendError::new(format!("invalid redis cluster urls: {e}")))?;
+        let connection = client
+            .get_async_connection()
+            .await
+            .map_err(|e| BackendError::new(format!("cannot connect to redis cluster: {e}")))?;
+        Ok(Self {
+            connection: Connection::Cluster(connection),
+        })
+    }
+
+    /// Wraps a connection manager set up by the caller (TLS, credentials, own retry policy).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = redis::Client::open("redis://127.0.0.1/")?;
+    /// let manager = redis::aio::ConnectionManager::new(client).await?;
+    /// let redis = tower_bulwark::backend::redis::RedisBackend::from_connection_manager(manager);
+    /// # drop(redis);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_connection_manager(manager: ConnectionManager) -> Self {
+        Self {
+            connection: Connection::Server(manager),
+        }
+    }
+
+    /// Runs a script by `EVALSHA`, loading it on `NOSCRIPT` (the `redis` crate's invocation).
+    pub(crate) async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> RedisResult<Value> {
+        match &self.connection {
+            Connection::Server(manager) => invocation.invoke_async(&mut manager.clone()).await,
+            #[cfg(feature = "redis-cluster")]
+            Connection::Cluster(cluster) => invocation.invoke_async(&mut cluster.clone()).await,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! A circuit breaker on Redis itself: after consecutive failures, stop calling it for a
+//! back-off (doubling while probes fail), then let one probe through. Every decision made
+//! meanwhile uses the fail mode at once instead of waiting out a deadline.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Whether a decision may call Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Permit {
+    /// Redis is healthy: call it.
+    Call,
+    /// The back-off is over: this call is the one probe.
+    Probe,
+    /// Backing off (or another call is probing): use the fail mode.
+    Skip,
+}
+
+#[derive(Debug)]
+pub(crate) struct Health {
+    threshold: u32,
+    base_backoff: Duration,
+    max_backoff: Duration,
+    failures: AtomicU32,
+    /// Local-clock nanoseconds until which Redis is left alone; 0 while healthy.
+    open_until: AtomicU64,
+    probing: AtomicBool,
+    /// The current back-off, doubled by each failed probe. Touched only on transitions.
+    backoff: Mutex<Duration>,
+}
+
+impl Health {
+    pub(crate) fn new(threshold: u32, base_backoff: Duration, max_backoff: Duration) -> Self {
+        Self {
+            threshold,
+            base_backoff,
+            max_backoff,
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            backoff: Mutex::new(base_backoff),
+        }
+    }
+
+    pub(crate) fn permit(&self, now_ns: u64) -> Permit {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Permit::Call;
+        }
+        if now_ns < until {
+            return Permit::Skip;
+        }
+        match self
+            .probing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Permit::Probe,
+            Err(_) => Permit::Skip,
+        }
+    }
+
+    /// True while decisions bypass Redis.
+    pub(crate) fn is_backing_off(&self) -> bool {
+        self.open_until.load(Ordering::Acquire) != 0
+    }
+
+    pub(crate) fn succeeded(&self, permit: Permit) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        if permit == Permit::Probe || self.is_backing_off() {
+            if self.open_until.swap(0, Ordering::AcqRel) != 0 {
+                *self.lock_backoff() = self.base_backoff;
+                tracing::warn!("redis reachable again: rate decisions are shared once more");
+            }
+            self.probing.store(false, Ordering::Release);
+        }
+    }
+
+    pub(crate) fn failed(&self, permit: Permit, now_ns: u64, reason: &dyn std::fmt::Display) {
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
+        match permit {
+            Permit::Probe => {
+                let backoff = {
+                    let mut backoff = self.lock_backoff();
+                    *backoff = (*backoff * 2).min(self.max_backoff);
+                    *backoff
+                };
+                self.open_until.store(
+                    now_ns.saturating_add(nanos(backoff)).max(1),
+                    Ordering::Release,
+                );
+                self.probing.store(false, Ordering::Release);
+                tracing::warn!(%reason, ?backoff, "redis probe failed: still using the fail mode");
+            }
+            Permit::Call if failures >= self.threshold => {
+                let backoff = *self.lock_backoff();
+                let until = now_ns.saturating_add(nanos(backoff)).max(1);
+                if self
+                    .open_until
+                    .compare_exchange(0, until, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    tracing::warn!(
+                        %reason,
+                        failures,
+                        ?backoff,
+                        "redis failing: rate decisions use the fail mode until a probe succeeds"
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn lock_backoff(&self) -> std::sync::MutexGuard<'_, Duration> {
+        self.backoff.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    crate::clock::duration_to_nanos(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn opens_after_threshold_probes_once_and_closes_on_success() {
+        let h = Health::new(3, Duration::from_secs(1), Duration::from_secs(4));
+        for _ in 0..2 {
+            assert_eq!(h.permit(0), Permit::Call);
+            h.failed(Permit::Call, 0, &"down");
+        }
+        assert_eq!(h.permit(0), Permit::Call);
+        h.failed(Permit::Call, 0, &"down");
+        assert_eq!(h.permit(0), Permit::Skip);
+        assert_eq!(h.permit(S - 1), Permit::Skip);
+        assert_eq!(h.permit(S), Permit::Probe);
+        assert_eq!(h.permit(S), Permit::Skip, "one probe at a time");
+        h.failed(Permit::Probe, S, &"down");
+        assert_eq!(h.permit(2 * S), Permit::Skip, "back-off doubled to 2s");
+        assert_eq!(h.permit(3 * S), Permit::Probe);
+        h.succeeded(Permit::Probe);
+        assert_eq!(h.permit(3 * S), Permit::Call);
+        assert!(!h.is_backing_off());
+    }
+
+    #[test]
+    fn a_success_resets_the_count_of_consecutive_failures() {
+        let h = Health::new(2, Duration::from_secs(1), Duration::from_secs(4));
+        h.failed(Permit::Call, 0, &"x");
+        h.succeeded(Permit::Call);
+        h.failed(Permit::Call, 0, &"x");
+        assert_eq!(h.permit(0), Permit::Call);
+    }
+
+    #[test]
+    fn back_off_is_capped_and_reset_after_recovery() {
+        let h = Health::new(1, Duration::from_secs(1), Duration::from_secs(2));
+        h.failed(Permit::Call, 0, &"x");
+        for probe_at in [S, 3 * S, 5 * S] {
+            assert_eq!(h.permit(probe_at), Permit::Probe);
+            h.failed(Permit::Probe, probe_at, &"x");
+        }
+        assert_eq!(h.permit(7 * S - 1), Permit::Skip);
+        assert_eq!(h.permit(7 * S), Permit::Probe);
+        h.succeeded(Permit::Probe);
+        h.failed(Permit::Call, 8 * S, &"x");
+        assert_eq!(
+            h.permit(9 * S - 1),
+            Permit::Skip,
+            "back to the base back-off"
+        );
+        assert_eq!(h.permit(9 * S), Permit::Probe);
+    }
+}
