@@ -5,7 +5,12 @@
 //! ```
 //!
 //! Listens on `BULWARK_ADDR` (default `127.0.0.1:3000`) and prints its routes with a curl line
-//! for each.
+//! for each. With `REDIS_URL` set and the `redis` feature on, the limits live in Redis and are
+//! shared by every demo instance pointed at it:
+//!
+//! ```text
+//! REDIS_URL=redis://127.0.0.1:6379/ cargo run --release --example demo --features redis
+//! ```
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,31 +37,71 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     // 5 requests at once per client, then one every 2 seconds.
-    let limited = RateLimitLayer::token_bucket(5, Duration::from_secs(10))
-        .key(peer_ip())
-        .build()?;
+    let limited = RateLimitLayer::token_bucket(5, Duration::from_secs(10)).key(peer_ip());
 
     // Two limits at once, all-or-nothing: 2 per second and 20 per minute per client.
     let orders = RateLimitLayer::builder()
         .limit(Limit::sliding_window_log(2, Duration::from_secs(1)).name("per-second"))
         .limit(Limit::sliding_window_counter(20, Duration::from_secs(60)).name("per-minute"))
-        .key(peer_ip())
-        .build()?;
+        .key(peer_ip());
 
-    let app = Router::new()
-        .route(
-            "/",
-            get(|| async { "tower-bulwark demo: see the routes printed at start-up\n" }),
-        )
-        .route(
-            "/api/limited",
-            get(|| async { "ok: a token bucket, 5 at once then 1 every 2 s\n" }).layer(limited),
-        )
-        .route("/api/orders", get(|| async { "[]\n" }).layer(orders));
+    // The same routes whichever backend holds the limits.
+    macro_rules! app {
+        ($limited:expr, $orders:expr) => {
+            Router::new()
+                .route(
+                    "/",
+                    get(|| async { "tower-bulwark demo: see the routes printed at start-up\n" }),
+                )
+                .route(
+                    "/api/limited",
+                    get(|| async { "ok: a token bucket, 5 at once then 1 every 2 s\n" })
+                        .layer($limited),
+                )
+                .route("/api/orders", get(|| async { "[]\n" }).layer($orders))
+        };
+    }
+
+    let redis_url = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    let (app, state) = match redis_url {
+        #[cfg(feature = "redis")]
+        Some(url) => {
+            use tower_bulwark::backend::redis::{FailMode, RedisBackend};
+            // Connects on first use, so the demo starts even while Redis is away; until it
+            // answers, each instance limits on its own (the limits as if 2 instances shared them).
+            let redis = RedisBackend::connect_lazy(&url)?;
+            let fail_mode = FailMode::Local { instances: 2 };
+            let limited = limited
+                .backend(redis.clone())
+                .prefix("demo:limited")
+                .fail_mode(fail_mode)
+                .build()?;
+            let orders = orders
+                .backend(redis)
+                .prefix("demo:orders")
+                .fail_mode(fail_mode)
+                .build()?;
+            (app!(limited, orders), format!("limits in Redis at {url}"))
+        }
+        other => {
+            if other.is_some() {
+                eprintln!("REDIS_URL is set but this build has no `redis` feature: using memory.");
+                eprintln!(
+                    "Run: REDIS_URL=... cargo run --release --example demo --features redis\n"
+                );
+            }
+            (
+                app!(limited.build()?, orders.build()?),
+                "in memory".to_owned(),
+            )
+        }
+    };
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let base = format!("http://{}", listener.local_addr()?);
-    println!("tower-bulwark demo listening on {base} (in memory)\n");
+    println!("tower-bulwark demo listening on {base} ({state})\n");
     println!("  GET /              no limit");
     println!("      curl -i {base}/");
     println!("  GET /api/limited   token bucket: 5 at once per client, then 1 every 2 s; the 6th quick call is a 429");

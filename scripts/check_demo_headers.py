@@ -40,11 +40,33 @@ def sf_list(value):
     return parsed
 
 
-def main(demo):
+def start_redis():
+    """A private redis-server on a free port, so earlier runs' counts cannot leak in."""
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return proc, f"redis://127.0.0.1:{port}/"
+        except OSError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    sys.exit("redis-server did not start")
+
+
+def main(demo, with_redis=False):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([demo], env={"BULWARK_ADDR": f"127.0.0.1:{port}"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"BULWARK_ADDR": f"127.0.0.1:{port}"}
+    redis = None
+    if with_redis:
+        redis, env["REDIS_URL"] = start_redis()
+    proc = subprocess.Popen([demo], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(200):
             try:
@@ -73,11 +95,19 @@ def main(demo):
         _, headers, _ = get(base, "/api/orders")
         names = [i.value for i in sf_list(headers["RateLimit"])]
         assert names == ["per-second", "per-minute"], names
-        print("demo headers OK: structured fields parse, burst of 5 then 429 with matching Retry-After")
+        if with_redis:
+            keys = subprocess.run(["redis-cli", "-u", env["REDIS_URL"], "--scan"],
+                                  capture_output=True, text=True, check=True).stdout.split()
+            assert any(k.startswith("{demo:limited:") for k in keys), keys
+        where = "Redis" if with_redis else "memory"
+        print(f"demo headers OK ({where}): structured fields parse, burst of 5 then 429 with matching Retry-After")
     finally:
         proc.kill()
         proc.wait()
+        if redis:
+            redis.kill()
+            redis.wait()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], with_redis="--redis" in sys.argv[2:])

@@ -100,6 +100,7 @@ impl<B> ResponseBody<B> {
 
     /// The same body under another inner-body type. Only for the layer's own bodies, which
     /// never hold an inner body; one that did would become empty rather than panic.
+    #[cfg_attr(not(feature = "rate-limit"), allow(dead_code))]
     pub(crate) fn retype<B2>(self) -> ResponseBody<B2> {
         match self.kind {
             Kind::Full { body } => ResponseBody {

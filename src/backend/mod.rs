@@ -77,6 +77,8 @@ pub enum Decision<P> {
 
 /// Where a verdict came from, so a refund goes back to the store that counted the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Without `redis` nothing falls back; without `rate-limit` nothing decides.
+#[cfg_attr(not(all(feature = "redis", feature = "rate-limit")), allow(dead_code))]
 pub(crate) enum Origin {
     /// The backend's own store (memory, or Redis).
     Store,

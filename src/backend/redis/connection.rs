@@ -1,5 +1,8 @@
 //! The shared Redis connection: built once from a URL, cloned into every layer.
 
+// Only the rate limiter calls Redis so far; without it the handle is built but unused.
+#![cfg_attr(not(feature = "rate-limit"), allow(dead_code))]
+
 use std::fmt;
 use std::time::Duration;
 

@@ -37,15 +37,22 @@
 //! ```
 
 mod connection;
+#[cfg(feature = "rate-limit")]
 mod denied;
+#[cfg(feature = "rate-limit")]
 mod health;
+#[cfg(feature = "rate-limit")]
 mod rate_limit;
+#[cfg(feature = "rate-limit")]
 mod script;
 
 pub use connection::RedisBackend;
+#[cfg(feature = "rate-limit")]
 pub use rate_limit::{RedisDecision, RedisRateLimiter, RedisStats};
 
+#[cfg(feature = "rate-limit")]
 pub(crate) use rate_limit::Settings;
+#[cfg(feature = "rate-limit")]
 pub(crate) use script::RedisQuota;
 
 /// What a layer decides when Redis cannot (down, slow past the deadline, frozen, or being left
