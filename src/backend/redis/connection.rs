@@ -173,8 +173,22 @@ impl RedisBackend {
         }
     }
 
+    /// A plain `GET` on this connection, with no deadline: the floor the benchmarks compare a
+    /// decision with.
+    #[doc(hidden)]
+    pub async fn raw_get(&self, key: &[u8]) -> RedisResult<Value> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        match &self.connection {
+            Connection::Server(manager) => cmd.query_async(&mut manager.clone()).await,
+            #[cfg(feature = "redis-cluster")]
+            Connection::Cluster(cluster) => cmd.query_async(&mut cluster.clone()).await,
+        }
+    }
+
     /// Runs a script by `EVALSHA`, loading it on `NOSCRIPT` (the `redis` crate's invocation).
-    pub(crate) async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> RedisResult<Value> {
+    #[doc(hidden)]
+    pub async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> RedisResult<Value> {
         match &self.connection {
             Connection::Server(manager) => invocation.invoke_async(&mut manager.clone()).await,
             #[cfg(feature = "redis-cluster")]

@@ -231,6 +231,22 @@ impl RedisRateLimiter {
             .await
     }
 
+    /// The decision script's invocation for `key`, as the backend sends it, for benchmarks
+    /// that time the bare `EVALSHA` (run it with [`RedisBackend::invoke`]).
+    #[doc(hidden)]
+    pub fn raw_invocation(&self, key: &Key, cost: u64) -> redis::ScriptInvocation<'_> {
+        let keys = self.inner.keys(key);
+        let nonce = self.inner.nonce.fetch_add(1, Ordering::Relaxed);
+        prepare(
+            &self.inner.script,
+            &keys,
+            &self.inner.quotas,
+            &Call::Decide { cost },
+            nonce,
+            None,
+        )
+    }
+
     /// Refunds with a fixed time in place of the server's clock; see `decide_at`.
     #[doc(hidden)]
     pub async fn refund_at(
