@@ -118,7 +118,20 @@ impl RedisBackend {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// Outside a Tokio runtime it returns an error rather than panic:
+    ///
+    /// ```
+    /// let err = tower_bulwark::backend::redis::RedisBackend::connect_lazy("redis://127.0.0.1/").unwrap_err();
+    /// assert!(err.to_string().contains("Tokio runtime"));
+    /// ```
     pub fn connect_lazy(url: &str) -> Result<Self, BackendError> {
+        // The connection manager reconnects on the current runtime; without one it would panic.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(BackendError::new(
+                "connect_lazy must be called inside a Tokio runtime",
+            ));
+        }
         let manager = ConnectionManager::new_lazy_with_config(client(url)?, manager_config())
             .map_err(|e| BackendError::new(format!("cannot set up redis connection: {e}")))?;
         Ok(Self {
