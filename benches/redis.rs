@@ -155,8 +155,8 @@ fn throughput(c: &mut Criterion) {
                     runtime.block_on(spread(tasks, iters, move |n| {
                         let (b, r) = (b.clone(), r.clone());
                         async move {
-                            let invocation = b.raw_invocation(&key(n), 1);
-                            r.invoke(&invocation).await.expect("EVALSHA");
+                            let command = b.raw_command(&key(n), 1);
+                            r.raw_query(&command).await.expect("EVALSHA");
                         }
                     }))
                 })

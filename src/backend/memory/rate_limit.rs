@@ -46,6 +46,9 @@ pub struct MemoryRateLimiter {
     global: Slot,
     clock: Arc<dyn Clock>,
     lone_token_bucket: bool,
+    /// One more than the largest capacity: a larger cost is refused alike, so it is clamped to
+    /// this (the Redis scripts do the same, and agree on its `Retry-After`).
+    max_cost: u64,
 }
 
 impl std::fmt::Debug for MemoryRateLimiter {
@@ -66,7 +69,20 @@ impl MemoryRateLimiter {
         let shortest = quotas.iter().map(|q| q.period_ns).min().unwrap_or(1);
         let sweep_every_ns = shortest.clamp(10_000_000, 60_000_000_000);
         let overflow = Self::fresh_slot(&quotas, lone_token_bucket);
+        let max_cost = quotas
+            .iter()
+            .map(|q| {
+                if q.algorithm == Algorithm::TokenBucket {
+                    q.burst
+                } else {
+                    q.limit
+                }
+            })
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1);
         Self {
+            max_cost,
             global: Self::fresh_slot(&quotas, lone_token_bucket),
             store: KeyedStore::new(max_keys, sweep_every_ns, overflow),
             quotas,
@@ -99,6 +115,7 @@ impl MemoryRateLimiter {
     /// ```
     pub fn decide_now(&self, key: &Key, cost: u64) -> Verdict {
         let now = nanos(self.clock.now());
+        let cost = cost.min(self.max_cost);
         let decide = |slot: &Slot| match slot {
             Slot::Tat(tat) => self.decide_lone_token_bucket(tat, now, cost),
             Slot::Locked(states) => self.decide_locked(states, now, cost),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::TcpSettings;
-use redis::{Client, IntoConnectionInfo, RedisResult, ScriptInvocation, Value};
+use redis::{Client, Cmd, ErrorKind, IntoConnectionInfo, RedisResult, ServerErrorKind, Value};
 
 use crate::backend::BackendError;
 
@@ -65,7 +65,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn tcp_settings() -> TcpSettings {
     // Small request/response pairs: Nagle's algorithm would hold each for an ACK.
-    TcpSettings::default().set_nodelay(true)
+    let settings = TcpSettings::default().set_nodelay(true).set_keepalive(
+        redis::io::tcp::socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(5))
+            .with_interval(Duration::from_secs(2)),
+    );
+    // A peer that vanished without a word (host lost, network partition) leaves a socket that
+    // looks alive; drop it once sent data has gone unacknowledged this long, so the manager
+    // reconnects. (A frozen Redis process is unaffected: its kernel still acknowledges.)
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    let settings = settings.set_user_timeout(Duration::from_secs(5));
+    settings
 }
 
 fn client(url: &str) -> Result<Client, BackendError> {
@@ -192,6 +202,12 @@ impl RedisBackend {
     pub async fn raw_get(&self, key: &[u8]) -> RedisResult<Value> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
+        self.raw_query(&cmd).await
+    }
+
+    /// Sends one command as is, with no deadline (for benchmarks and tests).
+    #[doc(hidden)]
+    pub async fn raw_query(&self, cmd: &Cmd) -> RedisResult<Value> {
         match &self.connection {
             Connection::Server(manager) => cmd.query_async(&mut manager.clone()).await,
             #[cfg(feature = "redis-cluster")]
@@ -199,13 +215,16 @@ impl RedisBackend {
         }
     }
 
-    /// Runs a script by `EVALSHA`, loading it on `NOSCRIPT` (the `redis` crate's invocation).
-    #[doc(hidden)]
-    pub async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> RedisResult<Value> {
-        match &self.connection {
-            Connection::Server(manager) => invocation.invoke_async(&mut manager.clone()).await,
-            #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(cluster) => invocation.invoke_async(&mut cluster.clone()).await,
+    /// Runs `command(false)` (an `EVALSHA`); where the script is missing (`NOSCRIPT`: a
+    /// restarted or new node), runs `command(true)` (an `EVAL` with the body), which loads it
+    /// on that node only, in the same round trip as the call. (A `SCRIPT LOAD` would go to every
+    /// node of a cluster and fail while any one of them is down.)
+    pub(crate) async fn eval(&self, command: impl Fn(bool) -> Cmd) -> RedisResult<Value> {
+        match self.raw_query(&command(false)).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.raw_query(&command(true)).await
+            }
+            other => other,
         }
     }
 }

@@ -67,6 +67,13 @@ impl DeniedCache {
         Some(verdict)
     }
 
+    /// Drops `key`'s cached refusal (a refund may have made room).
+    pub(crate) fn forget(&self, key: &Key) {
+        if self.capacity != 0 {
+            self.entries.remove(key);
+        }
+    }
+
     pub(crate) fn remember(&self, key: &Key, cost: u64, now: u64, verdict: &Verdict) {
         if self.capacity == 0 || verdict.allowed || verdict.retry_after.is_zero() {
             return;

@@ -65,17 +65,25 @@ impl Health {
         self.open_until.load(Ordering::Acquire) != 0
     }
 
+    /// Only the probe closes the breaker: a late answer to a call sent before it opened says
+    /// little about Redis now, and would make it flap.
     pub(crate) fn succeeded(&self, permit: Permit) {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }
-        if permit == Permit::Probe || self.is_backing_off() {
+        if permit == Permit::Probe {
             if self.open_until.swap(0, Ordering::AcqRel) != 0 {
                 *self.lock_backoff() = self.base_backoff;
                 tracing::warn!("redis reachable again: rate decisions are shared once more");
             }
             self.probing.store(false, Ordering::Release);
         }
+    }
+
+    /// The probe was dropped before it ended (its caller went away): let the next decision
+    /// probe instead, without waiting out another back-off.
+    pub(crate) fn abandoned(&self) {
+        self.probing.store(false, Ordering::Release);
     }
 
     pub(crate) fn failed(&self, permit: Permit, now_ns: u64, reason: &dyn std::fmt::Display) {
@@ -87,7 +95,7 @@ impl Health {
             Permit::Probe => {
                 let backoff = {
                     let mut backoff = self.lock_backoff();
-                    *backoff = (*backoff * 2).min(self.max_backoff);
+                    *backoff = backoff.saturating_mul(2).min(self.max_backoff);
                     *backoff
                 };
                 self.open_until.store(
@@ -151,6 +159,32 @@ mod tests {
         h.succeeded(Permit::Probe);
         assert_eq!(h.permit(3 * S), Permit::Call);
         assert!(!h.is_backing_off());
+    }
+
+    #[test]
+    fn an_abandoned_probe_frees_the_slot() {
+        let h = Health::new(1, Duration::from_secs(1), Duration::from_secs(4));
+        h.failed(Permit::Call, 0, &"down");
+        assert_eq!(h.permit(S), Permit::Probe);
+        h.abandoned();
+        assert_eq!(h.permit(S), Permit::Probe, "the next decision probes");
+    }
+
+    #[test]
+    fn only_the_probe_closes_it() {
+        let h = Health::new(1, Duration::from_secs(1), Duration::from_secs(4));
+        h.failed(Permit::Call, 0, &"down");
+        h.succeeded(Permit::Call); // a late answer to a call sent before the trip
+        assert!(h.is_backing_off());
+        assert_eq!(h.permit(S / 2), Permit::Skip);
+    }
+
+    #[test]
+    fn a_huge_backoff_saturates_instead_of_overflowing() {
+        let h = Health::new(1, Duration::MAX, Duration::MAX);
+        h.failed(Permit::Call, 0, &"down");
+        h.failed(Permit::Probe, 0, &"down");
+        assert!(h.is_backing_off());
     }
 
     #[test]

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use redis::Script;
+use redis::{ErrorKind, RedisError, ServerErrorKind};
 use smallvec::SmallVec;
 
 use super::denied::DeniedCache;
 use super::health::{Health, Permit};
-use super::script::{prepare, verdict, Call, RedisQuota};
+use super::script::{verdict, Call, LayerScript, RedisQuota};
 use super::{FailMode, RedisBackend};
 use crate::backend::memory::MemoryRateLimiter;
 use crate::backend::{BackendError, Decision, Origin, RateLimitBackend, Receipt, Verdict};
@@ -67,8 +67,7 @@ pub(crate) struct Settings {
 
 struct Inner {
     redis: RedisBackend,
-    script: Script,
-    quotas: Vec<RedisQuota>,
+    script: LayerScript,
     prefix: String,
     deadline: Duration,
     fail_mode: FailMode,
@@ -133,12 +132,10 @@ fn random_seed() -> u64 {
 
 impl RedisRateLimiter {
     pub(crate) fn new(settings: Settings) -> Self {
-        let script = super::script::compose(&settings.quotas);
         Self {
             inner: Arc::new(Inner {
                 redis: settings.redis,
-                script,
-                quotas: settings.quotas,
+                script: LayerScript::new(settings.quotas),
                 prefix: settings.prefix,
                 deadline: settings.deadline,
                 fail_mode: settings.fail_mode,
@@ -229,22 +226,18 @@ impl RedisRateLimiter {
         self.inner
             .call(key, &Call::Decide { cost }, Some(now_us))
             .await
+            .map_err(|failure| failure.error().clone())
     }
 
-    /// The decision script's invocation for `key`, as the backend sends it, for benchmarks
-    /// that time the bare `EVALSHA` (run it with [`RedisBackend::invoke`]).
+    /// The decision's `EVALSHA` for `key`, as the backend sends it, for benchmarks that time
+    /// the bare command (run it with [`RedisBackend::raw_query`]).
     #[doc(hidden)]
-    pub fn raw_invocation(&self, key: &Key, cost: u64) -> redis::ScriptInvocation<'_> {
+    pub fn raw_command(&self, key: &Key, cost: u64) -> redis::Cmd {
         let keys = self.inner.keys(key);
         let nonce = self.inner.nonce.fetch_add(1, Ordering::Relaxed);
-        prepare(
-            &self.inner.script,
-            &keys,
-            &self.inner.quotas,
-            &Call::Decide { cost },
-            nonce,
-            None,
-        )
+        self.inner
+            .script
+            .command(false, &keys, &Call::Decide { cost }, nonce, None)
     }
 
     /// Refunds with a fixed time in place of the server's clock; see `decide_at`.
@@ -261,7 +254,11 @@ impl RedisRateLimiter {
             counted_at_us: u64::try_from(counted_at.as_micros()).unwrap_or(u64::MAX),
         };
         let now_us = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
-        self.inner.call(key, &call, Some(now_us)).await.map(drop)
+        self.inner
+            .call(key, &call, Some(now_us))
+            .await
+            .map(drop)
+            .map_err(|failure| failure.error().clone())
     }
 }
 
@@ -289,6 +286,8 @@ fn encode_key(key: &Key, out: &mut Vec<u8>) {
         }
     };
     if raw.iter().any(|b| matches!(b, b'{' | b'}' | b'\\')) {
+        // `h:` becomes `hx:`, `s:` becomes `sx:`: no raw value can produce these forms.
+        out.pop();
         out.extend_from_slice(b"x:");
         for b in raw {
             let _ = write!(out, "{b:02x}");
@@ -306,12 +305,14 @@ impl Inner {
         base.push(b':');
         encode_key(key, &mut base);
         base.extend_from_slice(b"}:");
-        self.quotas
+        self.script
+            .quotas()
             .iter()
-            .map(|quota| {
-                let mut name = Vec::with_capacity(base.len() + quota.suffix().len());
+            .flat_map(RedisQuota::suffixes)
+            .map(|suffix| {
+                let mut name = Vec::with_capacity(base.len() + suffix.len());
                 name.extend_from_slice(&base);
-                name.extend_from_slice(quota.suffix().as_bytes());
+                name.extend_from_slice(suffix.as_bytes());
                 name
             })
             .collect()
@@ -327,15 +328,20 @@ impl Inner {
         key: &Key,
         call: &Call,
         fixed_now_us: Option<u64>,
-    ) -> Result<Verdict, BackendError> {
+    ) -> Result<Verdict, Failure> {
         let keys = self.keys(key);
         let nonce = self.nonce.fetch_add(1, Ordering::Relaxed);
-        let invocation = prepare(&self.script, &keys, &self.quotas, call, nonce, fixed_now_us);
+        let command = |with_body| {
+            self.script
+                .command(with_body, &keys, call, nonce, fixed_now_us)
+        };
         self.counters.calls.add(1);
-        let outcome = tokio::time::timeout(self.deadline, self.redis.invoke(&invocation)).await;
+        let outcome = tokio::time::timeout(self.deadline, self.redis.eval(command)).await;
         let result = match outcome {
             Ok(Ok(value)) => match call {
-                Call::Decide { .. } => verdict(value, self.quotas.len()),
+                Call::Decide { .. } => {
+                    verdict(value, self.script.quotas().len()).map_err(Failure::Refused)
+                }
                 Call::Refund { .. } => Ok(Verdict {
                     allowed: true,
                     retry_after: Duration::ZERO,
@@ -344,13 +350,13 @@ impl Inner {
                     origin: Origin::Store,
                 }),
             },
-            Ok(Err(err)) => Err(BackendError::new(format!("redis: {err}"))),
+            Ok(Err(err)) => Err(Failure::classify(err)),
             Err(_) => {
                 self.counters.timeouts.add(1);
-                Err(BackendError::new(format!(
+                Err(Failure::Unreachable(BackendError::new(format!(
                     "redis gave no answer within the {:?} deadline",
                     self.deadline
-                )))
+                ))))
             }
         };
         if result.is_err() {
@@ -360,17 +366,30 @@ impl Inner {
     }
 
     async fn decide_remote(self: Arc<Self>, key: Key, cost: u64, permit: Permit) -> Verdict {
+        // A probe dropped before it ends (the client went away) must not hold the one probe
+        // slot for ever: the guard gives it back.
+        let mut guard = ProbeGuard {
+            inner: &self,
+            permit,
+        };
+        // Read before the call: a refusal's retry time counts from before Redis read its
+        // clock, not from when the answer was finally polled.
+        let sent_at = self.now_ns();
         let result = self.call(&key, &Call::Decide { cost }, None).await;
-        let now = self.now_ns();
+        let permit = guard.settle();
         match result {
             Ok(verdict) => {
                 self.health.succeeded(permit);
-                self.denied.remember(&key, cost, now, &verdict);
+                self.denied.remember(&key, cost, sent_at, &verdict);
                 verdict
             }
-            Err(err) => {
-                tracing::debug!(key = %key.redacted(), error = %err, "rate limit: redis failed, using the fail mode");
-                self.health.failed(permit, now, &err);
+            Err(failure) => {
+                tracing::debug!(key = %key.redacted(), error = %failure.error(), "rate limit: redis failed, using the fail mode");
+                match &failure {
+                    Failure::Unreachable(err) => self.health.failed(permit, self.now_ns(), err),
+                    // Redis answered, wrongly (a script error, a bad reply): not an outage.
+                    Failure::Refused(_) => self.health.succeeded(permit),
+                }
                 self.fallback(&key, cost)
             }
         }
@@ -395,6 +414,57 @@ impl Inner {
             }
             (FailMode::Closed, _) => unlimited(false, CLOSED_RETRY_AFTER),
             _ => unlimited(true, Duration::ZERO),
+        }
+    }
+}
+
+/// Why a call gave no verdict.
+enum Failure {
+    /// Redis did not answer (connection refused or lost, deadline, cluster down): counts
+    /// toward the back-off.
+    Unreachable(BackendError),
+    /// Redis answered with an error or a reply the script never gives: a bug or bad input,
+    /// not an outage, so it does not trip the back-off.
+    Refused(BackendError),
+}
+
+impl Failure {
+    fn classify(err: RedisError) -> Self {
+        let message = BackendError::new(format!("redis: {err}"));
+        match err.kind() {
+            ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::NoPerm)
+                if !err.is_io_error() && !err.is_timeout() =>
+            {
+                Failure::Refused(message)
+            }
+            _ => Failure::Unreachable(message),
+        }
+    }
+
+    fn error(&self) -> &BackendError {
+        match self {
+            Failure::Unreachable(err) | Failure::Refused(err) => err,
+        }
+    }
+}
+
+/// Gives the probe slot back if a probing decision is dropped before it settles.
+struct ProbeGuard<'a> {
+    inner: &'a Inner,
+    permit: Permit,
+}
+
+impl ProbeGuard<'_> {
+    /// The decision finished: the caller reports the outcome itself.
+    fn settle(&mut self) -> Permit {
+        std::mem::replace(&mut self.permit, Permit::Call)
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.permit == Permit::Probe {
+            self.inner.health.abandoned();
         }
     }
 }
@@ -452,6 +522,8 @@ impl RateLimitBackend for RedisRateLimiter {
                 }
             }
             Origin::Store => {
+                // The refund may make room: a cached refusal would no longer be certain.
+                inner.denied.forget(key);
                 let runtime = tokio::runtime::Handle::try_current();
                 let (Ok(runtime), false) = (runtime, inner.health.is_backing_off()) else {
                     inner.counters.refunds_dropped.add(1);
@@ -465,9 +537,9 @@ impl RateLimitBackend for RedisRateLimiter {
                         .unwrap_or(u64::MAX),
                 };
                 runtime.spawn(async move {
-                    if let Err(err) = inner.call(&key, &call, None).await {
+                    if let Err(failure) = inner.call(&key, &call, None).await {
                         inner.counters.refunds_dropped.add(1);
-                        tracing::debug!(key = %key.redacted(), error = %err, "rate limit: refund not sent");
+                        tracing::debug!(key = %key.redacted(), error = %failure.error(), "rate limit: refund not sent");
                     }
                 });
             }

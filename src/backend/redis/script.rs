@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use redis::{Script, ScriptInvocation, Value};
+use redis::{Cmd, Value};
 use smallvec::SmallVec;
 
 use crate::backend::{BackendError, LimitStatus, Origin, Verdict};
@@ -12,6 +12,10 @@ use crate::rate_limit::algorithm::{Algorithm, Quota};
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 const MAIN: &str = include_str!("lua/main.lua");
+
+/// Lua numbers are doubles: integers are exact below 2^53, so every product the scripts form
+/// must stay below it.
+const EXACT: u128 = 1 << 53;
 
 fn source(algorithm: Algorithm) -> (&'static str, &'static str) {
     match algorithm {
@@ -28,8 +32,19 @@ pub(crate) struct RedisQuota {
     code: &'static str,
     /// `limit period burst emission refill`, already formatted: the same on every call.
     args: [String; 5],
-    /// The part of the Redis key naming this limit: `name:algorithm:limit:period`.
-    suffix: String,
+    /// The Redis key names of this limit, after the `{prefix:key}:` tag: one, or two for the
+    /// sliding log (its entries and their total).
+    suffixes: SmallVec<[String; 2]>,
+    /// A cost above this is never admitted; sending it as is could overflow the script's
+    /// arithmetic, so it is clamped to one more.
+    capacity: u64,
+}
+
+fn too_large(field: &'static str, what: String) -> ConfigError {
+    ConfigError::new(
+        field,
+        format!("is too large for the redis backend's exact arithmetic (below 2^53): {what}"),
+    )
 }
 
 impl RedisQuota {
@@ -58,6 +73,13 @@ impl RedisQuota {
                     ));
                 }
                 let emission = period_us.div_ceil(quota.limit);
+                // The TAT runs up to (burst + 1) emissions past now (a refused cost).
+                if u128::from(quota.burst + 1) * u128::from(emission) >= EXACT {
+                    return Err(too_large(
+                        "burst",
+                        format!("{} tokens of {emission}µs", quota.burst),
+                    ));
+                }
                 let refill =
                     u128::from(quota.burst) * u128::from(period_us) / u128::from(quota.limit);
                 (
@@ -68,6 +90,26 @@ impl RedisQuota {
             }
             _ => (0, 0, 0),
         };
+        // The sliding counter weighs a window's count by the time left in it.
+        if quota.algorithm == Algorithm::SlidingWindowCounter
+            && u128::from(quota.limit + 1) * u128::from(period_us) >= EXACT
+        {
+            return Err(too_large(
+                "limit",
+                format!("{} per {period_us}µs", quota.limit),
+            ));
+        }
+        let base = format!(
+            "{name}:{code}:{}:{}",
+            quota.limit,
+            Duration::from_micros(period_us).as_millis()
+        );
+        let suffixes = match quota.algorithm {
+            Algorithm::SlidingWindowLog => {
+                SmallVec::from_iter([format!("{base}:log"), format!("{base}:n")])
+            }
+            _ => SmallVec::from_iter([base]),
+        };
         Ok(Self {
             code,
             args: [
@@ -77,35 +119,18 @@ impl RedisQuota {
                 emission.to_string(),
                 refill.to_string(),
             ],
-            suffix: format!(
-                "{name}:{code}:{}:{}",
-                quota.limit,
-                Duration::from_micros(period_us).as_millis()
-            ),
+            suffixes,
+            capacity: if quota.algorithm == Algorithm::TokenBucket {
+                quota.burst
+            } else {
+                quota.limit
+            },
         })
     }
 
-    pub(crate) fn suffix(&self) -> &str {
-        &self.suffix
+    pub(crate) fn suffixes(&self) -> &[String] {
+        &self.suffixes
     }
-}
-
-/// The composed script of one layer.
-pub(crate) fn compose(quotas: &[RedisQuota]) -> Script {
-    let mut text = String::from(PRELUDE);
-    for algorithm in [
-        Algorithm::TokenBucket,
-        Algorithm::FixedWindow,
-        Algorithm::SlidingWindowCounter,
-        Algorithm::SlidingWindowLog,
-    ] {
-        let (code, body) = source(algorithm);
-        if quotas.iter().any(|q| q.code == code) {
-            text.push_str(body);
-        }
-    }
-    text.push_str(MAIN);
-    Script::new(&text)
 }
 
 /// What one call asks of the script.
@@ -114,55 +139,113 @@ pub(crate) enum Call {
     Refund { cost: u64, counted_at_us: u64 },
 }
 
-/// Fills an invocation: keys first, then `mode cost counted_at nonce now` and each limit.
-pub(crate) fn prepare<'a>(
-    script: &'a Script,
-    keys: &[Vec<u8>],
-    quotas: &[RedisQuota],
-    call: &Call,
-    nonce: u64,
-    fixed_now_us: Option<u64>,
-) -> ScriptInvocation<'a> {
-    let mut invocation = script.prepare_invoke();
-    for key in keys {
-        invocation.key(key.as_slice());
-    }
-    let (mode, cost, counted_at) = match *call {
-        Call::Decide { cost } => ("d", cost, 0),
-        Call::Refund {
-            cost,
-            counted_at_us,
-        } => ("r", cost, counted_at_us),
-    };
-    invocation
-        .arg(mode)
-        .arg(cost)
-        .arg(counted_at)
-        .arg(nonce)
-        .arg(fixed_now_us.map_or_else(String::new, |now| now.to_string()));
-    for quota in quotas {
-        invocation.arg(quota.code);
-        for arg in &quota.args {
-            invocation.arg(arg.as_str());
+/// The composed script of one layer, with what every call repeats.
+#[derive(Debug)]
+pub(crate) struct LayerScript {
+    body: String,
+    hash: String,
+    quotas: Vec<RedisQuota>,
+    /// The largest cost worth sending: one more than the largest capacity.
+    max_cost: u64,
+}
+
+impl LayerScript {
+    pub(crate) fn new(quotas: Vec<RedisQuota>) -> Self {
+        let mut body = String::from(PRELUDE);
+        for algorithm in [
+            Algorithm::TokenBucket,
+            Algorithm::FixedWindow,
+            Algorithm::SlidingWindowCounter,
+            Algorithm::SlidingWindowLog,
+        ] {
+            let (code, text) = source(algorithm);
+            if quotas.iter().any(|q| q.code == code) {
+                body.push_str(text);
+            }
+        }
+        body.push_str(MAIN);
+        let hash = redis::Script::new(&body).get_hash().to_owned();
+        let max_cost = quotas
+            .iter()
+            .map(|q| q.capacity)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1);
+        Self {
+            body,
+            hash,
+            quotas,
+            max_cost,
         }
     }
-    invocation
+
+    pub(crate) fn quotas(&self) -> &[RedisQuota] {
+        &self.quotas
+    }
+
+    /// `EVALSHA` (or, to load the script where it is missing, `EVAL` with its body) for one
+    /// call: keys first, then `mode cost counted_at nonce now` and each limit.
+    pub(crate) fn command(
+        &self,
+        with_body: bool,
+        keys: &[Vec<u8>],
+        call: &Call,
+        nonce: u64,
+        fixed_now_us: Option<u64>,
+    ) -> Cmd {
+        let mut cmd = if with_body {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(&self.body);
+            cmd
+        } else {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&self.hash);
+            cmd
+        };
+        cmd.arg(keys.len());
+        for key in keys {
+            cmd.arg(key.as_slice());
+        }
+        let (mode, cost, counted_at) = match *call {
+            Call::Decide { cost } => ("d", cost.min(self.max_cost), 0),
+            Call::Refund {
+                cost,
+                counted_at_us,
+            } => ("r", cost.min(self.max_cost), counted_at_us),
+        };
+        cmd.arg(mode).arg(cost).arg(counted_at).arg(nonce);
+        match fixed_now_us {
+            Some(now) => cmd.arg(now),
+            None => cmd.arg(""),
+        };
+        for quota in &self.quotas {
+            cmd.arg(quota.code);
+            for arg in &quota.args {
+                cmd.arg(arg.as_str());
+            }
+        }
+        cmd
+    }
+}
+
+/// A reply the script should never give: a bug or a tampered script, not an outage.
+pub(crate) fn bad_reply() -> BackendError {
+    BackendError::new("unexpected reply from the rate-limit script")
 }
 
 /// Reads the script's answer: `{allowed, retry_after, now, remaining_1, reset_after_1, ...}`.
 pub(crate) fn verdict(value: Value, limits: usize) -> Result<Verdict, BackendError> {
-    let bad = || BackendError::new("unexpected reply from the rate-limit script");
     let Value::Array(items) = value else {
-        return Err(bad());
+        return Err(bad_reply());
     };
     if items.len() != 3 + 2 * limits {
-        return Err(bad());
+        return Err(bad_reply());
     }
     let mut numbers = items.into_iter().map(|item| match item {
-        Value::Int(n) => u64::try_from(n).map_err(|_| bad()),
-        _ => Err(bad()),
+        Value::Int(n) => u64::try_from(n).map_err(|_| bad_reply()),
+        _ => Err(bad_reply()),
     });
-    let mut next = || numbers.next().unwrap_or_else(|| Err(bad()));
+    let mut next = || numbers.next().unwrap_or_else(|| Err(bad_reply()));
     let allowed = next()? == 1;
     let retry_after = Duration::from_micros(next()?);
     let counted_at = Duration::from_micros(next()?);

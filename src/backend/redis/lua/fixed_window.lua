@@ -1,8 +1,9 @@
 -- Fixed window: one hash per key, s = window start, c = count. Mirrors fixed_window.rs.
 ALGOS['fw'] = {
-  load = function(key)
-    local v = redis.call('HMGET', key, 's', 'c')
-    return { s = tonumber(v[1]) or 0, c = tonumber(v[2]) or 0 }
+  keys = 1,
+  load = function(keys)
+    local v = redis.call('HMGET', keys[1], 's', 'c')
+    return { key = keys[1], s = tonumber(v[1]) or 0, c = tonumber(v[2]) or 0 }
   end,
   -- Windows only move forward: a reading older than the stored window counts in it.
   latest = function(st, now) return math.max(now, st.s) end,
@@ -16,15 +17,15 @@ ALGOS['fw'] = {
     end
     return { false, math.max(q.limit - st.c, 0), reset, reset }
   end,
-  commit = function(key, st, q, now, cost)
-    redis.call('HSET', key, 's', int(st.s), 'c', int(st.c + cost))
-    redis.call('PEXPIRE', key, ttl_ms(st.s + q.period - now))
+  commit = function(st, q, now, cost)
+    redis.call('HSET', st.key, 's', int(st.s), 'c', int(st.c + cost))
+    redis.call('PEXPIRE', st.key, ttl_until(st.s + q.period))
   end,
-  refund = function(key, q, now, counted_at, cost)
-    local v = redis.call('HMGET', key, 's', 'c')
+  refund = function(keys, q, now, counted_at, cost)
+    local v = redis.call('HMGET', keys[1], 's', 'c')
     local s, c = tonumber(v[1]), tonumber(v[2])
     if s and c and window_start(counted_at, q.period) == s then
-      redis.call('HSET', key, 'c', int(math.max(c - cost, 0)))
+      redis.call('HSET', keys[1], 'c', int(math.max(c - cost, 0)))
     end
   end,
 }

@@ -1,8 +1,9 @@
 -- Token bucket as GCRA: the state is the theoretical arrival time (TAT), one string per key.
 -- Mirrors src/rate_limit/algorithm/gcra.rs.
 ALGOS['tb'] = {
-  load = function(key)
-    return { tat = tonumber(redis.call('GET', key)) or 0 }
+  keys = 1,
+  load = function(keys)
+    return { key = keys[1], tat = tonumber(redis.call('GET', keys[1])) or 0 }
   end,
   latest = function(st, now) return now end,
   check = function(st, q, now, cost)
@@ -17,17 +18,17 @@ ALGOS['tb'] = {
     local used = base - now
     return { false, math.floor(math.max(capacity - used, 0) / q.emission), math.min(used, q.refill), ahead - capacity }
   end,
-  commit = function(key, st, q, now, cost)
-    redis.call('SET', key, int(st.new_tat), 'PX', ttl_ms(st.new_tat - now))
+  commit = function(st, q, now, cost)
+    redis.call('SET', st.key, int(st.new_tat), 'PX', ttl_until(st.new_tat))
   end,
-  refund = function(key, q, now, counted_at, cost)
-    local tat = tonumber(redis.call('GET', key))
+  refund = function(keys, q, now, counted_at, cost)
+    local tat = tonumber(redis.call('GET', keys[1]))
     if not tat then return end
     local refunded = math.max(tat - cost * q.emission, math.min(now, tat))
     if refunded <= now then
-      redis.call('DEL', key)
+      redis.call('DEL', keys[1])
     else
-      redis.call('SET', key, int(refunded), 'PX', ttl_ms(refunded - now))
+      redis.call('SET', keys[1], int(refunded), 'PX', ttl_until(refunded))
     end
   end,
 }

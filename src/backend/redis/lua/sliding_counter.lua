@@ -1,9 +1,10 @@
 -- Sliding window counter: one hash per key, s = current window start, c = its count,
 -- p = the previous window's count. Mirrors sliding_counter.rs.
 ALGOS['sc'] = {
-  load = function(key)
-    local v = redis.call('HMGET', key, 's', 'c', 'p')
-    return { s = tonumber(v[1]) or 0, c = tonumber(v[2]) or 0, p = tonumber(v[3]) or 0 }
+  keys = 1,
+  load = function(keys)
+    local v = redis.call('HMGET', keys[1], 's', 'c', 'p')
+    return { key = keys[1], s = tonumber(v[1]) or 0, c = tonumber(v[2]) or 0, p = tonumber(v[3]) or 0 }
   end,
   latest = function(st, now) return math.max(now, st.s) end,
   check = function(st, q, now, cost)
@@ -43,19 +44,19 @@ ALGOS['sc'] = {
     end
     return { false, math.max(q.limit - estimate, 0), reset_after(st.c), retry }
   end,
-  commit = function(key, st, q, now, cost)
-    redis.call('HSET', key, 's', int(st.s), 'c', int(st.c + cost), 'p', int(st.p))
-    redis.call('PEXPIRE', key, ttl_ms(st.s + 2 * q.period - now))
+  commit = function(st, q, now, cost)
+    redis.call('HSET', st.key, 's', int(st.s), 'c', int(st.c + cost), 'p', int(st.p))
+    redis.call('PEXPIRE', st.key, ttl_until(st.s + 2 * q.period))
   end,
-  refund = function(key, q, now, counted_at, cost)
-    local v = redis.call('HMGET', key, 's', 'c', 'p')
+  refund = function(keys, q, now, counted_at, cost)
+    local v = redis.call('HMGET', keys[1], 's', 'c', 'p')
     local s, c, p = tonumber(v[1]), tonumber(v[2]), tonumber(v[3])
     if not (s and c and p) then return end
     local window = window_start(counted_at, q.period)
     if window == s then
-      redis.call('HSET', key, 'c', int(math.max(c - cost, 0)))
+      redis.call('HSET', keys[1], 'c', int(math.max(c - cost, 0)))
     elseif window + q.period == s then
-      redis.call('HSET', key, 'p', int(math.max(p - cost, 0)))
+      redis.call('HSET', keys[1], 'p', int(math.max(p - cost, 0)))
     end
   end,
 }
