@@ -88,6 +88,9 @@ fn client(url: &str) -> Result<Client, BackendError> {
 
 fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
+        // The layer's deadline is the one bound on a call: the crate's own default (500 ms)
+        // would cut a longer deadline short.
+        .set_response_timeout(None)
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         // Keep reconnecting for as long as Redis is away; each request still has its deadline.
         .set_number_of_retries(usize::MAX)

@@ -365,13 +365,9 @@ impl Inner {
         result
     }
 
-    async fn decide_remote(self: Arc<Self>, key: Key, cost: u64, permit: Permit) -> Verdict {
-        // A probe dropped before it ends (the client went away) must not hold the one probe
-        // slot for ever: the guard gives it back.
-        let mut guard = ProbeGuard {
-            inner: &self,
-            permit,
-        };
+    /// `guard` is made by the caller and moved in: a probe dropped before it ends (even before
+    /// its first poll: the client went away) must not hold the one probe slot for ever.
+    async fn decide_remote(self: Arc<Self>, key: Key, cost: u64, mut guard: ProbeGuard) -> Verdict {
         // Read before the call: a refusal's retry time counts from before Redis read its
         // clock, not from when the answer was finally polled.
         let sent_at = self.now_ns();
@@ -449,19 +445,19 @@ impl Failure {
 }
 
 /// Gives the probe slot back if a probing decision is dropped before it settles.
-struct ProbeGuard<'a> {
-    inner: &'a Inner,
+struct ProbeGuard {
+    inner: Arc<Inner>,
     permit: Permit,
 }
 
-impl ProbeGuard<'_> {
+impl ProbeGuard {
     /// The decision finished: the caller reports the outcome itself.
     fn settle(&mut self) -> Permit {
         std::mem::replace(&mut self.permit, Permit::Call)
     }
 }
 
-impl Drop for ProbeGuard<'_> {
+impl Drop for ProbeGuard {
     fn drop(&mut self) {
         if self.permit == Permit::Probe {
             self.inner.health.abandoned();
@@ -506,7 +502,11 @@ impl RateLimitBackend for RedisRateLimiter {
         if permit == Permit::Skip {
             return Decision::Ready(inner.fallback(key, cost));
         }
-        let future = inner.clone().decide_remote(key.clone(), cost, permit);
+        let guard = ProbeGuard {
+            inner: inner.clone(),
+            permit,
+        };
+        let future = inner.clone().decide_remote(key.clone(), cost, guard);
         Decision::Pending(RedisDecision {
             future: Box::pin(future),
         })
