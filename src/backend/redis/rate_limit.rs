@@ -427,13 +427,31 @@ enum Failure {
 impl Failure {
     fn classify(err: RedisError) -> Self {
         let message = BackendError::new(format!("redis: {err}"));
-        match err.kind() {
-            ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::NoPerm)
-                if !err.is_io_error() && !err.is_timeout() =>
-            {
-                Failure::Refused(message)
-            }
-            _ => Failure::Unreachable(message),
+        // What says Redis is away, or cannot serve right now. Any other reply (a script error
+        // such as WRONGTYPE, a permission error, an unknown error code) came from a working
+        // Redis: the fail mode answers this request, but the back-off is not tripped.
+        let unreachable = err.is_io_error()
+            || err.is_timeout()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || matches!(
+                err.kind(),
+                ErrorKind::Io
+                    | ErrorKind::ClusterConnectionNotFound
+                    | ErrorKind::Server(
+                        ServerErrorKind::ClusterDown
+                            | ServerErrorKind::MasterDown
+                            | ServerErrorKind::TryAgain
+                            | ServerErrorKind::BusyLoading
+                            | ServerErrorKind::Moved
+                            | ServerErrorKind::Ask
+                            | ServerErrorKind::ReadOnly
+                    )
+            );
+        if unreachable {
+            Failure::Unreachable(message)
+        } else {
+            Failure::Refused(message)
         }
     }
 
