@@ -36,6 +36,8 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod backend;
+#[cfg(feature = "circuit-breaker")]
+pub mod circuit_breaker;
 pub mod clock;
 mod counter;
 mod error;

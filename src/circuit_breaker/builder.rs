@@ -1,0 +1,410 @@
+//! Configures a circuit breaker; `build()` checks every setting and names the first bad one.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+
+use super::circuit::Circuit;
+use super::config::{CircuitEvent, Config, EventFn, Slow, Trip};
+use super::generic::GenericCircuitBreakerLayer;
+use super::layer::{CircuitBreakerLayer, ClassifyFn};
+use crate::clock::{duration_to_nanos, Clock, SystemClock};
+use crate::error::ConfigError;
+
+/// Defaults (*seed*): 5 failures in a row open the breaker for 60 s; in half-open, 5 successes
+/// close it and one failure opens it again.
+const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(60);
+const DEFAULT_HALF_OPEN_SUCCESSES: u32 = 5;
+const DEFAULT_HALF_OPEN_PROBES: u32 = 1;
+/// Failure-rate defaults: the last 100 calls, judged once 20 are in.
+const DEFAULT_WINDOW_CALLS: usize = 100;
+const DEFAULT_MINIMUM_CALLS: u64 = 20;
+
+#[derive(Debug, Clone, Copy)]
+enum Policy {
+    Consecutive(u32),
+    Rate {
+        rate: f64,
+        window: RateWindow,
+        minimum_calls: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RateWindow {
+    Calls(usize),
+    Time(Duration),
+}
+
+/// Configures a circuit breaker; made by [`CircuitBreakerLayer::consecutive_failures`] or
+/// [`CircuitBreakerLayer::failure_rate`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+///
+/// let layer = CircuitBreakerLayer::failure_rate(0.5)
+///     .window_time(Duration::from_secs(30))
+///     .minimum_calls(10)
+///     .slow_calls(Duration::from_secs(2), 0.8)
+///     .open_for(Duration::from_secs(10))
+///     .build()?;
+/// # drop(layer);
+/// # Ok::<(), tower_bulwark::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct CircuitBreakerBuilder {
+    policy: Policy,
+    slow: Option<(Duration, f64)>,
+    open_for: Duration,
+    half_open_successes: u32,
+    half_open_probes: u32,
+    clock: Arc<dyn Clock>,
+    on_event: Option<EventFn>,
+    classify: Option<ClassifyFn>,
+    misplaced: Option<ConfigError>,
+}
+
+impl fmt::Debug for CircuitBreakerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerBuilder")
+            .field("policy", &self.policy)
+            .field("slow", &self.slow)
+            .field("open_for", &self.open_for)
+            .field("half_open_successes", &self.half_open_successes)
+            .field("half_open_probes", &self.half_open_probes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CircuitBreakerBuilder {
+    fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            slow: None,
+            open_for: DEFAULT_OPEN_FOR,
+            half_open_successes: DEFAULT_HALF_OPEN_SUCCESSES,
+            half_open_probes: DEFAULT_HALF_OPEN_PROBES,
+            clock: Arc::new(SystemClock::new()),
+            on_event: None,
+            classify: None,
+            misplaced: None,
+        }
+    }
+
+    pub(crate) fn consecutive(failures: u32) -> Self {
+        Self::new(Policy::Consecutive(failures))
+    }
+
+    pub(crate) fn rate(rate: f64) -> Self {
+        Self::new(Policy::Rate {
+            rate,
+            window: RateWindow::Calls(DEFAULT_WINDOW_CALLS),
+            minimum_calls: DEFAULT_MINIMUM_CALLS,
+        })
+    }
+
+    fn edit_rate(
+        mut self,
+        field: &'static str,
+        edit: impl FnOnce(&mut RateWindow, &mut u64),
+    ) -> Self {
+        match &mut self.policy {
+            Policy::Rate {
+                window,
+                minimum_calls,
+                ..
+            } => edit(window, minimum_calls),
+            Policy::Consecutive(_) => {
+                self.misplaced.get_or_insert(ConfigError::new(
+                    field,
+                    "applies only to failure_rate breakers, not consecutive_failures",
+                ));
+            }
+        }
+        self
+    }
+
+    /// Failure rate over the last `calls` calls (the default window: 100 calls).
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let err = CircuitBreakerLayer::consecutive_failures(5).window_calls(50).build().unwrap_err();
+    /// assert_eq!(err.field(), "window_calls");
+    /// ```
+    pub fn window_calls(self, calls: usize) -> Self {
+        self.edit_rate("window_calls", |window, _| {
+            *window = RateWindow::Calls(calls)
+        })
+    }
+
+    /// Failure rate over the calls of the last `period` (sliding in tenths of it).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let layer = CircuitBreakerLayer::failure_rate(0.5).window_time(Duration::from_secs(60)).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn window_time(self, period: Duration) -> Self {
+        self.edit_rate("window_time", |window, _| {
+            *window = RateWindow::Time(period)
+        })
+    }
+
+    /// Calls the window must hold before its rate can open the breaker (default 20).
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let err = CircuitBreakerLayer::failure_rate(0.5).minimum_calls(0).build().unwrap_err();
+    /// assert_eq!(err.to_string(), "`minimum_calls` must be >= 1, got 0");
+    /// ```
+    pub fn minimum_calls(self, calls: u64) -> Self {
+        self.edit_rate("minimum_calls", |_, minimum| *minimum = calls)
+    }
+
+    /// Calls slower than `threshold` are slow. Under a failure-rate policy, a share of slow
+    /// calls of at least `rate` opens the breaker (as failures do at theirs); under the
+    /// consecutive policy a slow call counts as a failure.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let err = CircuitBreakerLayer::failure_rate(0.5)
+    ///     .slow_calls(Duration::from_secs(1), 1.5)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), "slow_calls");
+    /// ```
+    pub fn slow_calls(mut self, threshold: Duration, rate: f64) -> Self {
+        self.slow = Some((threshold, rate));
+        self
+    }
+
+    /// How long an open breaker refuses calls before it probes (default 60 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).open_for(Duration::from_secs(5)).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn open_for(mut self, duration: Duration) -> Self {
+        self.open_for = duration;
+        self
+    }
+
+    /// Successful probes that close a half-open breaker (default 5).
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let err = CircuitBreakerLayer::consecutive_failures(5).half_open_successes(0).build().unwrap_err();
+    /// assert_eq!(err.field(), "half_open_successes");
+    /// ```
+    pub fn half_open_successes(mut self, successes: u32) -> Self {
+        self.half_open_successes = successes;
+        self
+    }
+
+    /// Probes a half-open breaker lets through at once (default 1); the rest are refused.
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).half_open_probes(3).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn half_open_probes(mut self, probes: u32) -> Self {
+        self.half_open_probes = probes;
+        self
+    }
+
+    /// The clock for open times and slow calls (default: the OS monotonic clock); tests use a
+    /// [`ManualClock`](crate::clock::ManualClock).
+    ///
+    /// ```
+    /// use tower_bulwark::{circuit_breaker::CircuitBreakerLayer, clock::ManualClock};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).clock(ManualClock::new()).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Called on every state change and refusal (keep it quick: it runs on the request path).
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitEvent};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5)
+    ///     .on_event(|event| {
+    ///         if let CircuitEvent::StateChanged { from, to } = event {
+    ///             eprintln!("breaker: {} -> {}", from.as_str(), to.as_str());
+    ///         }
+    ///     })
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn on_event(mut self, on_event: impl Fn(&CircuitEvent) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(on_event));
+        self
+    }
+
+    /// Decides which responses are failures (HTTP layer only). Errors from the inner service
+    /// always are. The default: 5xx, and a `grpc-status` header of UNKNOWN, DEADLINE_EXCEEDED,
+    /// INTERNAL, UNAVAILABLE or DATA_LOSS.
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// // Also count 429 from the upstream as a failure.
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5)
+    ///     .failure_if(|status, _headers| status.is_server_error() || status == 429)
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn failure_if(
+        mut self,
+        classify: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.classify = Some(Arc::new(classify));
+        self
+    }
+
+    fn rate_field(rate: f64, field: &'static str) -> Result<(), ConfigError> {
+        if rate > 0.0 && rate <= 1.0 {
+            Ok(())
+        } else {
+            Err(ConfigError::new(
+                field,
+                format!("rate must be in (0, 1], got {rate}"),
+            ))
+        }
+    }
+
+    fn config(&self) -> Result<Config, ConfigError> {
+        if let Some(err) = &self.misplaced {
+            return Err(err.clone());
+        }
+        let trip = match self.policy {
+            Policy::Consecutive(0) => {
+                return Err(ConfigError::new("failures", "must be >= 1, got 0"));
+            }
+            Policy::Consecutive(failures) => Trip::Consecutive { failures },
+            Policy::Rate {
+                rate,
+                window,
+                minimum_calls,
+            } => {
+                Self::rate_field(rate, "failure_rate")?;
+                if minimum_calls == 0 {
+                    return Err(ConfigError::new("minimum_calls", "must be >= 1, got 0"));
+                }
+                let (window_calls, window_period_ns) = match window {
+                    RateWindow::Calls(0) => {
+                        return Err(ConfigError::new("window_calls", "must be >= 1, got 0"));
+                    }
+                    RateWindow::Calls(calls) => (Some(calls), 0),
+                    RateWindow::Time(period) if period.is_zero() => {
+                        return Err(ConfigError::new("window_time", "must be > 0, got 0ns"));
+                    }
+                    RateWindow::Time(period) => (None, duration_to_nanos(period)),
+                };
+                Trip::Rate {
+                    failure_rate: rate,
+                    minimum_calls,
+                    window_calls,
+                    window_period_ns,
+                }
+            }
+        };
+        let slow = match self.slow {
+            None => None,
+            Some((threshold, _)) if threshold.is_zero() => {
+                return Err(ConfigError::new(
+                    "slow_calls",
+                    "threshold must be > 0, got 0ns",
+                ));
+            }
+            Some((threshold, rate)) => {
+                Self::rate_field(rate, "slow_calls")?;
+                Some(Slow {
+                    threshold_ns: duration_to_nanos(threshold),
+                    rate,
+                })
+            }
+        };
+        if self.open_for.is_zero() {
+            return Err(ConfigError::new("open_for", "must be > 0, got 0ns"));
+        }
+        if self.half_open_successes == 0 {
+            return Err(ConfigError::new(
+                "half_open_successes",
+                "must be >= 1, got 0",
+            ));
+        }
+        if self.half_open_probes == 0 {
+            return Err(ConfigError::new("half_open_probes", "must be >= 1, got 0"));
+        }
+        Ok(Config {
+            trip,
+            slow,
+            open_for: self.open_for,
+            half_open_successes: self.half_open_successes,
+            half_open_probes: self.half_open_probes,
+            clock: self.clock.clone(),
+            on_event: self.on_event.clone(),
+        })
+    }
+
+    /// Checks the configuration and builds the HTTP layer.
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let err = CircuitBreakerLayer::consecutive_failures(0).build().unwrap_err();
+    /// assert_eq!(err.to_string(), "`failures` must be >= 1, got 0");
+    /// ```
+    pub fn build(self) -> Result<CircuitBreakerLayer, ConfigError> {
+        let circuit = Arc::new(Circuit::new(self.config()?));
+        Ok(CircuitBreakerLayer::new(circuit, self.classify))
+    }
+
+    /// Checks the configuration and builds the variant for any `tower::Service`: errors are
+    /// failures, and a refusal is a [`CircuitOpen`](super::CircuitOpen) error.
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).build_generic()?;
+    /// # drop(layer);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn build_generic(self) -> Result<GenericCircuitBreakerLayer, ConfigError> {
+        if self.classify.is_some() {
+            return Err(ConfigError::new(
+                "failure_if",
+                "applies only to the HTTP layer (build), not build_generic",
+            ));
+        }
+        Ok(GenericCircuitBreakerLayer::new(Arc::new(Circuit::new(
+            self.config()?,
+        ))))
+    }
+}

@@ -1,0 +1,494 @@
+//! The state machine: closed → open → half-open → closed, shared by every clone of a layer.
+//!
+//! The state and a generation number share one atomic word, so a call reads both at once with
+//! one load: the closed path is a load to admit and one atomic update to record. Transitions
+//! are rare and serialized by a mutex. A call's outcome counts only in the generation it was
+//! admitted in: a slow call that started while closed cannot close a breaker that has since
+//! opened and gone half-open.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::config::{CircuitEvent, CircuitState, Config, Trip};
+use super::window::{CountWindow, TimeWindow, Totals};
+use crate::clock::duration_to_nanos;
+use crate::counter::StripedCounter;
+
+const CLOSED: u64 = 0;
+const OPEN: u64 = 1;
+const HALF_OPEN: u64 = 2;
+
+fn state_of(word: u64) -> u64 {
+    word & 3
+}
+
+fn generation_of(word: u64) -> u64 {
+    word >> 2
+}
+
+fn public(state: u64) -> CircuitState {
+    match state {
+        OPEN => CircuitState::Open,
+        HALF_OPEN => CircuitState::HalfOpen,
+        _ => CircuitState::Closed,
+    }
+}
+
+/// No force; forced open; forced closed.
+const FREE: u8 = 0;
+const FORCED_OPEN: u8 = 1;
+const FORCED_CLOSED: u8 = 2;
+
+/// How long a caller refused in half-open (every probe slot taken) is told to wait.
+const HALF_OPEN_RETRY: Duration = Duration::from_secs(1);
+
+enum Window {
+    None,
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+/// A circuit breaker's shared state: query it, force it, reset it. Every clone of a layer and
+/// of its services shares one; get it with [`CircuitBreakerLayer::circuit`](super::CircuitBreakerLayer::circuit).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+///
+/// let layer = CircuitBreakerLayer::consecutive_failures(5).build()?;
+/// let circuit = layer.circuit();
+/// assert_eq!(circuit.state(), CircuitState::Closed);
+/// circuit.force_open();
+/// assert_eq!(circuit.state(), CircuitState::Open);
+/// circuit.reset();
+/// assert_eq!(circuit.state(), CircuitState::Closed);
+/// # Ok::<(), tower_bulwark::ConfigError>(())
+/// ```
+pub struct Circuit {
+    config: Config,
+    /// `generation << 2 | state`.
+    word: AtomicU64,
+    forced: AtomicU8,
+    /// Clock nanoseconds until which an open breaker refuses.
+    open_until: AtomicU64,
+    /// Closed, consecutive policy: failures in a row.
+    consecutive: AtomicU32,
+    /// Half-open: probes in flight, and successes so far.
+    probes: AtomicU32,
+    successes: AtomicU32,
+    window: Mutex<Window>,
+    transition: Mutex<()>,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    admitted: StripedCounter,
+    rejected: StripedCounter,
+    successes: StripedCounter,
+    failures: StripedCounter,
+    slow: StripedCounter,
+    opened: StripedCounter,
+}
+
+/// What a [`Circuit`] has seen so far.
+///
+/// ```
+/// let stats = tower_bulwark::circuit_breaker::CircuitStats::default();
+/// assert_eq!(stats.rejected, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CircuitStats {
+    /// Calls let through (closed, or as half-open probes).
+    pub admitted: u64,
+    /// Calls refused (open, or half-open with every probe slot taken).
+    pub rejected: u64,
+    /// Outcomes recorded as successes.
+    pub successes: u64,
+    /// Outcomes recorded as failures.
+    pub failures: u64,
+    /// Outcomes slower than the slow-call threshold (also counted above).
+    pub slow: u64,
+    /// Times the breaker opened.
+    pub opened: u64,
+}
+
+impl fmt::Debug for Circuit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Circuit")
+            .field("state", &self.state())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A call let through, to be settled with its outcome. Dropped unsettled (the call was
+/// cancelled), it records nothing and gives back its half-open probe slot.
+pub(crate) struct Permit {
+    circuit: Arc<Circuit>,
+    generation: u64,
+    probe: bool,
+    started_ns: u64,
+    settled: bool,
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("probe", &self.probe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Permit {
+    /// Records the call's outcome.
+    pub(crate) fn settle(mut self, failure: bool) {
+        self.settled = true;
+        let circuit = self.circuit.clone();
+        circuit.record(self.generation, self.probe, self.started_ns, failure);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.settled && self.probe {
+            self.circuit.release_probe(self.generation);
+        }
+    }
+}
+
+impl Circuit {
+    pub(crate) fn new(config: Config) -> Self {
+        let window = match config.trip {
+            Trip::Consecutive { .. } => Window::None,
+            Trip::Rate {
+                window_calls: Some(n),
+                ..
+            } => Window::Count(CountWindow::new(n)),
+            Trip::Rate {
+                window_period_ns, ..
+            } => Window::Time(TimeWindow::new(window_period_ns)),
+        };
+        Self {
+            config,
+            word: AtomicU64::new(CLOSED),
+            forced: AtomicU8::new(FREE),
+            open_until: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            probes: AtomicU32::new(0),
+            successes: AtomicU32::new(0),
+            window: Mutex::new(window),
+            transition: Mutex::new(()),
+            counters: Counters::default(),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        duration_to_nanos(self.config.clock.now())
+    }
+
+    /// The current state. An open breaker whose time is up reads `HalfOpen`: the next call
+    /// will probe.
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(3).build()?;
+    /// assert_eq!(layer.circuit().state(), CircuitState::Closed);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn state(&self) -> CircuitState {
+        let state = state_of(self.word.load(Ordering::Acquire));
+        if state == OPEN
+            && self.forced.load(Ordering::Acquire) != FORCED_OPEN
+            && self.now_ns() >= self.open_until.load(Ordering::Acquire)
+        {
+            return CircuitState::HalfOpen;
+        }
+        public(state)
+    }
+
+    /// Counts of calls, outcomes and openings.
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(3).build()?;
+    /// assert_eq!(layer.circuit().stats().opened, 0);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn stats(&self) -> CircuitStats {
+        let c = &self.counters;
+        CircuitStats {
+            admitted: c.admitted.get(),
+            rejected: c.rejected.get(),
+            successes: c.successes.get(),
+            failures: c.failures.get(),
+            slow: c.slow.get(),
+            opened: c.opened.get(),
+        }
+    }
+
+    /// Opens the breaker and keeps it open (no probes) until [`reset`](Self::reset) or
+    /// [`force_closed`](Self::force_closed).
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(3).build()?;
+    /// layer.circuit().force_open();
+    /// assert_eq!(layer.circuit().state(), CircuitState::Open);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn force_open(&self) {
+        self.forced.store(FORCED_OPEN, Ordering::Release);
+        let now = self.now_ns();
+        self.move_to(None, OPEN, now);
+    }
+
+    /// Closes the breaker and keeps it closed whatever happens, until [`reset`](Self::reset)
+    /// or [`force_open`](Self::force_open).
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(3).build()?;
+    /// layer.circuit().force_closed();
+    /// assert_eq!(layer.circuit().state(), CircuitState::Closed);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn force_closed(&self) {
+        self.forced.store(FORCED_CLOSED, Ordering::Release);
+        let now = self.now_ns();
+        self.move_to(None, CLOSED, now);
+    }
+
+    /// Lifts any force and closes the breaker with its counts cleared.
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(3).build()?;
+    /// layer.circuit().force_open();
+    /// layer.circuit().reset();
+    /// assert_eq!(layer.circuit().state(), CircuitState::Closed);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn reset(&self) {
+        self.forced.store(FREE, Ordering::Release);
+        let now = self.now_ns();
+        self.move_to(None, CLOSED, now);
+    }
+
+    /// Asks to make a call: a permit, or how long to wait.
+    pub(crate) fn acquire(self: &Arc<Self>) -> Result<Permit, Duration> {
+        let mut now = None;
+        loop {
+            let word = self.word.load(Ordering::Acquire);
+            let permit = |probe: bool, started_ns: u64| Permit {
+                circuit: self.clone(),
+                generation: generation_of(word),
+                probe,
+                started_ns,
+                settled: false,
+            };
+            match state_of(word) {
+                CLOSED => {
+                    self.counters.admitted.add(1);
+                    let started = if self.config.slow.is_some() {
+                        self.now_ns()
+                    } else {
+                        0
+                    };
+                    return Ok(permit(false, started));
+                }
+                OPEN => {
+                    let now = *now.get_or_insert_with(|| self.now_ns());
+                    let until = self.open_until.load(Ordering::Acquire);
+                    if self.forced.load(Ordering::Acquire) == FORCED_OPEN {
+                        return Err(self.reject(CircuitState::Open, self.config.open_for));
+                    }
+                    if now < until {
+                        let wait = Duration::from_nanos(until - now);
+                        return Err(self.reject(CircuitState::Open, wait));
+                    }
+                    self.move_to(Some(word), HALF_OPEN, now);
+                }
+                _ => {
+                    let mut probes = self.probes.load(Ordering::Acquire);
+                    loop {
+                        if probes >= self.config.half_open_probes {
+                            return Err(self.reject(CircuitState::HalfOpen, HALF_OPEN_RETRY));
+                        }
+                        match self.probes.compare_exchange_weak(
+                            probes,
+                            probes + 1,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        ) {
+                            Ok(_) => break,
+                            Err(current) => probes = current,
+                        }
+                    }
+                    // The breaker may have moved on while the slot was taken.
+                    if self.word.load(Ordering::Acquire) != word {
+                        self.release_probe(generation_of(word));
+                        continue;
+                    }
+                    self.counters.admitted.add(1);
+                    let started = *now.get_or_insert_with(|| self.now_ns());
+                    return Ok(permit(true, started));
+                }
+            }
+        }
+    }
+
+    fn reject(&self, state: CircuitState, retry_after: Duration) -> Duration {
+        self.counters.rejected.add(1);
+        if let Some(on_event) = &self.config.on_event {
+            on_event(&CircuitEvent::Rejected { state, retry_after });
+        }
+        retry_after
+    }
+
+    fn release_probe(&self, generation: u64) {
+        if generation_of(self.word.load(Ordering::Acquire)) == generation {
+            let _ = self
+                .probes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+
+    fn record(&self, generation: u64, probe: bool, started_ns: u64, failure: bool) {
+        let slow = self
+            .config
+            .slow
+            .as_ref()
+            .is_some_and(|slow| self.now_ns().saturating_sub(started_ns) > slow.threshold_ns);
+        if failure {
+            self.counters.failures.add(1);
+        } else {
+            self.counters.successes.add(1);
+        }
+        if slow {
+            self.counters.slow.add(1);
+        }
+        let word = self.word.load(Ordering::Acquire);
+        if generation_of(word) != generation || self.forced.load(Ordering::Acquire) != FREE {
+            return;
+        }
+        match state_of(word) {
+            CLOSED => self.record_closed(word, failure, slow),
+            HALF_OPEN if probe => {
+                let _ = self
+                    .probes
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+                if failure || slow {
+                    self.move_to(Some(word), OPEN, self.now_ns());
+                } else {
+                    let successes = self.successes.fetch_add(1, Ordering::AcqRel) + 1;
+                    if successes >= self.config.half_open_successes {
+                        self.move_to(Some(word), CLOSED, self.now_ns());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn record_closed(&self, word: u64, failure: bool, slow: bool) {
+        let trip = match self.config.trip {
+            Trip::Consecutive { failures } => {
+                if failure || slow {
+                    self.consecutive.fetch_add(1, Ordering::AcqRel) + 1 >= failures
+                } else {
+                    if self.consecutive.load(Ordering::Relaxed) != 0 {
+                        self.consecutive.store(0, Ordering::Release);
+                    }
+                    false
+                }
+            }
+            Trip::Rate {
+                failure_rate,
+                minimum_calls,
+                ..
+            } => {
+                let totals = {
+                    let mut window = self.lock_window();
+                    match &mut *window {
+                        Window::Count(w) => w.record(failure, slow),
+                        Window::Time(w) => w.record(self.now_ns(), failure, slow),
+                        Window::None => Totals::default(),
+                    }
+                };
+                totals.calls >= minimum_calls
+                    && (rate_reached(totals.failures, totals.calls, failure_rate)
+                        || self
+                            .config
+                            .slow
+                            .as_ref()
+                            .is_some_and(|s| rate_reached(totals.slow, totals.calls, s.rate)))
+            }
+        };
+        if trip {
+            self.move_to(Some(word), OPEN, self.now_ns());
+        }
+    }
+
+    fn lock_window(&self) -> MutexGuard<'_, Window> {
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves to `to` if the word is still `expected` (any word when `None`: a manual move).
+    fn move_to(&self, expected: Option<u64>, to: u64, now: u64) {
+        let from = {
+            let _guard = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+            let word = self.word.load(Ordering::Acquire);
+            if expected.is_some_and(|expected| expected != word) {
+                return;
+            }
+            // Reset what the new state counts before anyone can see it.
+            match to {
+                OPEN => {
+                    let until = if self.forced.load(Ordering::Acquire) == FORCED_OPEN {
+                        u64::MAX
+                    } else {
+                        now.saturating_add(duration_to_nanos(self.config.open_for))
+                    };
+                    self.open_until.store(until, Ordering::Release);
+                    self.counters.opened.add(1);
+                }
+                HALF_OPEN => {
+                    self.probes.store(0, Ordering::Release);
+                    self.successes.store(0, Ordering::Release);
+                }
+                _ => {
+                    self.consecutive.store(0, Ordering::Release);
+                    match &mut *self.lock_window() {
+                        Window::Count(w) => w.clear(),
+                        Window::Time(w) => w.clear(),
+                        Window::None => {}
+                    }
+                }
+            }
+            let next = ((generation_of(word) + 1) << 2) | to;
+            self.word.store(next, Ordering::Release);
+            state_of(word)
+        };
+        let (from, to) = (public(from), public(to));
+        if from != to {
+            tracing::info!(?from, ?to, "circuit breaker state change");
+        }
+        if let Some(on_event) = &self.config.on_event {
+            on_event(&CircuitEvent::StateChanged { from, to });
+        }
+    }
+}
+
+/// `part / whole >= rate`, in integers where possible.
+fn rate_reached(part: u64, whole: u64, rate: f64) -> bool {
+    whole > 0 && (part as f64) >= rate * (whole as f64)
+}

@@ -1,0 +1,115 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{Response, StatusCode};
+use pin_project_lite::pin_project;
+
+use super::circuit::Permit;
+use super::layer::ClassifyFn;
+use super::service::is_failure;
+use crate::response::ResponseBody;
+
+pin_project! {
+    /// Response future of [`CircuitBreaker`](super::CircuitBreaker). Dropped before the inner
+    /// service answers (cancelled), it records nothing and frees its half-open probe slot.
+    ///
+    /// ```
+    /// # use std::convert::Infallible;
+    /// # use tower::{service_fn, Layer, Service, ServiceExt};
+    /// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, ResponseFuture};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// let mut svc = CircuitBreakerLayer::consecutive_failures(5).build()?.layer(ok);
+    /// let future: ResponseFuture<_, ()> = svc.ready().await?.call(http::Request::new(()));
+    /// assert_eq!(future.await?.status(), 200);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        kind: Kind<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B> {
+        Admitted {
+            #[pin]
+            future: F,
+            permit: Option<Permit>,
+            classify: Option<ClassifyFn>,
+        },
+        Refused {
+            response: Option<Response<ResponseBody<B>>>,
+        },
+    }
+}
+
+impl<F, B> ResponseFuture<F, B> {
+    pub(crate) fn admitted(future: F, permit: Permit, classify: Option<ClassifyFn>) -> Self {
+        Self {
+            kind: Kind::Admitted {
+                future,
+                permit: Some(permit),
+                classify,
+            },
+        }
+    }
+
+    pub(crate) fn refused(response: Response<ResponseBody<B>>) -> Self {
+        Self {
+            kind: Kind::Refused {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Admitted {
+                future,
+                permit,
+                classify,
+            } => {
+                let result = ready!(future.poll(cx));
+                let failure = match &result {
+                    Ok(response) => match classify {
+                        Some(classify) => classify(response.status(), response.headers()),
+                        None => is_failure(response.status(), response.headers()),
+                    },
+                    Err(_) => true,
+                };
+                if let Some(permit) = permit.take() {
+                    permit.settle(failure);
+                }
+                Poll::Ready(result.map(|response| response.map(ResponseBody::inner)))
+            }
+            // Polled again after completing: answer rather than panic on a request path.
+            KindProj::Refused { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
+                    let mut response = Response::new(ResponseBody::empty());
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    response
+                })))
+            }
+        }
+    }
+}
+
+impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,188 @@
+//! The circuit breaker for any `tower::Service`: errors are failures, a refusal is an error.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::circuit::{Circuit, Permit};
+use super::config::CircuitOpen;
+use crate::error::BoxError;
+
+/// A circuit breaker for any `tower::Service` (a reqwest-style client, a database call): an
+/// error from the inner service is a failure, and a refused call fails with [`CircuitOpen`].
+///
+/// ```
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitOpen};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let layer = CircuitBreakerLayer::consecutive_failures(1).build_generic().unwrap();
+/// let svc = layer.layer(service_fn(|_: ()| async { Err::<(), _>(std::io::Error::other("down")) }));
+/// assert!(svc.clone().oneshot(()).await.is_err()); // the failure opens it
+/// let err = svc.oneshot(()).await.unwrap_err();
+/// assert!(err.downcast_ref::<CircuitOpen>().is_some());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct GenericCircuitBreakerLayer {
+    circuit: Arc<Circuit>,
+}
+
+impl fmt::Debug for GenericCircuitBreakerLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenericCircuitBreakerLayer")
+            .field("circuit", &self.circuit)
+            .finish()
+    }
+}
+
+impl GenericCircuitBreakerLayer {
+    pub(crate) fn new(circuit: Arc<Circuit>) -> Self {
+        Self { circuit }
+    }
+
+    /// The breaker's shared state.
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).build_generic()?;
+    /// assert_eq!(layer.circuit().state(), CircuitState::Closed);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn circuit(&self) -> &Circuit {
+        &self.circuit
+    }
+}
+
+impl<S> Layer<S> for GenericCircuitBreakerLayer {
+    type Service = GenericCircuitBreaker<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GenericCircuitBreaker {
+            inner,
+            circuit: self.circuit.clone(),
+        }
+    }
+}
+
+/// A service behind a circuit breaker that refuses with an error; see
+/// [`GenericCircuitBreakerLayer`].
+///
+/// ```
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, GenericCircuitBreaker};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let layer = CircuitBreakerLayer::consecutive_failures(5).build_generic().unwrap();
+/// let svc: GenericCircuitBreaker<_> =
+///     layer.layer(service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n + 1) }));
+/// assert_eq!(svc.oneshot(41).await.unwrap(), 42);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct GenericCircuitBreaker<S> {
+    inner: S,
+    circuit: Arc<Circuit>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for GenericCircuitBreaker<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenericCircuitBreaker")
+            .field("inner", &self.inner)
+            .field("circuit", &self.circuit)
+            .finish()
+    }
+}
+
+impl<S, Req> Service<Req> for GenericCircuitBreaker<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = GenericResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.circuit.acquire() {
+            Ok(permit) => GenericResponseFuture {
+                future: Some(self.inner.call(req)),
+                permit: Some(permit),
+                refused: None,
+            },
+            Err(retry_after) => GenericResponseFuture {
+                future: None,
+                permit: None,
+                refused: Some(CircuitOpen::new(retry_after)),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`GenericCircuitBreaker`].
+    ///
+    /// ```
+    /// use tower::{service_fn, Layer, Service, ServiceExt};
+    /// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, GenericResponseFuture};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).build_generic().unwrap();
+    /// let mut svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n) }));
+    /// let future: GenericResponseFuture<_> = svc.ready().await.unwrap().call(7);
+    /// assert_eq!(future.await.unwrap(), 7);
+    /// # }
+    /// ```
+    pub struct GenericResponseFuture<F> {
+        #[pin]
+        future: Option<F>,
+        permit: Option<Permit>,
+        refused: Option<CircuitOpen>,
+    }
+}
+
+impl<F, T, E> Future for GenericResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.future.as_pin_mut() {
+            Some(future) => {
+                let result = ready!(future.poll(cx));
+                if let Some(permit) = this.permit.take() {
+                    permit.settle(result.is_err());
+                }
+                Poll::Ready(result.map_err(Into::into))
+            }
+            None => Poll::Ready(Err(match this.refused.take() {
+                Some(open) => open.into(),
+                None => "circuit breaker future polled after completion".into(),
+            })),
+        }
+    }
+}
+
+impl<F> fmt::Debug for GenericResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenericResponseFuture")
+            .finish_non_exhaustive()
+    }
+}

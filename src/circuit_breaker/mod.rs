@@ -1,0 +1,54 @@
+//! Circuit breaking: stop calling a failing service, answer at once while it is down, and
+//! probe carefully before trusting it again.
+//!
+//! A breaker is **closed** while calls succeed. It **opens** when a policy says the service is
+//! failing: [`consecutive_failures`](CircuitBreakerLayer::consecutive_failures) (default 5 in a
+//! row), or a [`failure_rate`](CircuitBreakerLayer::failure_rate) over the last N calls or the
+//! last period, once enough calls are in; slow calls can count too
+//! ([`slow_calls`](CircuitBreakerBuilder::slow_calls)). While open (default 60 s) every call is
+//! refused at once: HTTP 503 with `Retry-After` (the time left, in whole seconds rounded up) and
+//! a JSON body, gRPC `UNAVAILABLE`, or a [`CircuitOpen`] error from the generic variant. Then it
+//! is **half-open**: a bounded number of probes go through at once (default 1), the rest are
+//! refused; enough successful probes (default 5) close it, one failure opens it again. A call
+//! cancelled before it finishes records nothing and frees its probe slot.
+//!
+//! What counts as a failure: errors from the inner service (transport errors, timeouts from an
+//! inner `Timeout` layer), 5xx, and a `grpc-status` header of UNKNOWN, DEADLINE_EXCEEDED,
+//! INTERNAL, UNAVAILABLE or DATA_LOSS; 4xx is not. Replace it with
+//! [`failure_if`](CircuitBreakerBuilder::failure_if).
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+//!
+//! let breaker = CircuitBreakerLayer::consecutive_failures(5)
+//!     .open_for(Duration::from_secs(30))
+//!     .build()?;
+//! let circuit_state = breaker.clone(); // query or force it later: circuit_state.circuit()
+//! let app: Router = Router::new()
+//!     .route("/api/upstream", get(|| async { "ok" }))
+//!     .layer(breaker); // a refusal is a real 503 response: no HandleErrorLayer needed
+//! # drop((app, circuit_state));
+//! # Ok::<(), tower_bulwark::ConfigError>(())
+//! ```
+//!
+//! Not yet: gRPC status read from trailers (only a `grpc-status` header, as in trailers-only
+//! responses, is seen), keyed breakers, and the Redis-backed fleet-wide breaker.
+
+mod builder;
+mod circuit;
+mod config;
+mod future;
+mod generic;
+mod layer;
+mod service;
+mod window;
+
+pub use builder::CircuitBreakerBuilder;
+pub use circuit::{Circuit, CircuitStats};
+pub use config::{CircuitEvent, CircuitOpen, CircuitState};
+pub use future::ResponseFuture;
+pub use generic::{GenericCircuitBreaker, GenericCircuitBreakerLayer, GenericResponseFuture};
+pub use layer::CircuitBreakerLayer;
+pub use service::CircuitBreaker;
