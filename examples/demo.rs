@@ -1,4 +1,5 @@
-//! The crate's main job, in one server: every layer that exists so far, in memory.
+//! The crate's main job, in one server: every layer that exists so far (rate limits, a circuit
+//! breaker), in memory.
 //!
 //! ```text
 //! cargo run --release --example demo
@@ -15,9 +16,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::Router;
+use http::{Request, Response, StatusCode};
+use tower::{service_fn, Layer};
+use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
 use tower_bulwark::key::{self, Key};
 use tower_bulwark::rate_limit::{Limit, RateLimitLayer};
 
@@ -45,10 +50,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .limit(Limit::sliding_window_counter(20, Duration::from_secs(60)).name("per-minute"))
         .key(peer_ip());
 
+    // A flaky upstream behind a circuit breaker: `?fail` makes the (simulated) upstream fail;
+    // 3 failures in a row open the breaker for 10 s, during which every call gets a 503 at once.
+    let breaker = CircuitBreakerLayer::consecutive_failures(3)
+        .open_for(Duration::from_secs(10))
+        .half_open_successes(2)
+        .build()?;
+    let upstream = service_fn(|req: Request<Body>| async move {
+        let fail = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "fail"));
+        let mut res = Response::new(Body::from(if fail {
+            "upstream failed\n"
+        } else {
+            "ok: from the upstream\n"
+        }));
+        if fail {
+            *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        Ok::<_, std::convert::Infallible>(res)
+    });
+    let upstream = breaker.layer(upstream);
+
     // The same routes whichever backend holds the limits.
     macro_rules! app {
         ($limited:expr, $orders:expr) => {
             Router::new()
+                .route_service("/api/upstream", upstream.clone())
                 .route(
                     "/",
                     get(|| async { "tower-bulwark demo: see the routes printed at start-up\n" }),
@@ -108,6 +137,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("      for i in $(seq 6); do curl -s -o /dev/null -w '%{{http_code}}\\n' {base}/api/limited; done");
     println!("  GET /api/orders    2 per second AND 20 per minute per client (sliding log + sliding counter)");
     println!("      curl -i {base}/api/orders");
+    println!("  GET /api/upstream  a flaky upstream behind a circuit breaker: 3 failures open it for 10 s (503 + Retry-After)");
+    println!("      for i in $(seq 4); do curl -s -o /dev/null -w '%{{http_code}}\\n' '{base}/api/upstream?fail'; done; curl -i {base}/api/upstream");
     println!("\nPress Ctrl-C to stop.");
 
     axum::serve(

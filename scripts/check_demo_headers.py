@@ -95,12 +95,23 @@ def main(demo, with_redis=False):
         _, headers, _ = get(base, "/api/orders")
         names = [i.value for i in sf_list(headers["RateLimit"])]
         assert names == ["per-second", "per-minute"], names
+        # The circuit breaker: 3 upstream failures open it; then a 503 at once, even for a
+        # request that would succeed, with Retry-After and the JSON body agreeing.
+        codes = [get(base, "/api/upstream?fail")[0] for _ in range(3)]
+        assert codes == [500, 500, 500], codes
+        status, headers, body = get(base, "/api/upstream")
+        assert status == 503, status
+        answer = json.loads(body)
+        assert answer["error"] == "Service unavailable", answer
+        assert answer["retryAfter"] == int(headers["Retry-After"]), (answer, headers)
+        assert 9 <= answer["retryAfter"] <= 10, answer  # open for 10 s, rounded up
+
         if with_redis:
             keys = subprocess.run(["redis-cli", "-u", env["REDIS_URL"], "--scan"],
                                   capture_output=True, text=True, check=True).stdout.split()
             assert any(k.startswith("{demo:limited:") for k in keys), keys
         where = "Redis" if with_redis else "memory"
-        print(f"demo headers OK ({where}): structured fields parse, burst of 5 then 429 with matching Retry-After")
+        print(f"demo OK ({where}): rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After")
     finally:
         proc.kill()
         proc.wait()
