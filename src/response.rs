@@ -43,6 +43,74 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         Full { #[pin] body: Full<Bytes> },
+        Watched { #[pin] body: Watched<B> },
+    }
+}
+
+/// How a watched body ended: what a layer that must see the whole response (a gRPC status in
+/// the trailers) learns once, and only once.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
+pub(crate) enum BodyEnd<'a> {
+    /// The trailers arrived.
+    Trailers(&'a HeaderMap),
+    /// The body ended without trailers.
+    Finished,
+    /// The body failed.
+    Failed,
+    /// The body was dropped before its end.
+    Dropped,
+}
+
+pub(crate) type EndHook = Box<dyn FnOnce(BodyEnd<'_>) + Send + Sync>;
+
+pin_project! {
+    /// An inner body with a hook called once when it ends, however it ends.
+    #[project = WatchedProj]
+    pub(crate) struct Watched<B> {
+        #[pin]
+        body: B,
+        on_end: Option<EndHook>,
+    }
+
+    impl<B> PinnedDrop for Watched<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(on_end) = this.project().on_end.take() {
+                on_end(BodyEnd::Dropped);
+            }
+        }
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for Watched<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched")
+            .field("body", &self.body)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Watched<B>
+where
+    B: Body<Data = Bytes>,
+{
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let polled = std::task::ready!(this.body.poll_frame(cx));
+        let end = match &polled {
+            Some(Ok(frame)) => frame.trailers_ref().map(BodyEnd::Trailers),
+            Some(Err(_)) => Some(BodyEnd::Failed),
+            None => Some(BodyEnd::Finished),
+        };
+        if let Some(end) = end {
+            if let Some(on_end) = this.on_end.take() {
+                on_end(end);
+            }
+        }
+        Poll::Ready(polled)
     }
 }
 
@@ -63,6 +131,20 @@ impl<B> ResponseBody<B> {
     pub fn inner(body: B) -> Self {
         Self {
             kind: Kind::Inner { body },
+        }
+    }
+
+    /// Wraps the inner service's body and calls `on_end` once when it ends: with its
+    /// trailers, at its end, on its error, or when it is dropped unfinished.
+    #[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
+    pub(crate) fn watched(body: B, on_end: EndHook) -> Self {
+        Self {
+            kind: Kind::Watched {
+                body: Watched {
+                    body,
+                    on_end: Some(on_end),
+                },
+            },
         }
     }
 
@@ -106,7 +188,7 @@ impl<B> ResponseBody<B> {
             Kind::Full { body } => ResponseBody {
                 kind: Kind::Full { body },
             },
-            Kind::Inner { .. } => ResponseBody::empty(),
+            Kind::Inner { .. } | Kind::Watched { .. } => ResponseBody::empty(),
         }
     }
 }
@@ -124,6 +206,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Watched { body } => body.poll_frame(cx),
             KindProj::Full { body } => body
                 .poll_frame(cx)
                 .map(|frame| frame.map(|result| result.map_err(|never| match never {}))),
@@ -133,6 +216,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
+            Kind::Watched { body } => body.body.is_end_stream(),
             Kind::Full { body } => body.is_end_stream(),
         }
     }
@@ -140,6 +224,7 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
+            Kind::Watched { body } => body.body.size_hint(),
             Kind::Full { body } => body.size_hint(),
         }
     }

@@ -3,17 +3,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use super::circuit::Permit;
 use super::layer::ClassifyFn;
 use super::service::is_failure;
-use crate::response::ResponseBody;
+use crate::response::{is_grpc, BodyEnd, ResponseBody};
 
 pin_project! {
     /// Response future of [`CircuitBreaker`](super::CircuitBreaker). Dropped before the inner
-    /// service answers (cancelled), it records nothing and frees its half-open probe slot.
+    /// service answers (cancelled), it records nothing and frees its half-open probe slot. A
+    /// gRPC response without `grpc-status` in its headers is judged by its trailers, when its
+    /// body ends (a body dropped early counts as answered, not failed).
     ///
     /// ```
     /// # use std::convert::Infallible;
@@ -84,17 +86,38 @@ where
                 classify,
             } => {
                 let result = ready!(future.poll(cx));
-                let failure = match &result {
-                    Ok(response) => match classify {
-                        Some(classify) => classify(response.status(), response.headers()),
-                        None => is_failure(response.status(), response.headers()),
-                    },
-                    Err(_) => true,
+                let Some(permit) = permit.take() else {
+                    return Poll::Ready(result.map(|response| response.map(ResponseBody::inner)));
                 };
-                if let Some(permit) = permit.take() {
-                    permit.settle(failure);
+                let response = match result {
+                    Ok(response) => response,
+                    Err(err) => {
+                        permit.settle(true);
+                        return Poll::Ready(Err(err));
+                    }
+                };
+                let classify = classify.take();
+                // A gRPC response whose status is not in its headers carries it in the
+                // trailers: judge the call when the body ends (or is dropped), exactly once.
+                if is_grpc(response.headers()) && !response.headers().contains_key(GRPC_STATUS) {
+                    let on_end = Box::new(move |end: BodyEnd<'_>| {
+                        let failure = match end {
+                            BodyEnd::Trailers(trailers) => {
+                                judge(&classify, StatusCode::OK, trailers)
+                            }
+                            BodyEnd::Failed => true,
+                            // Ended without a status, or the caller stopped reading: the
+                            // upstream answered; nothing says it failed.
+                            BodyEnd::Finished | BodyEnd::Dropped => false,
+                        };
+                        permit.settle(failure);
+                    });
+                    return Poll::Ready(Ok(
+                        response.map(|body| ResponseBody::watched(body, on_end))
+                    ));
                 }
-                Poll::Ready(result.map(|response| response.map(ResponseBody::inner)))
+                permit.settle(judge(&classify, response.status(), response.headers()));
+                Poll::Ready(Ok(response.map(ResponseBody::inner)))
             }
             // Polled again after completing: answer rather than panic on a request path.
             KindProj::Refused { response } => {
@@ -105,6 +128,15 @@ where
                 })))
             }
         }
+    }
+}
+
+const GRPC_STATUS: &str = "grpc-status";
+
+fn judge(classify: &Option<ClassifyFn>, status: StatusCode, headers: &HeaderMap) -> bool {
+    match classify {
+        Some(classify) => classify(status, headers),
+        None => is_failure(status, headers),
     }
 }
 

@@ -13,8 +13,10 @@
 //! cancelled before it finishes records nothing and frees its probe slot.
 //!
 //! What counts as a failure: errors from the inner service (transport errors, timeouts from an
-//! inner `Timeout` layer), 5xx, and a `grpc-status` header of UNKNOWN, DEADLINE_EXCEEDED,
-//! INTERNAL, UNAVAILABLE or DATA_LOSS; 4xx is not. Replace it with
+//! inner `Timeout` layer), 5xx, and a `grpc-status` of UNKNOWN, DEADLINE_EXCEEDED, INTERNAL,
+//! UNAVAILABLE or DATA_LOSS, read from the response headers or, when they have none, from the
+//! trailers at the end of the body (the call is recorded once, when the body ends; a body
+//! dropped early counts as answered); 4xx is not. Replace it with
 //! [`failure_if`](CircuitBreakerBuilder::failure_if).
 //!
 //! ```
@@ -33,8 +35,7 @@
 //! # Ok::<(), tower_bulwark::ConfigError>(())
 //! ```
 //!
-//! Not yet: gRPC status read from trailers (only a `grpc-status` header, as in trailers-only
-//! responses, is seen), keyed breakers, and the Redis-backed fleet-wide breaker.
+//! Not yet: keyed breakers (one per upstream) and the Redis-backed fleet-wide breaker.
 
 mod builder;
 mod circuit;
