@@ -479,9 +479,11 @@ impl Circuit {
             state_of(word)
         };
         let (from, to) = (public(from), public(to));
-        if from != to {
-            tracing::info!(?from, ?to, "circuit breaker state change");
+        // A reset or force to the state it is already in changes nothing to report.
+        if from == to {
+            return;
         }
+        tracing::info!(from = from.as_str(), to = to.as_str(), "circuit breaker state change");
         if let Some(on_event) = &self.config.on_event {
             on_event(&CircuitEvent::StateChanged { from, to });
         }
