@@ -1,0 +1,437 @@
+//! What a call through a circuit breaker costs, ours beside tower-resilience's and failsafe's.
+//!
+//! Compared, and why:
+//! * `closed`: one call through a closed breaker around a no-op service, single thread. This is
+//!   what every request pays while nothing is wrong, so it is the number that matters most. The
+//!   floor is the bare no-op service called alone.
+//! * `open`: the cost of a refusal once the breaker is open (opened by five answers of 500, and
+//!   open for 60 s, so it stays open for the whole bench). This is what a request pays while the
+//!   upstream is down: it should be cheap, since an outage is when load piles up.
+//! * `closed_2_threads`: two threads calling through one shared breaker at once, ns per call
+//!   per thread. A breaker's state is shared by every clone of the service, so each call reads
+//!   (and, on success, may write) a shared line; this shows what that costs under contention.
+//!
+//! The peers, configured as ours is by default: 5 consecutive failures open the breaker for 60 s.
+//! * tower-resilience's `CircuitBreakerLayer` (its tower layer): `consecutive_failures(5)`,
+//!   `wait_duration_in_open(60 s)`, `permitted_calls_in_half_open(5)` (5 successes in half-open
+//!   close it, as ours), and `classify_response` counting 5xx as failures, as our default
+//!   classifier does (its own default counts only `Err`, and an answer of 500 is an `Ok`).
+//!   Its call future is boxed, and it takes a `tokio::sync::Mutex` twice per call (admission,
+//!   then the outcome); uncontended, that lock is ready at once, so it is driven synchronously
+//!   like the others, without a runtime (the single-thread groups assert that every call
+//!   completes in one poll). It needs no timer on these paths: it sleeps only in its opt-in
+//!   backpressure mode, or when its `try_lock` fails in `poll_ready` while not closed. Each
+//!   call also clones the breaker's name (a `String`) into two events, listened to or not.
+//! * failsafe's `StateMachine` (its `CircuitBreaker::call`, synchronous: it takes a closure
+//!   returning a `Result`), with `failure_policy::consecutive_failures(5, backoff::constant(60 s))`.
+//!   The closure drives the same no-op service and maps a 5xx answer to `Err`, so it counts the
+//!   same failures. failsafe is not a tower layer, so this is the decision plus the bare call,
+//!   the least any breaker around this service can cost. Its half-open state is not
+//!   configurable: the first success closes it.
+//!
+//! Everything is driven synchronously, as in `benches/rate_limit.rs`: `poll_ready`, `call`, and
+//! one poll of the returned future with a no-op waker. The one exception is `closed_2_threads`:
+//! there tower-resilience's `tokio::sync::Mutex` can be held by the other thread, and its future
+//! then returns `Pending` and must be polled again; so in that group every row polls until
+//! ready, spinning, still without a runtime. Rows that never return `Pending` poll once there
+//! too. The bench prints how many calls had to be polled again. (Tried instead: `block_on` of a
+//! current-thread tokio runtime per call, in every row. It adds about 200 ns to the bare service
+//! alone, and a `Pending` then parks the thread until the other one wakes it: tower-resilience
+//! took 5 to 20 µs per call, which measures the runtime more than the breaker.)
+//! Requests are built outside the timed part (`iter_batched`, 1 000 at a time) in the
+//! single-thread groups, and inside it (`Request::new(())`, a few ns) in `closed_2_threads`; the
+//! timed part includes dropping the request and the response.
+//!
+//! ```sh
+//! cargo bench --bench circuit_breaker --features circuit-breaker
+//! ```
+//!
+//! Our rows are the lines marked `OURS:`, commented out for now; to enable them, drop the
+//! `` prefix (`sed -i 's|// OURS: ||' benches/circuit_breaker.rs`).
+
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Barrier;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Bencher, Criterion};
+use failsafe::{backoff, failure_policy, CircuitBreaker as _};
+use futures_util::task::noop_waker_ref;
+use http::{Request, Response, StatusCode};
+use http_body_util::Empty;
+use tower::{Layer, Service};
+use tower_bulwark::circuit_breaker::{
+    CircuitBreakerLayer as BulwarkBreakerLayer, CircuitState as BulwarkState,
+};
+use tower_resilience::circuitbreaker::{CircuitBreakerError, CircuitBreakerLayer};
+
+type Req = Request<()>;
+type Res = Response<Empty<Bytes>>;
+
+/// Our defaults, given to every breaker: 5 consecutive failures open it, for 60 s; in half-open,
+/// 5 successes close it (where the peer lets us say so).
+const FAILURES: u32 = 5;
+const OPEN_FOR: Duration = Duration::from_secs(60);
+const HALF_OPEN_SUCCESSES: u32 = 5;
+/// Requests are built 1 000 at a time, outside the timed part, as in `benches/rate_limit.rs`.
+const BATCH: BatchSize = BatchSize::NumIterations(1_000);
+
+/// The no-op inner service: immediately ready, answers 200 at once.
+fn noop(_req: Req) -> Ready<Result<Res, Infallible>> {
+    ready(Ok(Response::new(Empty::new())))
+}
+
+/// An inner service that answers 500 at once: five of these open every breaker here.
+fn server_error(_req: Req) -> Ready<Result<Res, Infallible>> {
+    let mut response = Response::new(Empty::new());
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    ready(Ok(response))
+}
+
+/// `poll_ready`, `call`, one poll: the whole of one request through a synchronous stack.
+fn drive<S: Service<R>, R>(svc: &mut S, req: R) -> Result<S::Response, S::Error> {
+    let mut cx = Context::from_waker(noop_waker_ref());
+    assert!(
+        matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))),
+        "service not ready"
+    );
+    match pin!(svc.call(req)).poll(&mut cx) {
+        Poll::Ready(result) => result,
+        Poll::Pending => panic!("the response future did not complete at once"),
+    }
+}
+
+/// Calls that had to be polled more than once in `drive_spin`, in all threads.
+static REPOLLED: AtomicU64 = AtomicU64::new(0);
+
+/// As `drive`, but polls again (spinning) while the service or its future is `Pending`: for a
+/// future that waits on a lock the other thread holds. Counts such calls in `REPOLLED`.
+fn drive_spin<S: Service<R>, R>(svc: &mut S, req: R) -> Result<S::Response, S::Error> {
+    let mut cx = Context::from_waker(noop_waker_ref());
+    let mut repolled = false;
+    loop {
+        match svc.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => break,
+            Poll::Ready(Err(_)) => panic!("service failed in poll_ready"),
+            Poll::Pending => repolled = true,
+        }
+        std::hint::spin_loop();
+    }
+    let mut future = pin!(svc.call(req));
+    let result = loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(result) => break result,
+            Poll::Pending => repolled = true,
+        }
+        std::hint::spin_loop();
+    };
+    if repolled {
+        REPOLLED.fetch_add(1, Ordering::Relaxed);
+    }
+    result
+}
+
+/// Times `svc` on requests built outside the timed part.
+fn bench_service<S: Service<Req>>(b: &mut Bencher<'_>, svc: &mut S) {
+    b.iter_batched(
+        || Request::new(()),
+        |req| {
+            black_box(drive(svc, req)).ok();
+        },
+        BATCH,
+    );
+}
+
+/// What our default classifier counts as a failure: an answer of 5xx.
+fn is_failure(response: &Res) -> bool {
+    response.status().is_server_error()
+}
+
+/// tower-resilience's breaker with our defaults around `inner`. Clones of the returned service
+/// share one breaker (its `build()` layer makes a new breaker for each `layer` call).
+fn resilience<S>(
+    inner: S,
+) -> impl Service<Req, Response = Res, Error = CircuitBreakerError<Infallible>> + Clone
+where
+    S: Service<Req, Response = Res, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    CircuitBreakerLayer::builder()
+        .consecutive_failures(FAILURES as usize)
+        .wait_duration_in_open(OPEN_FOR)
+        .permitted_calls_in_half_open(HALF_OPEN_SUCCESSES as usize)
+        .classify_response(is_failure)
+        .build()
+        .unwrap()
+        .layer(inner)
+}
+
+/// failsafe's breaker with our defaults (its half-open closes on the first success).
+type Failsafe = failsafe::StateMachine<failure_policy::ConsecutiveFailures<backoff::Constant>, ()>;
+
+fn failsafe() -> Failsafe {
+    failsafe::Config::new()
+        .failure_policy(failure_policy::consecutive_failures(
+            FAILURES,
+            backoff::constant(OPEN_FOR),
+        ))
+        .build()
+}
+
+/// One call through failsafe's breaker, `call` being the inner call; a 5xx answer counts as a
+/// failure.
+fn failsafe_call(
+    breaker: &Failsafe,
+    call: impl FnOnce() -> Result<Res, Infallible>,
+) -> Result<Res, failsafe::Error<Res>> {
+    breaker.call(|| match call() {
+        Ok(response) if is_failure(&response) => Err(response),
+        Ok(response) => Ok(response),
+        Err(never) => match never {},
+    })
+}
+
+// our breaker with our defaults, spelled out. One layer is one breaker: every service
+// it makes shares it.
+fn ours() -> BulwarkBreakerLayer {
+    BulwarkBreakerLayer::consecutive_failures(FAILURES)
+        .open_for(OPEN_FOR)
+        .half_open_successes(HALF_OPEN_SUCCESSES)
+        .build()
+        .unwrap()
+}
+
+fn closed(c: &mut Criterion) {
+    let mut g = c.benchmark_group("closed");
+
+    let mut bare = tower::service_fn(noop);
+    g.bench_function("bare_service", |b| bench_service(b, &mut bare));
+
+    let mut svc = resilience(tower::service_fn(noop));
+    assert_eq!(
+        drive(&mut svc, Request::new(())).unwrap().status(),
+        StatusCode::OK
+    );
+    g.bench_function("tower_resilience", |b| bench_service(b, &mut svc));
+
+    let breaker = failsafe();
+    g.bench_function("failsafe", |b| {
+        b.iter_batched(
+            || Request::new(()),
+            |req| {
+                black_box(failsafe_call(&breaker, || drive(&mut bare, req))).ok();
+            },
+            BATCH,
+        )
+    });
+    assert!(breaker.is_call_permitted());
+
+    // the same call through our breaker.
+    let layer = ours();
+    let mut svc = layer.layer(tower::service_fn(noop));
+    assert_eq!(
+        drive(&mut svc, Request::new(())).unwrap().status(),
+        StatusCode::OK
+    );
+    g.bench_function("ours", |b| bench_service(b, &mut svc));
+    assert_eq!(layer.circuit().state(), BulwarkState::Closed);
+    assert_eq!(layer.circuit().stats().rejected, 0);
+    g.finish();
+}
+
+fn open(c: &mut Criterion) {
+    let mut g = c.benchmark_group("open");
+
+    // Opened the honest way: five answers of 500 in a row. The inner service is never called
+    // again while the breaker is open.
+    let mut svc = resilience(tower::service_fn(server_error));
+    for _ in 0..FAILURES {
+        let response = drive(&mut svc, Request::new(())).unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert!(matches!(
+        drive(&mut svc, Request::new(())),
+        Err(CircuitBreakerError::OpenCircuit)
+    ));
+    g.bench_function("tower_resilience", |b| bench_service(b, &mut svc));
+    assert!(matches!(
+        drive(&mut svc, Request::new(())),
+        Err(CircuitBreakerError::OpenCircuit)
+    ));
+
+    let breaker = failsafe();
+    let mut failing = tower::service_fn(server_error);
+    for _ in 0..FAILURES {
+        assert!(matches!(
+            failsafe_call(&breaker, || drive(&mut failing, Request::new(()))),
+            Err(failsafe::Error::Inner(_))
+        ));
+    }
+    assert!(!breaker.is_call_permitted());
+    g.bench_function("failsafe", |b| {
+        b.iter_batched(
+            || Request::new(()),
+            |req| {
+                black_box(failsafe_call(&breaker, || drive(&mut failing, req))).ok();
+            },
+            BATCH,
+        )
+    });
+    assert!(!breaker.is_call_permitted());
+
+    // our breaker, opened the same way. It answers 503 with `Retry-After` and a JSON
+    // body (a whole HTTP response, where the peers return an error value: not quite like
+    // for like, as in the rate limiter's reject group).
+    let layer = ours();
+    let mut svc = layer.layer(tower::service_fn(server_error));
+    for _ in 0..FAILURES {
+        let response = drive(&mut svc, Request::new(())).unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert_eq!(layer.circuit().state(), BulwarkState::Open);
+    let refused = drive(&mut svc, Request::new(())).unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    g.bench_function("ours", |b| bench_service(b, &mut svc));
+    assert_eq!(layer.circuit().state(), BulwarkState::Open);
+    assert_eq!(layer.circuit().stats().admitted, u64::from(FAILURES));
+    g.finish();
+}
+
+/// Runs `work` on each worker's thread at once, `iters` times; the time is the slowest
+/// thread's, from a common start (as in `benches/rate_limit.rs`). So the figure per iteration is
+/// what one call costs each thread while the other calls too.
+fn on_threads<W: FnMut() + Send>(iters: u64, workers: Vec<W>) -> Duration {
+    let barrier = Barrier::new(workers.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = workers
+            .into_iter()
+            .map(|mut work| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        work();
+                    }
+                    start.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap()
+    })
+}
+
+const THREADS: usize = 2;
+
+/// Calls made in `closed_2_threads` since the last report, counted once per sample (not per
+/// call, so that counting shares no cache line between the threads).
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Times `THREADS` workers from `make` calling at once (see `on_threads`).
+fn bench_threads<W: FnMut() + Send>(b: &mut Bencher<'_>, mut make: impl FnMut() -> W) {
+    b.iter_custom(|iters| {
+        CALLS.fetch_add(iters * THREADS as u64, Ordering::Relaxed);
+        let workers = (0..THREADS).map(|_| make()).collect();
+        on_threads(iters, workers)
+    })
+}
+
+/// Prints how many of the calls of the row just run (warm-up included) had to be polled more
+/// than once, and resets the counts.
+fn report_repolled(row: &str) {
+    let repolled = REPOLLED.swap(0, Ordering::Relaxed);
+    let calls = CALLS.swap(0, Ordering::Relaxed);
+    if repolled > 0 {
+        eprintln!(
+            "closed_2_threads/{row}: {repolled} of {calls} calls ({:.2} %) found the lock \
+             taken and were polled again",
+            repolled as f64 * 100.0 / calls as f64
+        );
+    }
+}
+
+fn closed_2_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("closed_2_threads");
+
+    // The floor: each thread calls its own no-op service, nothing shared.
+    g.bench_function("bare_service", |b| {
+        bench_threads(b, || {
+            let mut svc = tower::service_fn(noop);
+            move || {
+                black_box(drive_spin(&mut svc, Request::new(()))).ok();
+            }
+        })
+    });
+    report_repolled("bare_service");
+
+    // One breaker: each thread has a clone of the same service, so they share its state.
+    let svc = resilience(tower::service_fn(noop));
+    g.bench_function("tower_resilience", |b| {
+        bench_threads(b, || {
+            let mut svc = svc.clone();
+            move || {
+                black_box(drive_spin(&mut svc, Request::new(()))).ok();
+            }
+        })
+    });
+    report_repolled("tower_resilience");
+    let mut check = svc.clone();
+    assert_eq!(
+        drive(&mut check, Request::new(())).unwrap().status(),
+        StatusCode::OK
+    );
+
+    // One state machine (clones share it), each thread calling its own no-op service.
+    let breaker = failsafe();
+    g.bench_function("failsafe", |b| {
+        bench_threads(b, || {
+            let breaker = breaker.clone();
+            let mut bare = tower::service_fn(noop);
+            move || {
+                let call = || drive_spin(&mut bare, Request::new(()));
+                black_box(failsafe_call(&breaker, call)).ok();
+            }
+        })
+    });
+    report_repolled("failsafe");
+    assert!(breaker.is_call_permitted());
+
+    // one breaker shared by both threads, through clones of one service.
+    let layer = ours();
+    let svc = layer.layer(tower::service_fn(noop));
+    g.bench_function("ours", |b| {
+        bench_threads(b, || {
+            let mut svc = svc.clone();
+            move || {
+                black_box(drive_spin(&mut svc, Request::new(()))).ok();
+            }
+        })
+    });
+    report_repolled("ours");
+    assert_eq!(layer.circuit().state(), BulwarkState::Closed);
+    assert_eq!(layer.circuit().stats().rejected, 0);
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(30)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = closed, open, closed_2_threads
+}
+criterion_main!(benches);
