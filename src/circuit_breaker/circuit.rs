@@ -85,7 +85,8 @@ pub struct Circuit {
 
 #[derive(Default)]
 struct Counters {
-    admitted: StripedCounter,
+    /// Calls let through and dropped before they finished.
+    cancelled: StripedCounter,
     rejected: StripedCounter,
     successes: StripedCounter,
     failures: StripedCounter,
@@ -102,7 +103,9 @@ struct Counters {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CircuitStats {
-    /// Calls let through (closed, or as half-open probes).
+    /// Calls let through (closed, or as half-open probes) that have finished or were cancelled:
+    /// `successes + failures` plus the cancelled. (Counted when they end, so a closed call
+    /// costs no extra counter.)
     pub admitted: u64,
     /// Calls refused (open, or half-open with every probe slot taken).
     pub rejected: u64,
@@ -147,15 +150,18 @@ impl Permit {
     /// Records the call's outcome.
     pub(crate) fn settle(mut self, failure: bool) {
         self.settled = true;
-        let circuit = self.circuit.clone();
-        circuit.record(self.generation, self.probe, self.started_ns, failure);
+        self.circuit
+            .record(self.generation, self.probe, self.started_ns, failure);
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if !self.settled && self.probe {
-            self.circuit.release_probe(self.generation);
+        if !self.settled {
+            self.circuit.counters.cancelled.add(1);
+            if self.probe {
+                self.circuit.release_probe(self.generation);
+            }
         }
     }
 }
@@ -222,11 +228,14 @@ impl Circuit {
     /// ```
     pub fn stats(&self) -> CircuitStats {
         let c = &self.counters;
+        let (successes, failures) = (c.successes.get(), c.failures.get());
         CircuitStats {
-            admitted: c.admitted.get(),
+            admitted: successes
+                .wrapping_add(failures)
+                .wrapping_add(c.cancelled.get()),
             rejected: c.rejected.get(),
-            successes: c.successes.get(),
-            failures: c.failures.get(),
+            successes,
+            failures,
             slow: c.slow.get(),
             opened: c.opened.get(),
         }
@@ -297,7 +306,6 @@ impl Circuit {
             };
             match state_of(word) {
                 CLOSED => {
-                    self.counters.admitted.add(1);
                     let started = if self.config.slow.is_some() {
                         self.now_ns()
                     } else {
@@ -338,7 +346,6 @@ impl Circuit {
                         self.release_probe(generation_of(word));
                         continue;
                     }
-                    self.counters.admitted.add(1);
                     let started = *now.get_or_insert_with(|| self.now_ns());
                     return Ok(permit(true, started));
                 }
@@ -483,7 +490,11 @@ impl Circuit {
         if from == to {
             return;
         }
-        tracing::info!(from = from.as_str(), to = to.as_str(), "circuit breaker state change");
+        tracing::info!(
+            from = from.as_str(),
+            to = to.as_str(),
+            "circuit breaker state change"
+        );
         if let Some(on_event) = &self.config.on_event {
             on_event(&CircuitEvent::StateChanged { from, to });
         }

@@ -3,7 +3,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use super::circuit::Permit;
@@ -97,9 +97,10 @@ where
                     }
                 };
                 let classify = classify.take();
+                let grpc = is_grpc(response.headers());
                 // A gRPC response whose status is not in its headers carries it in the
                 // trailers: judge the call when the body ends (or is dropped), exactly once.
-                if is_grpc(response.headers()) && !response.headers().contains_key(GRPC_STATUS) {
+                if grpc && !response.headers().contains_key(GRPC_STATUS) {
                     let on_end = Box::new(move |end: BodyEnd<'_>| {
                         let failure = match end {
                             BodyEnd::Trailers(trailers) => {
@@ -116,7 +117,13 @@ where
                         response.map(|body| ResponseBody::watched(body, on_end))
                     ));
                 }
-                permit.settle(judge(&classify, response.status(), response.headers()));
+                let failure = match &classify {
+                    Some(classify) => classify(response.status(), response.headers()),
+                    // Plain HTTP: the status alone (no header lookup on the common path).
+                    None if !grpc => response.status().is_server_error(),
+                    None => is_failure(response.status(), response.headers()),
+                };
+                permit.settle(failure);
                 Poll::Ready(Ok(response.map(ResponseBody::inner)))
             }
             // Polled again after completing: answer rather than panic on a request path.
@@ -131,7 +138,7 @@ where
     }
 }
 
-const GRPC_STATUS: &str = "grpc-status";
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 fn judge(classify: &Option<ClassifyFn>, status: StatusCode, headers: &HeaderMap) -> bool {
     match classify {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use http::header::RETRY_AFTER;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::circuit::Circuit;
@@ -119,7 +119,7 @@ pub(crate) fn is_failure(status: StatusCode, headers: &HeaderMap) -> bool {
     // UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS: the server's fault. Others
     // (NOT_FOUND, INVALID_ARGUMENT, ...) are the caller's, as 4xx are.
     headers
-        .get("grpc-status")
+        .get(HeaderName::from_static("grpc-status"))
         .is_some_and(|code| matches!(code.as_bytes(), b"2" | b"4" | b"13" | b"14" | b"15"))
 }
 
