@@ -4,14 +4,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::request::Parts;
 use http::{HeaderMap, StatusCode};
 
 use super::circuit::Circuit;
 use super::config::{CircuitEvent, Config, EventFn, Slow, Trip};
 use super::generic::GenericCircuitBreakerLayer;
+use super::keyed::{Circuits, KeyedCircuitBreakerLayer, KeyedEventFn, DEFAULT_MAX_KEYS};
 use super::layer::{CircuitBreakerLayer, ClassifyFn};
 use crate::clock::{duration_to_nanos, Clock, SystemClock};
 use crate::error::ConfigError;
+use crate::key::{Key, KeyExtractor};
 
 /// Defaults (*seed*): 5 failures in a row open the breaker for 60 s; in half-open, 5 successes
 /// close it and one failure opens it again.
@@ -373,6 +376,27 @@ impl CircuitBreakerBuilder {
         })
     }
 
+    /// One breaker per key (per upstream host, per tenant): the key comes from each request's
+    /// head, as a rate limit's does. Requests without a key share one circuit.
+    ///
+    /// ```
+    /// use tower_bulwark::{circuit_breaker::CircuitBreakerLayer, key::HeaderKey};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5)
+    ///     .per_key(HeaderKey::new(http::HeaderName::from_static("x-tenant")))
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn per_key<K: KeyExtractor<Parts>>(self, key: K) -> KeyedCircuitBreakerBuilder<K> {
+        KeyedCircuitBreakerBuilder {
+            base: self,
+            key,
+            max_keys: DEFAULT_MAX_KEYS,
+            on_keyed_event: None,
+        }
+    }
+
     /// Checks the configuration and builds the HTTP layer.
     ///
     /// ```
@@ -406,5 +430,93 @@ impl CircuitBreakerBuilder {
         Ok(GenericCircuitBreakerLayer::new(Arc::new(Circuit::new(
             self.config()?,
         ))))
+    }
+}
+
+/// Configures one breaker per key; made by [`CircuitBreakerBuilder::per_key`].
+///
+/// ```
+/// use tower_bulwark::{circuit_breaker::CircuitBreakerLayer, key::Global};
+///
+/// let err = CircuitBreakerLayer::consecutive_failures(5).per_key(Global).max_keys(0).build().unwrap_err();
+/// assert_eq!(err.to_string(), "`max_keys` must be > 0, got 0");
+/// ```
+pub struct KeyedCircuitBreakerBuilder<K> {
+    base: CircuitBreakerBuilder,
+    key: K,
+    max_keys: usize,
+    on_keyed_event: Option<KeyedEventFn>,
+}
+
+impl<K> fmt::Debug for KeyedCircuitBreakerBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreakerBuilder")
+            .field("base", &self.base)
+            .field("max_keys", &self.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K> KeyedCircuitBreakerBuilder<K> {
+    /// At most this many keys have their own circuit (default 10 000). When full, idle
+    /// circuits (closed, nothing counted) are forgotten; if none is, new keys share one
+    /// overflow circuit, and a warning says so.
+    ///
+    /// ```
+    /// use tower_bulwark::{circuit_breaker::CircuitBreakerLayer, key::Global};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).per_key(Global).max_keys(100).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// Called with the key on every state change and refusal of any key's circuit (beside
+    /// the builder's `on_event`, which does not see the key).
+    ///
+    /// ```
+    /// use tower_bulwark::{circuit_breaker::{CircuitBreakerLayer, CircuitEvent}, key::Global};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5)
+    ///     .per_key(Global)
+    ///     .on_keyed_event(|key, event| {
+    ///         if let CircuitEvent::StateChanged { to, .. } = event {
+    ///             eprintln!("breaker for {}: {}", key.redacted(), to.as_str());
+    ///         }
+    ///     })
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn on_keyed_event(
+        mut self,
+        on_event: impl Fn(&Key, &CircuitEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_keyed_event = Some(Arc::new(on_event));
+        self
+    }
+
+    /// Checks the configuration and builds the keyed HTTP layer.
+    ///
+    /// ```
+    /// use tower_bulwark::{circuit_breaker::CircuitBreakerLayer, key::Global};
+    ///
+    /// let err = CircuitBreakerLayer::consecutive_failures(0).per_key(Global).build().unwrap_err();
+    /// assert_eq!(err.field(), "failures");
+    /// ```
+    pub fn build(self) -> Result<KeyedCircuitBreakerLayer<K>, ConfigError> {
+        if self.max_keys == 0 {
+            return Err(ConfigError::new("max_keys", "must be > 0, got 0"));
+        }
+        let config = self.base.config()?;
+        let circuits = Circuits::new(config, self.on_keyed_event, self.max_keys);
+        Ok(KeyedCircuitBreakerLayer::new(
+            self.key,
+            circuits,
+            self.base.classify,
+        ))
     }
 }

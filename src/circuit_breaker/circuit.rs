@@ -292,6 +292,22 @@ impl Circuit {
         self.move_to(None, CLOSED, now);
     }
 
+    /// Closed, unforced, with nothing counted: indistinguishable from a new circuit, so a
+    /// keyed layer may forget it.
+    pub(crate) fn is_idle(&self) -> bool {
+        state_of(self.word.load(Ordering::Acquire)) == CLOSED
+            && self.forced.load(Ordering::Acquire) == FREE
+            && self.consecutive.load(Ordering::Acquire) == 0
+            && match self.window.try_lock() {
+                Ok(window) => match &*window {
+                    Window::None => true,
+                    Window::Count(w) => w.is_empty(),
+                    Window::Time(w) => w.is_empty(),
+                },
+                Err(_) => false,
+            }
+    }
+
     /// Asks to make a call: a permit, or how long to wait.
     pub(crate) fn acquire(self: &Arc<Self>) -> Result<Permit, Duration> {
         let mut now = None;

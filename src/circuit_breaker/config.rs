@@ -165,6 +165,7 @@ pub(crate) struct Slow {
 
 pub(crate) type EventFn = Arc<dyn Fn(&CircuitEvent) + Send + Sync>;
 
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) trip: Trip,
     pub(crate) slow: Option<Slow>,

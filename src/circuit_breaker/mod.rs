@@ -35,21 +35,27 @@
 //! # Ok::<(), tower_bulwark::ConfigError>(())
 //! ```
 //!
-//! Not yet: keyed breakers (one per upstream) and the Redis-backed fleet-wide breaker.
+//! One breaker per upstream host or tenant:
+//! [`per_key`](CircuitBreakerBuilder::per_key) with any [`KeyExtractor`](crate::key::KeyExtractor),
+//! bounded by `max_keys`.
+//!
+//! Not yet: the Redis-backed fleet-wide breaker.
 
 mod builder;
 mod circuit;
 mod config;
 mod future;
 mod generic;
+mod keyed;
 mod layer;
 mod service;
 mod window;
 
-pub use builder::CircuitBreakerBuilder;
+pub use builder::{CircuitBreakerBuilder, KeyedCircuitBreakerBuilder};
 pub use circuit::{Circuit, CircuitStats};
 pub use config::{CircuitEvent, CircuitOpen, CircuitState};
 pub use future::ResponseFuture;
 pub use generic::{GenericCircuitBreaker, GenericCircuitBreakerLayer, GenericResponseFuture};
+pub use keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use layer::CircuitBreakerLayer;
 pub use service::CircuitBreaker;

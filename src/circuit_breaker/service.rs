@@ -99,14 +99,26 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        match self.circuit.acquire() {
-            Ok(permit) => {
-                ResponseFuture::admitted(self.inner.call(req), permit, self.classify.clone())
-            }
-            Err(retry_after) => {
-                tracing::debug!(uri = %req.uri(), ?retry_after, "circuit breaker: refused");
-                ResponseFuture::refused(unavailable(req.headers(), retry_after))
-            }
+        admit(&self.circuit, &mut self.inner, req, &self.classify)
+    }
+}
+
+/// Calls `inner` if `circuit` lets the request through, else answers for it: shared by the
+/// single and the keyed breaker.
+pub(crate) fn admit<S, ReqBody, ResBody>(
+    circuit: &Arc<Circuit>,
+    inner: &mut S,
+    req: Request<ReqBody>,
+    classify: &Option<ClassifyFn>,
+) -> ResponseFuture<S::Future, ResBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    match circuit.acquire() {
+        Ok(permit) => ResponseFuture::admitted(inner.call(req), permit, classify.clone()),
+        Err(retry_after) => {
+            tracing::debug!(uri = %req.uri(), ?retry_after, "circuit breaker: refused");
+            ResponseFuture::refused(unavailable(req.headers(), retry_after))
         }
     }
 }

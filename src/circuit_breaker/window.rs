@@ -59,6 +59,10 @@ impl CountWindow {
         self.calls.clear();
         self.totals = Totals::default();
     }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.totals.calls == 0
+    }
 }
 
 /// The calls of the last `period`, kept in `BUCKETS` buckets: a call leaves the window a
@@ -112,6 +116,12 @@ impl TimeWindow {
     pub(crate) fn clear(&mut self) {
         self.buckets.clear();
         self.totals = Totals::default();
+    }
+
+    /// True when no call is counted. (Buckets past the window count until the next call
+    /// expires them: a conservative "not idle".)
+    pub(crate) fn is_empty(&self) -> bool {
+        self.totals.calls == 0
     }
 }
 

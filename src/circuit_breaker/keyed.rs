@@ -1,0 +1,289 @@
+//! Keyed breakers: one circuit per key (per upstream host, per tenant), bounded in number.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use dashmap::DashMap;
+use http::request::Parts;
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::circuit::Circuit;
+use super::config::{CircuitEvent, CircuitState, Config};
+use super::future::ResponseFuture;
+use super::layer::ClassifyFn;
+use super::service::admit;
+use crate::key::{Key, KeyExtractor};
+use crate::response::ResponseBody;
+
+/// The default bound on circuits one keyed layer holds.
+pub(crate) const DEFAULT_MAX_KEYS: usize = 10_000;
+
+pub(crate) type KeyedEventFn = Arc<dyn Fn(&Key, &CircuitEvent) + Send + Sync>;
+
+/// The circuits of a keyed layer.
+pub(crate) struct Circuits {
+    config: Config,
+    on_keyed_event: Option<KeyedEventFn>,
+    map: DashMap<Key, Arc<Circuit>>,
+    max_keys: usize,
+    /// Shared by requests with no key, and by new keys while the map is full.
+    overflow: Arc<Circuit>,
+    overflowed: AtomicU64,
+}
+
+impl Circuits {
+    pub(crate) fn new(
+        config: Config,
+        on_keyed_event: Option<KeyedEventFn>,
+        max_keys: usize,
+    ) -> Self {
+        Self {
+            overflow: Arc::new(Circuit::new(config.clone())),
+            config,
+            on_keyed_event,
+            map: DashMap::new(),
+            max_keys,
+            overflowed: AtomicU64::new(0),
+        }
+    }
+
+    fn circuit(&self, key: Option<Key>) -> Arc<Circuit> {
+        let Some(key) = key else {
+            return self.overflow.clone();
+        };
+        if let Some(circuit) = self.map.get(&key) {
+            return circuit.clone();
+        }
+        if self.map.len() >= self.max_keys {
+            // Closed circuits with nothing counted lose nothing by being forgotten.
+            self.map.retain(|_, circuit| !circuit.is_idle());
+            if self.map.len() >= self.max_keys {
+                let n = self.overflowed.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        max_keys = self.max_keys,
+                        overflowed = n,
+                        "circuit breaker: too many keys, newcomers share one circuit"
+                    );
+                }
+                return self.overflow.clone();
+            }
+        }
+        self.map
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let mut config = self.config.clone();
+                if let Some(on_keyed_event) = &self.on_keyed_event {
+                    let (on_keyed_event, user_event) =
+                        (on_keyed_event.clone(), config.on_event.take());
+                    config.on_event = Some(Arc::new(move |event: &CircuitEvent| {
+                        if let Some(user_event) = &user_event {
+                            user_event(event);
+                        }
+                        on_keyed_event(&key, event);
+                    }));
+                }
+                Arc::new(Circuit::new(config))
+            })
+            .clone()
+    }
+}
+
+/// A circuit breaker per key; made by
+/// [`CircuitBreakerBuilder::per_key`](super::CircuitBreakerBuilder::per_key).
+///
+/// ```
+/// use tower_bulwark::{circuit_breaker::{CircuitBreakerLayer, CircuitState}, key::{self, Key}};
+///
+/// // One breaker per upstream host: one failing host does not cut off the others.
+/// let layer = CircuitBreakerLayer::consecutive_failures(5)
+///     .per_key(key::from_fn(|parts: &http::request::Parts| {
+///         parts.uri.authority().map(|a| Key::from(a.as_str()))
+///     }))
+///     .max_keys(1_000)
+///     .build()?;
+/// assert_eq!(layer.state_of(&Key::from("api.example.com")), None); // not seen yet
+/// # Ok::<(), tower_bulwark::ConfigError>(())
+/// ```
+pub struct KeyedCircuitBreakerLayer<K> {
+    key: Arc<K>,
+    circuits: Arc<Circuits>,
+    classify: Option<ClassifyFn>,
+}
+
+impl<K> Clone for KeyedCircuitBreakerLayer<K> {
+    fn clone(&self) -> Self {
+        Self {
+            key: self.key.clone(),
+            circuits: self.circuits.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for KeyedCircuitBreakerLayer<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreakerLayer")
+            .field("keys", &self.circuits.map.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K> KeyedCircuitBreakerLayer<K> {
+    pub(crate) fn new(key: K, circuits: Circuits, classify: Option<ClassifyFn>) -> Self {
+        Self {
+            key: Arc::new(key),
+            circuits: Arc::new(circuits),
+            classify,
+        }
+    }
+
+    /// The circuit of `key`, if it has one (a key's circuit is made on its first request).
+    ///
+    /// ```
+    /// use tower_bulwark::{circuit_breaker::CircuitBreakerLayer, key::{Global, Key}};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).per_key(Global).build()?;
+    /// assert!(layer.circuit_of(&Key::Global).is_none());
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn circuit_of(&self, key: &Key) -> Option<Arc<Circuit>> {
+        self.circuits.map.get(key).map(|c| c.clone())
+    }
+
+    /// The state of `key`'s circuit, if it has one.
+    ///
+    /// ```
+    /// use tower_bulwark::{circuit_breaker::CircuitBreakerLayer, key::{Global, Key}};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).per_key(Global).build()?;
+    /// assert_eq!(layer.state_of(&Key::Global), None);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn state_of(&self, key: &Key) -> Option<CircuitState> {
+        self.circuits.map.get(key).map(|c| c.state())
+    }
+
+    /// How many keys have a circuit (at most `max_keys`).
+    ///
+    /// ```
+    /// use tower_bulwark::{circuit_breaker::CircuitBreakerLayer, key::Global};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).per_key(Global).build()?;
+    /// assert_eq!(layer.len(), 0);
+    /// assert!(layer.is_empty());
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.circuits.map.len()
+    }
+
+    /// True when no key has a circuit yet.
+    ///
+    /// ```
+    /// use tower_bulwark::{circuit_breaker::CircuitBreakerLayer, key::Global};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).per_key(Global).build()?;
+    /// assert!(layer.is_empty());
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.circuits.map.is_empty()
+    }
+
+    /// The circuit shared by requests without a key and by new keys while `max_keys` are held.
+    ///
+    /// ```
+    /// use tower_bulwark::{circuit_breaker::{CircuitBreakerLayer, CircuitState}, key::Global};
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).per_key(Global).build()?;
+    /// assert_eq!(layer.overflow_circuit().state(), CircuitState::Closed);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn overflow_circuit(&self) -> &Circuit {
+        &self.circuits.overflow
+    }
+}
+
+impl<S, K> Layer<S> for KeyedCircuitBreakerLayer<K> {
+    type Service = KeyedCircuitBreaker<S, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyedCircuitBreaker {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// An HTTP service behind one circuit breaker per key; see [`KeyedCircuitBreakerLayer`].
+///
+/// ```
+/// # use std::convert::Infallible;
+/// # use tower::{service_fn, Layer, ServiceExt};
+/// use tower_bulwark::{circuit_breaker::{CircuitBreakerLayer, CircuitState, KeyedCircuitBreaker}, key::{HeaderKey, Key}};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let layer = CircuitBreakerLayer::consecutive_failures(1).per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream"))).build()?;
+/// let failing = service_fn(|_: http::Request<()>| async {
+///     let mut res = http::Response::new(());
+///     *res.status_mut() = http::StatusCode::BAD_GATEWAY;
+///     Ok::<_, Infallible>(res)
+/// });
+/// let svc: KeyedCircuitBreaker<_, _> = layer.layer(failing);
+/// let req = |host: &'static str| http::Request::builder().header("x-upstream", host).body(()).unwrap();
+/// svc.clone().oneshot(req("a")).await?; // a's breaker opens
+/// assert_eq!(svc.clone().oneshot(req("a")).await?.status(), 503);
+/// assert_eq!(svc.oneshot(req("b")).await?.status(), 502); // b has its own
+/// assert_eq!(layer.state_of(&Key::from(http::HeaderValue::from_static("a"))), Some(CircuitState::Open));
+/// # Ok(())
+/// # }
+/// ```
+pub struct KeyedCircuitBreaker<S, K> {
+    inner: S,
+    layer: KeyedCircuitBreakerLayer<K>,
+}
+
+impl<S: Clone, K> Clone for KeyedCircuitBreaker<S, K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K> fmt::Debug for KeyedCircuitBreaker<S, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreaker")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
+}
+
+impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for KeyedCircuitBreaker<S, K>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    K: KeyExtractor<Parts>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        let circuit = self.layer.circuits.circuit(self.layer.key.extract(&parts));
+        let req = Request::from_parts(parts, body);
+        admit(&circuit, &mut self.inner, req, &self.layer.classify)
+    }
+}
