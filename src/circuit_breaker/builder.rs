@@ -31,7 +31,8 @@ enum Policy {
     Rate {
         rate: f64,
         window: RateWindow,
-        minimum_calls: u64,
+        /// `None`: the default, capped at a count window's size.
+        minimum_calls: Option<u64>,
     },
 }
 
@@ -105,14 +106,14 @@ impl CircuitBreakerBuilder {
         Self::new(Policy::Rate {
             rate,
             window: RateWindow::Calls(DEFAULT_WINDOW_CALLS),
-            minimum_calls: DEFAULT_MINIMUM_CALLS,
+            minimum_calls: None,
         })
     }
 
     fn edit_rate(
         mut self,
         field: &'static str,
-        edit: impl FnOnce(&mut RateWindow, &mut u64),
+        edit: impl FnOnce(&mut RateWindow, &mut Option<u64>),
     ) -> Self {
         match &mut self.policy {
             Policy::Rate {
@@ -160,7 +161,9 @@ impl CircuitBreakerBuilder {
         })
     }
 
-    /// Calls the window must hold before its rate can open the breaker (default 20).
+    /// Calls the window must hold before its rate can open the breaker (default 20, or the
+    /// window's size if it holds fewer calls). More than a count window holds is an error: the
+    /// breaker could never open.
     ///
     /// ```
     /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
@@ -169,7 +172,7 @@ impl CircuitBreakerBuilder {
     /// assert_eq!(err.to_string(), "`minimum_calls` must be >= 1, got 0");
     /// ```
     pub fn minimum_calls(self, calls: u64) -> Self {
-        self.edit_rate("minimum_calls", |_, minimum| *minimum = calls)
+        self.edit_rate("minimum_calls", |_, minimum| *minimum = Some(calls))
     }
 
     /// Calls slower than `threshold` are slow. Under a failure-rate policy, a share of slow
@@ -316,14 +319,32 @@ impl CircuitBreakerBuilder {
                 minimum_calls,
             } => {
                 Self::rate_field(rate, "failure_rate")?;
-                if minimum_calls == 0 {
+                if minimum_calls == Some(0) {
                     return Err(ConfigError::new("minimum_calls", "must be >= 1, got 0"));
                 }
+                let mut minimum_calls = minimum_calls.unwrap_or(DEFAULT_MINIMUM_CALLS);
                 let (window_calls, window_period_ns) = match window {
                     RateWindow::Calls(0) => {
                         return Err(ConfigError::new("window_calls", "must be >= 1, got 0"));
                     }
-                    RateWindow::Calls(calls) => (Some(calls), 0),
+                    RateWindow::Calls(calls) => {
+                        let size = u64::try_from(calls).unwrap_or(u64::MAX);
+                        // A window that can never hold the minimum could never open.
+                        if minimum_calls > size {
+                            if let Policy::Rate {
+                                minimum_calls: Some(set),
+                                ..
+                            } = self.policy
+                            {
+                                return Err(ConfigError::new(
+                                    "minimum_calls",
+                                    format!("must be <= window_calls ({calls}), got {set}"),
+                                ));
+                            }
+                            minimum_calls = size;
+                        }
+                        (Some(calls), 0)
+                    }
                     RateWindow::Time(period) if period.is_zero() => {
                         return Err(ConfigError::new("window_time", "must be > 0, got 0ns"));
                     }

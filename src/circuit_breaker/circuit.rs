@@ -75,8 +75,10 @@ pub struct Circuit {
     open_until: AtomicU64,
     /// Closed, consecutive policy: failures in a row.
     consecutive: AtomicU32,
-    /// Half-open: probes in flight, and successes so far.
-    probes: AtomicU32,
+    /// Half-open: probes in flight, tagged with the generation they belong to
+    /// (`generation << 32 | count`), so a slot taken or given back late, in an earlier
+    /// half-open period, can never count in a later one. And successes so far.
+    probes: AtomicU64,
     successes: AtomicU32,
     window: Mutex<Window>,
     transition: Mutex<()>,
@@ -184,7 +186,7 @@ impl Circuit {
             forced: AtomicU8::new(FREE),
             open_until: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
-            probes: AtomicU32::new(0),
+            probes: AtomicU64::new(0),
             successes: AtomicU32::new(0),
             window: Mutex::new(window),
             transition: Mutex::new(()),
@@ -342,9 +344,14 @@ impl Circuit {
                     self.move_to(Some(word), HALF_OPEN, now);
                 }
                 _ => {
+                    let tag = probe_tag(generation_of(word));
                     let mut probes = self.probes.load(Ordering::Acquire);
-                    loop {
-                        if probes >= self.config.half_open_probes {
+                    let taken = loop {
+                        // Slots of another period: the breaker has moved on; look again.
+                        if probes & !COUNT_MASK != tag {
+                            break false;
+                        }
+                        if probes & COUNT_MASK >= u64::from(self.config.half_open_probes) {
                             return Err(self.reject(CircuitState::HalfOpen, HALF_OPEN_RETRY));
                         }
                         match self.probes.compare_exchange_weak(
@@ -353,13 +360,12 @@ impl Circuit {
                             Ordering::AcqRel,
                             Ordering::Acquire,
                         ) {
-                            Ok(_) => break,
+                            Ok(_) => break true,
                             Err(current) => probes = current,
                         }
-                    }
-                    // The breaker may have moved on while the slot was taken.
-                    if self.word.load(Ordering::Acquire) != word {
-                        self.release_probe(generation_of(word));
+                    };
+                    if !taken {
+                        std::hint::spin_loop();
                         continue;
                     }
                     let started = *now.get_or_insert_with(|| self.now_ns());
@@ -377,12 +383,15 @@ impl Circuit {
         retry_after
     }
 
+    /// Gives back a slot taken in `generation`'s half-open period; nothing if that period
+    /// is over (its slots were reset with it).
     fn release_probe(&self, generation: u64) {
-        if generation_of(self.word.load(Ordering::Acquire)) == generation {
-            let _ = self
-                .probes
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        }
+        let tag = probe_tag(generation);
+        let _ = self
+            .probes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n & !COUNT_MASK == tag && n & COUNT_MASK > 0).then(|| n - 1)
+            });
     }
 
     fn record(&self, generation: u64, probe: bool, started_ns: u64, failure: bool) {
@@ -406,9 +415,7 @@ impl Circuit {
         match state_of(word) {
             CLOSED => self.record_closed(word, failure, slow),
             HALF_OPEN if probe => {
-                let _ = self
-                    .probes
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+                self.release_probe(generation);
                 if failure || slow {
                     self.move_to(Some(word), OPEN, self.now_ns());
                 } else {
@@ -485,7 +492,8 @@ impl Circuit {
                     self.counters.opened.add(1);
                 }
                 HALF_OPEN => {
-                    self.probes.store(0, Ordering::Release);
+                    self.probes
+                        .store(probe_tag(generation_of(word) + 1), Ordering::Release);
                     self.successes.store(0, Ordering::Release);
                 }
                 _ => {
@@ -517,7 +525,67 @@ impl Circuit {
     }
 }
 
-/// `part / whole >= rate`, in integers where possible.
+/// `part / whole >= rate`. The quotient is rounded once, to the double nearest the true
+/// ratio, so a ratio equal to the configured decimal (7 of 25 against 0.28) compares equal;
+/// `rate * whole` would round the other way (0.28 * 25 = 7.000000000000001).
 fn rate_reached(part: u64, whole: u64, rate: f64) -> bool {
-    whole > 0 && (part as f64) >= rate * (whole as f64)
+    whole > 0 && (part as f64 / whole as f64) >= rate
+}
+
+/// The low 32 bits of `probes` count slots; the high 32 are the generation's tag.
+const COUNT_MASK: u64 = 0xFFFF_FFFF;
+
+fn probe_tag(generation: u64) -> u64 {
+    generation << 32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn circuit(clock: &ManualClock) -> Arc<Circuit> {
+        Arc::new(Circuit::new(Config {
+            trip: Trip::Consecutive { failures: 1 },
+            slow: None,
+            open_for: Duration::from_secs(1),
+            half_open_successes: 1,
+            half_open_probes: 1,
+            clock: Arc::new(clock.clone()),
+            on_event: None,
+        }))
+    }
+
+    /// A probe of an earlier half-open period, given back late, must not free a slot of the
+    /// current one (which would let two probes through), nor take one (which would leak it).
+    #[test]
+    fn a_stale_probe_touches_no_slot_of_a_later_half_open_period() {
+        let clock = ManualClock::new();
+        let c = circuit(&clock);
+        c.acquire().unwrap().settle(true); // opens
+        clock.advance(Duration::from_secs(1));
+        let stale = c.acquire().unwrap(); // the probe of the first half-open period
+        assert_eq!(c.state(), CircuitState::HalfOpen);
+        // Another instance's verdict, say: reopen, then half-open again.
+        let word = c.word.load(Ordering::Acquire);
+        c.move_to(Some(word), OPEN, c.now_ns());
+        clock.advance(Duration::from_secs(1));
+        let current = c.acquire().unwrap(); // the one slot of the new period
+        assert!(c.acquire().is_err(), "one probe at a time");
+        drop(stale); // given back late: must not free the new period's slot
+        assert!(
+            c.acquire().is_err(),
+            "the stale probe freed a slot it did not hold"
+        );
+        drop(current);
+        assert!(c.acquire().is_ok(), "the current probe's slot came back");
+    }
+
+    #[test]
+    fn exact_decimal_rates_compare_equal() {
+        assert!(rate_reached(7, 25, 0.28));
+        assert!(rate_reached(55, 100, 0.55));
+        assert!(!rate_reached(6, 25, 0.28));
+        assert!(!rate_reached(0, 0, 0.5));
+    }
 }

@@ -60,7 +60,10 @@ impl Circuits {
         }
         if self.map.len() >= self.max_keys {
             // Closed circuits with nothing counted lose nothing by being forgotten.
-            self.map.retain(|_, circuit| !circuit.is_idle());
+            // Only circuits nothing else holds: a call in flight keeps its permit's clone,
+            // and its outcome must land in the circuit its key keeps using.
+            self.map
+                .retain(|_, circuit| Arc::strong_count(circuit) > 1 || !circuit.is_idle());
             if self.map.len() >= self.max_keys {
                 let n = self.overflowed.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
