@@ -4,10 +4,12 @@
 use std::convert::Infallible;
 use std::future::ready;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitEvent, CircuitState};
+use tower_bulwark::clock::ManualClock;
 use tower_bulwark::key::{HeaderKey, Key};
 
 const UPSTREAM: HeaderName = HeaderName::from_static("x-upstream");
@@ -115,7 +117,9 @@ async fn requests_without_a_key_share_the_overflow_circuit() {
 
 #[tokio::test]
 async fn circuits_are_bounded_and_idle_ones_make_room() {
+    let clock = ManualClock::new();
     let layer = CircuitBreakerLayer::consecutive_failures(3)
+        .clock(clock.clone())
         .per_key(HeaderKey::new(UPSTREAM))
         .max_keys(2)
         .build()
@@ -129,8 +133,14 @@ async fn circuits_are_bounded_and_idle_ones_make_room() {
     assert_eq!(layer.len(), 2);
     assert_eq!(layer.state_of(&key("c")), None);
     assert_eq!(layer.overflow_circuit().stats().failures, 1);
-    // a recovers (a success clears its count): idle, so it can be forgotten for c.
+    // a recovers (a success clears its count): idle, so it can be forgotten for c...
     svc.clone().oneshot(req(Some("a"), false)).await.unwrap();
+    // ...but a full map is swept at most every 100 ms (a flood of new keys must not cost a
+    // sweep each): c still overflows until then.
+    svc.clone().oneshot(req(Some("c"), false)).await.unwrap();
+    assert_eq!(layer.state_of(&key("c")), None);
+    assert_eq!(layer.overflow_circuit().stats().admitted, 2);
+    clock.advance(Duration::from_millis(100));
     svc.clone().oneshot(req(Some("c"), false)).await.unwrap();
     assert_eq!(layer.len(), 2);
     assert_eq!(

@@ -33,6 +33,8 @@ pub(crate) struct Circuits {
     /// Shared by requests with no key, and by new keys while the map is full.
     overflow: Arc<Circuit>,
     overflowed: AtomicU64,
+    /// When the map was last swept (clock nanoseconds; `NEVER` before the first).
+    last_sweep: AtomicU64,
 }
 
 impl Circuits {
@@ -48,6 +50,7 @@ impl Circuits {
             map: DashMap::new(),
             max_keys,
             overflowed: AtomicU64::new(0),
+            last_sweep: AtomicU64::new(NEVER),
         }
     }
 
@@ -59,11 +62,7 @@ impl Circuits {
             return circuit.clone();
         }
         if self.map.len() >= self.max_keys {
-            // Closed circuits with nothing counted lose nothing by being forgotten.
-            // Only circuits nothing else holds: a call in flight keeps its permit's clone,
-            // and its outcome must land in the circuit its key keeps using.
-            self.map
-                .retain(|_, circuit| Arc::strong_count(circuit) > 1 || !circuit.is_idle());
+            self.sweep();
             if self.map.len() >= self.max_keys {
                 let n = self.overflowed.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
@@ -93,6 +92,32 @@ impl Circuits {
                 Arc::new(Circuit::new(config))
             })
             .clone()
+    }
+}
+
+/// A full map is swept at most this often: under a flood of new keys, a sweep per request
+/// would cost O(keys) each.
+const SWEEP_INTERVAL_NS: u64 = 100_000_000;
+const NEVER: u64 = u64::MAX;
+
+impl Circuits {
+    /// Forgets idle circuits: closed, nothing counted, and held by nothing else (a call in
+    /// flight keeps its permit's clone, and its outcome must land in the circuit its key keeps
+    /// using). At most once per `SWEEP_INTERVAL_NS`.
+    fn sweep(&self) {
+        let now = crate::clock::duration_to_nanos(self.config.clock.now());
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        if last != NEVER && now.saturating_sub(last) < SWEEP_INTERVAL_NS {
+            return;
+        }
+        if self
+            .last_sweep
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.map
+                .retain(|_, circuit| Arc::strong_count(circuit) > 1 || !circuit.is_idle());
+        }
     }
 }
 
