@@ -1566,3 +1566,28 @@ async fn a_script_error_uses_the_fail_mode_without_backing_off() {
     let v = decide_remote(backend, &Key::from("healthy"), 1).await;
     assert!(v.allowed() && !v.degraded(), "{v:?}");
 }
+
+/// Under `FailMode::Local`, the headers describe the limit that was applied: the local share,
+/// not the fleet's.
+#[tokio::test]
+async fn local_fallback_headers_show_the_local_share() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = RedisBackend::connect_lazy(&format!("redis://127.0.0.1:{port}/")).unwrap();
+    let layer = RateLimitLayer::fixed_window(10, secs(60))
+        .clock(clock())
+        .backend(redis)
+        .fail_mode(FailMode::Local { instances: 2 })
+        .deadline(DEADLINE)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner());
+    let res = send(&mut svc, get("/")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-ratelimit-limit"], "5");
+    assert_eq!(res.headers()["x-ratelimit-remaining"], "4");
+    assert_eq!(res.headers()["ratelimit-policy"], "\"default\";q=5;w=60");
+}

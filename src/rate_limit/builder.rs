@@ -573,18 +573,36 @@ impl<K> RateLimitBuilder<K> {
 
     fn into_shared(self) -> Result<Arc<Shared<K, MemoryRateLimiter>>, ConfigError> {
         self.into_shared_with(|quotas, _names, max_keys, clock| {
-            Ok(MemoryRateLimiter::new(quotas.clone(), max_keys, clock))
+            Ok((
+                MemoryRateLimiter::new(quotas.clone(), max_keys, clock),
+                None,
+            ))
         })
     }
 
     /// Validates, then builds the shared state around the backend `make` returns (given the
-    /// validated quotas, their names, `max_keys` and the clock).
+    /// validated quotas, their names, `max_keys` and the clock), and the limits it falls back
+    /// to when degraded, if they differ (their headers must say what was applied).
     pub(crate) fn into_shared_with<B>(
         self,
-        make: impl FnOnce(&Arc<[Quota]>, &[String], usize, Arc<dyn Clock>) -> Result<B, ConfigError>,
+        make: impl FnOnce(
+            &Arc<[Quota]>,
+            &[String],
+            usize,
+            Arc<dyn Clock>,
+        ) -> Result<(B, Option<Arc<[Quota]>>), ConfigError>,
     ) -> Result<Arc<Shared<K, B>>, ConfigError> {
         let (quotas, names) = self.validate()?;
-        let backend = make(&quotas, &names, self.max_keys, self.clock.clone())?;
+        let (backend, fallback) = make(&quotas, &names, self.max_keys, self.clock.clone())?;
+        let fallback_headers = fallback.map(|fallback| {
+            HeaderConfig::new(
+                &fallback,
+                names.clone(),
+                self.legacy_headers,
+                self.ietf_headers,
+                self.reset_format,
+            )
+        });
         let headers = HeaderConfig::new(
             &quotas,
             names,
@@ -597,6 +615,7 @@ impl<K> RateLimitBuilder<K> {
             backend,
             policy: Policy {
                 headers,
+                fallback_headers,
                 missing_key: self.missing_key,
                 cost: self.cost,
                 skip_successful: self.skip_successful,

@@ -148,6 +148,9 @@ pub(crate) type RejectionFn = Arc<dyn Fn(&RateLimited) -> Response<Bytes> + Send
 
 pub(crate) struct Policy {
     pub(crate) headers: HeaderConfig,
+    /// For verdicts of a networked backend's local fallback, when its limits differ (divided
+    /// among instances): the headers then describe what was applied.
+    pub(crate) fallback_headers: Option<HeaderConfig>,
     pub(crate) missing_key: MissingKey,
     pub(crate) cost: Option<CostFn>,
     pub(crate) skip_successful: bool,
@@ -219,6 +222,16 @@ pub(crate) struct Shared<K, B> {
     pub(crate) backend: B,
     pub(crate) policy: Policy,
     pub(crate) counters: Counters,
+}
+
+impl Policy {
+    /// The header configuration that describes `verdict`'s limits.
+    pub(crate) fn headers_for(&self, verdict: &crate::backend::Verdict) -> &HeaderConfig {
+        match (&self.fallback_headers, verdict.origin) {
+            (Some(fallback), Origin::Fallback) => fallback,
+            _ => &self.headers,
+        }
+    }
 }
 
 impl<K: Send + Sync + 'static, B: RateLimitBackend> Shared<K, B> {

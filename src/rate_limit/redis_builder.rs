@@ -282,17 +282,18 @@ impl<K> RedisRateLimitBuilder<K> {
                 .zip(names)
                 .map(|(quota, name)| RedisQuota::new(quota, name))
                 .collect::<Result<Vec<_>, _>>()?;
-            let local = match fail_mode {
+            let (local, divided) = match fail_mode {
                 FailMode::Local { instances } => {
                     let divided: Arc<[_]> = quotas
                         .iter()
                         .map(|q| q.divided(u64::from(instances)))
                         .collect();
-                    Some(MemoryRateLimiter::new(divided, max_keys, clock.clone()))
+                    let local = MemoryRateLimiter::new(divided.clone(), max_keys, clock.clone());
+                    (Some(local), Some(divided))
                 }
-                _ => None,
+                _ => (None, None),
             };
-            Ok(RedisRateLimiter::new(Settings {
+            let backend = RedisRateLimiter::new(Settings {
                 redis,
                 quotas: redis_quotas,
                 prefix,
@@ -304,7 +305,8 @@ impl<K> RedisRateLimitBuilder<K> {
                 max_backoff: MAX_BACKOFF.max(backoff),
                 denied_cache,
                 clock,
-            }))
+            });
+            Ok((backend, divided))
         })
     }
 

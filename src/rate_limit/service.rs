@@ -189,13 +189,13 @@ where
     if !verdict.allowed {
         Counters::bump(&shared.counters.rejected);
         tracing::debug!(key = %key.redacted(), retry_after = ?verdict.retry_after, "rate limit: refused");
-        let headers = policy.headers.plan(&verdict, &*policy.clock);
+        let headers = policy.headers_for(&verdict).plan(&verdict, &*policy.clock);
         return Next::Refused(too_many_requests(policy, &parts, &verdict, headers));
     }
     let headers = policy
         .headers
         .any()
-        .then(|| Box::new(policy.headers.plan(&verdict, &*policy.clock)));
+        .then(|| Box::new(policy.headers_for(&verdict).plan(&verdict, &*policy.clock)));
     Counters::bump(&shared.counters.allowed);
     let refund = shared.refund_for(key, cost, &verdict);
     let future = inner.call(Request::from_parts(parts, body));
