@@ -58,7 +58,8 @@ pub(crate) enum BodyEnd<'a> {
     Finished,
     /// The body failed.
     Failed,
-    /// The body was dropped before its end.
+    /// The body was dropped before its end was read (its reader went away; or a server
+    /// dropped a body that was empty from the start without polling it).
     Dropped,
 }
 

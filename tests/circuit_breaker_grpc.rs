@@ -79,7 +79,7 @@ async fn an_ok_or_caller_status_in_the_trailers_is_a_success() {
 }
 
 #[tokio::test]
-async fn a_body_dropped_early_is_recorded_once_as_answered() {
+async fn a_body_dropped_early_is_a_cancelled_call() {
     let layer = CircuitBreakerLayer::consecutive_failures(1)
         .build()
         .unwrap();
@@ -88,13 +88,80 @@ async fn a_body_dropped_early_is_recorded_once_as_answered() {
     }));
     let res = svc.oneshot(grpc_request()).await.unwrap();
     let mut body = res.into_body();
-    // Read the message, never the trailers, then drop the body.
+    // Read the message, never the trailers, then drop the body: the reader went away.
     let first = body.frame().await.unwrap().unwrap();
     assert!(first.is_data());
     drop(body);
     let stats = layer.circuit().stats();
-    assert_eq!((stats.failures, stats.successes), (0, 1));
+    assert_eq!((stats.failures, stats.successes, stats.admitted), (0, 0, 1));
     assert_eq!(layer.circuit().state(), CircuitState::Closed);
+}
+
+#[tokio::test]
+async fn a_dropped_streaming_probe_frees_its_slot_without_closing_the_breaker() {
+    let clock = tower_bulwark::clock::ManualClock::new();
+    let layer = CircuitBreakerLayer::consecutive_failures(1)
+        .half_open_successes(1)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let failing = layer.layer(service_fn(|_: Request<()>| {
+        ready(Ok::<_, Infallible>(grpc_response("14")))
+    }));
+    let res = failing.clone().oneshot(grpc_request()).await.unwrap();
+    res.into_body().collect().await.unwrap(); // opens it
+    assert_eq!(layer.circuit().state(), CircuitState::Open);
+    clock.advance(std::time::Duration::from_secs(60));
+    let probe = failing.clone().oneshot(grpc_request()).await.unwrap();
+    // The probe's stream is open: the one slot is taken.
+    let refused = failing.clone().oneshot(grpc_request()).await.unwrap();
+    assert_eq!(refused.headers()["grpc-status"], "14");
+    drop(probe); // the client cancelled the stream
+    assert_eq!(
+        layer.circuit().state(),
+        CircuitState::HalfOpen,
+        "a cancel does not close it"
+    );
+    // The slot is free again: the next call probes.
+    let next = failing.oneshot(grpc_request()).await.unwrap();
+    assert!(
+        next.headers().get("grpc-status").is_none(),
+        "admitted as a probe"
+    );
+}
+
+#[tokio::test]
+async fn a_grpc_answer_with_a_proxy_error_status_is_judged_by_that_status() {
+    let layer = CircuitBreakerLayer::consecutive_failures(1)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_: Request<()>| {
+        let mut res = grpc_response("0");
+        *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE; // a proxy in the way
+        ready(Ok::<_, Infallible>(res))
+    }));
+    svc.oneshot(grpc_request()).await.unwrap();
+    assert_eq!(layer.circuit().stats().failures, 1);
+    assert_eq!(layer.circuit().state(), CircuitState::Open);
+}
+
+#[tokio::test]
+async fn a_grpc_body_that_ends_without_a_status_is_a_failure() {
+    let layer = CircuitBreakerLayer::consecutive_failures(1)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_: Request<()>| {
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> =
+            vec![Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0")))];
+        let mut res = Response::new(StreamBody::new(stream::iter(frames)));
+        res.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/grpc"));
+        ready(Ok::<_, Infallible>(res))
+    }));
+    let res = svc.oneshot(grpc_request()).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    assert_eq!(layer.circuit().stats().failures, 1);
+    assert_eq!(layer.circuit().state(), CircuitState::Open);
 }
 
 #[tokio::test]

@@ -24,6 +24,8 @@ const DEFAULT_HALF_OPEN_PROBES: u32 = 1;
 /// Failure-rate defaults: the last 100 calls, judged once 20 are in.
 const DEFAULT_WINDOW_CALLS: usize = 100;
 const DEFAULT_MINIMUM_CALLS: u64 = 20;
+/// A count window keeps one entry per call (per key, for keyed breakers): bounded.
+const MAX_WINDOW_CALLS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
 enum Policy {
@@ -326,6 +328,12 @@ impl CircuitBreakerBuilder {
                 let (window_calls, window_period_ns) = match window {
                     RateWindow::Calls(0) => {
                         return Err(ConfigError::new("window_calls", "must be >= 1, got 0"));
+                    }
+                    RateWindow::Calls(calls) if calls > MAX_WINDOW_CALLS => {
+                        return Err(ConfigError::new(
+                            "window_calls",
+                            format!("must be at most {MAX_WINDOW_CALLS}, got {calls}"),
+                        ));
                     }
                     RateWindow::Calls(calls) => {
                         let size = u64::try_from(calls).unwrap_or(u64::MAX);

@@ -255,9 +255,7 @@ impl Circuit {
     /// # Ok::<(), tower_bulwark::ConfigError>(())
     /// ```
     pub fn force_open(&self) {
-        self.forced.store(FORCED_OPEN, Ordering::Release);
-        let now = self.now_ns();
-        self.move_to(None, OPEN, now);
+        self.move_to_forced(FORCED_OPEN, OPEN);
     }
 
     /// Closes the breaker and keeps it closed whatever happens, until [`reset`](Self::reset)
@@ -272,9 +270,7 @@ impl Circuit {
     /// # Ok::<(), tower_bulwark::ConfigError>(())
     /// ```
     pub fn force_closed(&self) {
-        self.forced.store(FORCED_CLOSED, Ordering::Release);
-        let now = self.now_ns();
-        self.move_to(None, CLOSED, now);
+        self.move_to_forced(FORCED_CLOSED, CLOSED);
     }
 
     /// Lifts any force and closes the breaker with its counts cleared.
@@ -289,22 +285,27 @@ impl Circuit {
     /// # Ok::<(), tower_bulwark::ConfigError>(())
     /// ```
     pub fn reset(&self) {
-        self.forced.store(FREE, Ordering::Release);
-        let now = self.now_ns();
-        self.move_to(None, CLOSED, now);
+        self.move_to_forced(FREE, CLOSED);
     }
 
-    /// Closed, unforced, with nothing counted: indistinguishable from a new circuit, so a
-    /// keyed layer may forget it.
+    /// A manual move: the force and the state change together, under the transition lock, so
+    /// no caller sees one without the other.
+    fn move_to_forced(&self, forced: u8, to: u64) {
+        let now = self.now_ns();
+        self.transition_to(None, to, now, Some(forced));
+    }
+
+    /// Closed, unforced, with no failure or slow call counted: nothing that could open it, so
+    /// a keyed layer may forget it (a new circuit would decide the same).
     pub(crate) fn is_idle(&self) -> bool {
         state_of(self.word.load(Ordering::Acquire)) == CLOSED
             && self.forced.load(Ordering::Acquire) == FREE
             && self.consecutive.load(Ordering::Acquire) == 0
             && match self.window.try_lock() {
-                Ok(window) => match &*window {
+                Ok(mut window) => match &mut *window {
                     Window::None => true,
-                    Window::Count(w) => w.is_empty(),
-                    Window::Time(w) => w.is_empty(),
+                    Window::Count(w) => w.is_harmless(),
+                    Window::Time(w) => w.is_harmless(self.now_ns()),
                 },
                 Err(_) => false,
             }
@@ -338,7 +339,8 @@ impl Circuit {
                         return Err(self.reject(CircuitState::Open, self.config.open_for));
                     }
                     if now < until {
-                        let wait = Duration::from_nanos(until - now);
+                        // Never more than `open_for` (a force lifted mid-way left `until` far off).
+                        let wait = Duration::from_nanos(until - now).min(self.config.open_for);
                         return Err(self.reject(CircuitState::Open, wait));
                     }
                     self.move_to(Some(word), HALF_OPEN, now);
@@ -415,10 +417,12 @@ impl Circuit {
         match state_of(word) {
             CLOSED => self.record_closed(word, failure, slow),
             HALF_OPEN if probe => {
-                self.release_probe(generation);
                 if failure || slow {
+                    // Reopen first: the new generation voids every slot of this period, so no
+                    // other caller can slip a request in between to an upstream that failed.
                     self.move_to(Some(word), OPEN, self.now_ns());
                 } else {
+                    self.release_probe(generation);
                     let successes = self.successes.fetch_add(1, Ordering::AcqRel) + 1;
                     if successes >= self.config.half_open_successes {
                         self.move_to(Some(word), CLOSED, self.now_ns());
@@ -474,11 +478,18 @@ impl Circuit {
 
     /// Moves to `to` if the word is still `expected` (any word when `None`: a manual move).
     fn move_to(&self, expected: Option<u64>, to: u64, now: u64) {
+        self.transition_to(expected, to, now, None);
+    }
+
+    fn transition_to(&self, expected: Option<u64>, to: u64, now: u64, forced: Option<u8>) {
         let from = {
             let _guard = self.transition.lock().unwrap_or_else(|p| p.into_inner());
             let word = self.word.load(Ordering::Acquire);
             if expected.is_some_and(|expected| expected != word) {
                 return;
+            }
+            if let Some(forced) = forced {
+                self.forced.store(forced, Ordering::Release);
             }
             // Reset what the new state counts before anyone can see it.
             match to {

@@ -15,7 +15,8 @@ pin_project! {
     /// Response future of [`CircuitBreaker`](super::CircuitBreaker). Dropped before the inner
     /// service answers (cancelled), it records nothing and frees its half-open probe slot. A
     /// gRPC response without `grpc-status` in its headers is judged by its trailers, when its
-    /// body ends (a body dropped early counts as answered, not failed).
+    /// body ends (no trailers at all is a failure; a body dropped unfinished is a cancelled
+    /// call).
     ///
     /// ```
     /// # use std::convert::Infallible;
@@ -98,18 +99,27 @@ where
                 };
                 let classify = classify.take();
                 let grpc = is_grpc(response.headers());
-                // A gRPC response whose status is not in its headers carries it in the
-                // trailers: judge the call when the body ends (or is dropped), exactly once.
-                if grpc && !response.headers().contains_key(GRPC_STATUS) {
+                // A gRPC answer (HTTP 200, not gRPC-Web, whose trailers travel inside the body)
+                // whose status is not in its headers carries it in the trailers: judge the call
+                // when the body ends, exactly once.
+                let status = response.status();
+                if grpc
+                    && status == StatusCode::OK
+                    && !response.headers().contains_key(GRPC_STATUS)
+                    && !is_grpc_web(response.headers())
+                {
                     let on_end = Box::new(move |end: BodyEnd<'_>| {
                         let failure = match end {
-                            BodyEnd::Trailers(trailers) => {
-                                judge(&classify, StatusCode::OK, trailers)
+                            BodyEnd::Trailers(trailers) => judge(&classify, status, trailers),
+                            // A gRPC body that fails, or ends with no status at all, is what
+                            // clients report as INTERNAL or UNKNOWN.
+                            BodyEnd::Failed | BodyEnd::Finished => true,
+                            // The caller stopped reading (cancelled): record nothing and give
+                            // back a probe slot, as for a call dropped before its answer.
+                            BodyEnd::Dropped => {
+                                drop(permit);
+                                return;
                             }
-                            BodyEnd::Failed => true,
-                            // Ended without a status, or the caller stopped reading: the
-                            // upstream answered; nothing says it failed.
-                            BodyEnd::Finished | BodyEnd::Dropped => false,
                         };
                         permit.settle(failure);
                     });
@@ -139,6 +149,12 @@ where
 }
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+fn is_grpc_web(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc-web"))
+}
 
 fn judge(classify: &Option<ClassifyFn>, status: StatusCode, headers: &HeaderMap) -> bool {
     match classify {

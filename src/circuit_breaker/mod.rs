@@ -16,7 +16,8 @@
 //! inner `Timeout` layer), 5xx, and a `grpc-status` of UNKNOWN, DEADLINE_EXCEEDED, INTERNAL,
 //! UNAVAILABLE or DATA_LOSS, read from the response headers or, when they have none, from the
 //! trailers at the end of the body (the call is recorded once, when the body ends; a body
-//! dropped early counts as answered); 4xx is not. Replace it with
+//! that ends with no status is a failure, one dropped unread is a cancelled call); 4xx is
+//! not. Replace it with
 //! [`failure_if`](CircuitBreakerBuilder::failure_if).
 //!
 //! ```

@@ -60,8 +60,10 @@ impl CountWindow {
         self.totals = Totals::default();
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.totals.calls == 0
+    /// True when the window holds nothing that could open the breaker: no failure, no slow
+    /// call. (Forgetting successes only makes a later minimum take longer to reach.)
+    pub(crate) fn is_harmless(&self) -> bool {
+        self.totals.failures == 0 && self.totals.slow == 0
     }
 }
 
@@ -120,8 +122,11 @@ impl TimeWindow {
 
     /// True when no call is counted. (Buckets past the window count until the next call
     /// expires them: a conservative "not idle".)
-    pub(crate) fn is_empty(&self) -> bool {
-        self.totals.calls == 0
+    /// True when the window holds nothing that could open the breaker at `now_ns`: no
+    /// failure or slow call in a bucket still inside the window.
+    pub(crate) fn is_harmless(&mut self, now_ns: u64) -> bool {
+        self.expire(now_ns / self.bucket_ns);
+        self.totals.failures == 0 && self.totals.slow == 0
     }
 }
 
