@@ -152,20 +152,44 @@ impl Permit {
     /// Records the call's outcome.
     pub(crate) fn settle(mut self, failure: bool) {
         self.settled = true;
+        let outcome = if failure {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
         self.circuit
-            .record(self.generation, self.probe, self.started_ns, failure);
+            .record(self.generation, self.probe, self.started_ns, outcome);
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if !self.settled {
-            self.circuit.counters.cancelled.add(1);
-            if self.probe {
-                self.circuit.release_probe(self.generation);
-            }
+        if self.settled {
+            return;
+        }
+        self.circuit.counters.cancelled.add(1);
+        // A call cancelled after running past the slow threshold (an outer timeout gave up on
+        // a hung upstream) is a slow call: the very thing slow-call detection is for.
+        if self.circuit.ran_slow(self.started_ns) {
+            self.circuit.record(
+                self.generation,
+                self.probe,
+                self.started_ns,
+                Outcome::CancelledSlow,
+            );
+        } else if self.probe {
+            self.circuit.release_probe(self.generation);
         }
     }
+}
+
+/// How a call ended, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Success,
+    Failure,
+    /// Cancelled after the slow threshold: counts as slow, neither success nor failure.
+    CancelledSlow,
 }
 
 impl Circuit {
@@ -396,16 +420,22 @@ impl Circuit {
             });
     }
 
-    fn record(&self, generation: u64, probe: bool, started_ns: u64, failure: bool) {
-        let slow = self
-            .config
+    /// True when slow calls are detected and a call started at `started_ns` has run past the
+    /// threshold.
+    fn ran_slow(&self, started_ns: u64) -> bool {
+        self.config
             .slow
             .as_ref()
-            .is_some_and(|slow| self.now_ns().saturating_sub(started_ns) > slow.threshold_ns);
-        if failure {
-            self.counters.failures.add(1);
-        } else {
-            self.counters.successes.add(1);
+            .is_some_and(|slow| self.now_ns().saturating_sub(started_ns) > slow.threshold_ns)
+    }
+
+    fn record(&self, generation: u64, probe: bool, started_ns: u64, outcome: Outcome) {
+        let slow = outcome == Outcome::CancelledSlow || self.ran_slow(started_ns);
+        let failure = outcome == Outcome::Failure;
+        match outcome {
+            Outcome::Failure => self.counters.failures.add(1),
+            Outcome::Success => self.counters.successes.add(1),
+            Outcome::CancelledSlow => {}
         }
         if slow {
             self.counters.slow.add(1);
@@ -553,6 +583,7 @@ fn probe_tag(generation: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::circuit_breaker::config::Slow;
     use crate::clock::ManualClock;
 
     fn circuit(clock: &ManualClock) -> Arc<Circuit> {
@@ -590,6 +621,49 @@ mod tests {
         );
         drop(current);
         assert!(c.acquire().is_ok(), "the current probe's slot came back");
+    }
+
+    fn slow_circuit(clock: &ManualClock) -> Arc<Circuit> {
+        Arc::new(Circuit::new(Config {
+            trip: Trip::Consecutive { failures: 1 },
+            slow: Some(Slow {
+                threshold_ns: 1_000_000_000,
+                rate: 1.0,
+            }),
+            open_for: Duration::from_secs(60),
+            half_open_successes: 1,
+            half_open_probes: 1,
+            clock: Arc::new(clock.clone()),
+            on_event: None,
+        }))
+    }
+
+    /// An outer timeout gives up on a hung upstream: the cancelled call ran past the slow
+    /// threshold, so it counts as slow (here, under the consecutive policy, as a failure).
+    #[test]
+    fn a_call_cancelled_after_the_slow_threshold_counts_as_slow() {
+        let clock = ManualClock::new();
+        let c = slow_circuit(&clock);
+        let permit = c.acquire().unwrap();
+        clock.advance(Duration::from_secs(2));
+        drop(permit);
+        assert_eq!(c.state(), CircuitState::Open);
+        let stats = c.stats();
+        assert_eq!(
+            (stats.slow, stats.failures, stats.successes, stats.admitted),
+            (1, 0, 0, 1)
+        );
+    }
+
+    #[test]
+    fn a_call_cancelled_before_the_slow_threshold_records_nothing() {
+        let clock = ManualClock::new();
+        let c = slow_circuit(&clock);
+        let permit = c.acquire().unwrap();
+        clock.advance(Duration::from_millis(500));
+        drop(permit);
+        assert_eq!(c.state(), CircuitState::Closed);
+        assert_eq!(c.stats().slow, 0);
     }
 
     #[test]
