@@ -80,14 +80,18 @@ where
     type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+        let mut kind = self.project().kind;
+        match kind.as_mut().project() {
             KindProj::Admitted {
                 future,
                 permit,
                 classify,
             } => {
                 let result = ready!(future.poll(cx));
-                let Some(permit) = permit.take() else {
+                let (permit, classify) = (permit.take(), classify.take());
+                // Done: a poll after completion must not poll the inner future again.
+                kind.set(Kind::Refused { response: None });
+                let Some(permit) = permit else {
                     return Poll::Ready(result.map(|response| response.map(ResponseBody::inner)));
                 };
                 let response = match result {
@@ -97,7 +101,6 @@ where
                         return Poll::Ready(Err(err));
                     }
                 };
-                let classify = classify.take();
                 let grpc = is_grpc(response.headers());
                 // A gRPC answer (HTTP 200, not gRPC-Web, whose trailers travel inside the body)
                 // whose status is not in its headers carries it in the trailers: judge the call

@@ -163,10 +163,12 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.future.as_pin_mut() {
+        let mut this = self.project();
+        match this.future.as_mut().as_pin_mut() {
             Some(future) => {
                 let result = ready!(future.poll(cx));
+                // Done: a poll after completion must not poll the inner future again.
+                this.future.set(None);
                 if let Some(permit) = this.permit.take() {
                     permit.settle(result.is_err());
                 }
