@@ -266,3 +266,58 @@ async fn a_handlers_partial_trio_is_kept_whole() {
         Some(r#""default";r=4;t=60"#)
     );
 }
+
+/// A response future polled again after it completed answers instead of polling the inner
+/// future again (an `async` block would panic on that), and refunds once.
+#[test]
+fn a_future_polled_after_completion_answers_500_and_refunds_once() {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll};
+    use tower::Service;
+
+    let layer = RateLimitLayer::fixed_window(5, secs(60))
+        .skip_failed(true)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(tower::service_fn(|_: http::Request<()>| async {
+        let mut res = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+        *res.status_mut() = StatusCode::BAD_GATEWAY;
+        Ok::<_, std::convert::Infallible>(res)
+    }));
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let mut future = pin!(svc.call(http::Request::new(())));
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(res)) => assert_eq!(res.status(), StatusCode::BAD_GATEWAY),
+        other => panic!("unexpected {:?}", other.map(|r| r.map(|r| r.status()))),
+    }
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(res)) => assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR),
+        other => panic!("unexpected {:?}", other.map(|r| r.map(|r| r.status()))),
+    }
+    assert_eq!(layer.stats().refunded, 1);
+}
+
+#[test]
+fn a_generic_future_polled_after_completion_errs() {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll};
+    use tower::Service;
+
+    let layer = RateLimitLayer::fixed_window(5, secs(60))
+        .build_generic()
+        .unwrap();
+    let mut svc = layer.layer(tower::service_fn(|n: u32| async move {
+        Ok::<_, std::convert::Infallible>(n)
+    }));
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let mut future = pin!(svc.call(7));
+    assert!(matches!(future.as_mut().poll(&mut cx), Poll::Ready(Ok(7))));
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(err)) => assert!(err.downcast_ref::<RateLimited>().is_none()),
+        other => panic!("unexpected {:?}", other.map(|r| r.ok())),
+    }
+}

@@ -148,6 +148,12 @@ where
                     refund,
                 } => {
                     let result = ready!(future.poll(cx));
+                    let (headers, refund) = (headers.take(), refund.take());
+                    // Done: a poll after completion must not poll the inner future again.
+                    self.as_mut()
+                        .project()
+                        .kind
+                        .set(Kind::Refused { response: None });
                     let failed = match &result {
                         Ok(response) => {
                             response.status().is_client_error()
@@ -155,11 +161,11 @@ where
                         }
                         Err(_) => true,
                     };
-                    if let Some(refund) = refund.take() {
+                    if let Some(refund) = refund {
                         refund.settle(failed);
                     }
                     return Poll::Ready(result.map(|mut response| {
-                        if let Some(headers) = headers.take() {
+                        if let Some(headers) = headers {
                             apply(response.headers_mut(), *headers);
                         }
                         response.map(ResponseBody::inner)

@@ -310,7 +310,13 @@ where
                 }
                 KindProj::Admitted { future, refund } => {
                     let result = ready!(future.poll(cx));
-                    if let Some(refund) = refund.take() {
+                    let refund = refund.take();
+                    // Done: a poll after completion must not poll the inner future again.
+                    self.as_mut()
+                        .project()
+                        .kind
+                        .set(Kind::Refused { error: None });
+                    if let Some(refund) = refund {
                         refund.settle(result.is_err());
                     }
                     return Poll::Ready(result.map_err(Into::into));
