@@ -254,6 +254,9 @@ impl CircuitBreakerBuilder {
     }
 
     /// Called on every state change and refusal (keep it quick: it runs on the request path).
+    /// Events are delivered after the change, outside the breaker's lock (so the callback may
+    /// query or force the breaker); two changes racing on two threads may arrive out of order,
+    /// so read [`Circuit::state`](super::Circuit::state) when the current state matters.
     ///
     /// ```
     /// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitEvent};
