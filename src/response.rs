@@ -9,7 +9,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -357,4 +357,64 @@ pub fn json_response<B>(status: StatusCode, json: Bytes) -> Response<ResponseBod
 #[cfg_attr(not(feature = "rate-limit"), allow(dead_code))]
 pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `{"error":"<error>","retryAfter":<secs>}` with `content-type: application/json`: the body
+/// of every refusal that tells the client when to come back (429, 503).
+#[cfg_attr(
+    not(any(feature = "rate-limit", feature = "circuit-breaker")),
+    allow(dead_code)
+)]
+pub(crate) fn retry_json<B>(
+    status: StatusCode,
+    error: &str,
+    retry_after_secs: u64,
+) -> Response<ResponseBody<B>> {
+    let mut body = BytesMut::with_capacity(40 + error.len());
+    body.put_slice(br#"{"error":""#);
+    body.put_slice(error.as_bytes());
+    body.put_slice(br#"","retryAfter":"#);
+    put_u64(&mut body, retry_after_secs);
+    body.put_u8(b'}');
+    json_response(status, body.freeze())
+}
+
+/// Writes `n` in decimal, without going through `core::fmt`.
+#[cfg_attr(
+    not(any(feature = "rate-limit", feature = "circuit-breaker")),
+    allow(dead_code)
+)]
+pub(crate) fn put_u64(buf: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // `n % 10` is a single digit, so the cast cannot truncate.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.put_slice(&digits[at..]);
+}
+
+/// What a layer's response future answers when polled again after it completed: a 500,
+/// rather than a panic on a request path or a second poll of the inner future.
+#[cfg_attr(
+    not(any(feature = "rate-limit", feature = "circuit-breaker")),
+    allow(dead_code)
+)]
+pub(crate) fn polled_after_completion<B>() -> Response<ResponseBody<B>> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+/// True for gRPC-Web (`application/grpc-web*`), whose trailers travel inside the body.
+#[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
+pub(crate) fn is_grpc_web(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc-web"))
 }

@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 use super::circuit::Permit;
 use super::layer::ClassifyFn;
 use super::service::is_failure;
-use crate::response::{is_grpc, BodyEnd, ResponseBody};
+use crate::response::{is_grpc, is_grpc_web, polled_after_completion, BodyEnd, ResponseBody};
 
 pin_project! {
     /// Response future of [`CircuitBreaker`](super::CircuitBreaker). Dropped before the inner
@@ -141,23 +141,13 @@ where
             }
             // Polled again after completing: answer rather than panic on a request path.
             KindProj::Refused { response } => {
-                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
-                    let mut response = Response::new(ResponseBody::empty());
-                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    response
-                })))
+                Poll::Ready(Ok(response.take().unwrap_or_else(polled_after_completion)))
             }
         }
     }
 }
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-
-fn is_grpc_web(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc-web"))
-}
 
 fn judge(classify: &Option<ClassifyFn>, status: StatusCode, headers: &HeaderMap) -> bool {
     match classify {

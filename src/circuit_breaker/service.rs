@@ -3,7 +3,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use tower_service::Service;
@@ -11,7 +10,7 @@ use tower_service::Service;
 use super::circuit::Circuit;
 use super::future::ResponseFuture;
 use super::layer::ClassifyFn;
-use crate::response::{ceil_secs, grpc_rejection, is_grpc, json_response, GrpcCode, ResponseBody};
+use crate::response::{ceil_secs, grpc_rejection, is_grpc, retry_json, GrpcCode, ResponseBody};
 
 /// An HTTP service behind a circuit breaker; made by
 /// [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
@@ -141,11 +140,7 @@ fn unavailable<B>(request: &HeaderMap, retry_after: Duration) -> Response<Respon
     let mut response = if is_grpc(request) {
         grpc_rejection(request, GrpcCode::Unavailable, "Circuit breaker open")
     } else {
-        let mut body = BytesMut::with_capacity(64);
-        body.put_slice(br#"{"error":"Service unavailable","retryAfter":"#);
-        body.put_slice(secs.to_string().as_bytes());
-        body.put_u8(b'}');
-        json_response(StatusCode::SERVICE_UNAVAILABLE, body.freeze())
+        retry_json(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", secs)
     };
     response
         .headers_mut()

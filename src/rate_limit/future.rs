@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -13,7 +13,7 @@ use super::headers::{apply, HeaderPlan};
 use super::service::{after_verdict, Next};
 use crate::backend::RateLimitBackend;
 use crate::key::Key;
-use crate::response::ResponseBody;
+use crate::response::{polled_after_completion, ResponseBody};
 
 pin_project! {
     /// Response future of [`RateLimit`](super::RateLimit).
@@ -181,12 +181,6 @@ where
             }
         }
     }
-}
-
-fn polled_after_completion<B>() -> Response<ResponseBody<B>> {
-    let mut response = Response::new(ResponseBody::empty());
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    response
 }
 
 impl<S, ReqBody, K, B> fmt::Debug for ResponseFuture<S, ReqBody, K, B>

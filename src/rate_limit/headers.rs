@@ -23,7 +23,7 @@ use http::HeaderMap;
 use super::algorithm::{Algorithm, Quota};
 use crate::backend::Verdict;
 use crate::clock::Clock;
-use crate::response::ceil_secs;
+use crate::response::{ceil_secs, put_u64};
 
 /// `X-RateLimit-Limit`.
 ///
@@ -222,22 +222,6 @@ fn put_item(buf: &mut BytesMut, name: &str, first: (u8, u64), second: (u8, u64))
         buf.put_slice(&[b';', key, b'=']);
         put_u64(buf, n);
     }
-}
-
-/// Writes `n` in decimal, without going through `core::fmt`.
-pub(crate) fn put_u64(buf: &mut BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        // `n % 10` is a single digit, so the cast cannot truncate.
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.put_slice(&digits[at..]);
 }
 
 /// How many small numbers have a ready-made header value.

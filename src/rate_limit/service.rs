@@ -2,17 +2,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::config::{Counters, Policy, RateLimited, Refund, Shared};
 use super::future::{ResponseFuture, Waiting};
-use super::headers::{apply, put_u64, retry_after_secs, HeaderPlan};
+use super::headers::{apply, retry_after_secs, HeaderPlan};
 use crate::backend::{Decision, RateLimitBackend, Verdict};
 use crate::key::{Key, KeyExtractor};
-use crate::response::{grpc_rejection, is_grpc, json_response, GrpcCode, ResponseBody};
+use crate::response::{grpc_rejection, is_grpc, json_response, retry_json, GrpcCode, ResponseBody};
 
 /// An HTTP service behind a rate limit; made by [`RateLimitLayer`](super::RateLimitLayer).
 ///
@@ -221,11 +221,11 @@ fn too_many_requests(
     } else if let Some(respond) = &policy.rejection {
         respond(&RateLimited::new(verdict.retry_after)).map(ResponseBody::full)
     } else {
-        let mut body = BytesMut::with_capacity(64);
-        body.put_slice(br#"{"error":"Too many requests","retryAfter":"#);
-        put_u64(&mut body, retry_after_secs(verdict));
-        body.put_u8(b'}');
-        json_response(StatusCode::TOO_MANY_REQUESTS, body.freeze())
+        retry_json(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests",
+            retry_after_secs(verdict),
+        )
     };
     apply(response.headers_mut(), headers);
     response
