@@ -488,6 +488,28 @@ const CLOSED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A decision on its way from Redis; always ends in a verdict (the fail mode's, if Redis
 /// failed or missed the deadline).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_bulwark::backend::redis::{FailMode, RedisBackend, RedisDecision};
+/// use tower_bulwark::backend::{Decision, RateLimitBackend};
+/// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let redis = RedisBackend::connect_lazy("redis://127.0.0.1:1/")?; // nothing listens there
+/// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(1))
+///     .backend(redis)
+///     .fail_mode(FailMode::Closed)
+///     .build()?;
+/// if let Decision::Pending(decision) = layer.backend().decide(&Key::Int(1), 1) {
+///     let decision: RedisDecision = decision;
+///     let verdict = decision.await; // the deadline passes or the connection is refused
+///     assert!(!verdict.allowed() && verdict.degraded());
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct RedisDecision {
     future: Pin<Box<dyn Future<Output = Verdict> + Send>>,
 }
