@@ -71,6 +71,8 @@ pub struct CircuitBreakerBuilder {
     on_event: Option<EventFn>,
     classify: Option<ClassifyFn>,
     misplaced: Option<ConfigError>,
+    #[cfg(feature = "redis")]
+    pub(super) fleet: Option<super::redis_builder::FleetSettings>,
 }
 
 impl fmt::Debug for CircuitBreakerBuilder {
@@ -97,6 +99,8 @@ impl CircuitBreakerBuilder {
             on_event: None,
             classify: None,
             misplaced: None,
+            #[cfg(feature = "redis")]
+            fleet: None,
         }
     }
 
@@ -397,7 +401,8 @@ impl CircuitBreakerBuilder {
         if self.half_open_probes == 0 {
             return Err(ConfigError::new("half_open_probes", "must be >= 1, got 0"));
         }
-        Ok(Config {
+        #[allow(unused_mut)]
+        let mut config = Config {
             trip,
             slow,
             open_for: self.open_for,
@@ -405,7 +410,14 @@ impl CircuitBreakerBuilder {
             half_open_probes: self.half_open_probes,
             clock: self.clock.clone(),
             on_event: self.on_event.clone(),
-        })
+            #[cfg(feature = "redis")]
+            fleet: None,
+        };
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.fleet {
+            config.fleet = Some(Arc::new(fleet.link(&config)?));
+        }
+        Ok(config)
     }
 
     /// One breaker per key (per upstream host, per tenant): the key comes from each request's
@@ -439,6 +451,8 @@ impl CircuitBreakerBuilder {
     /// ```
     pub fn build(self) -> Result<CircuitBreakerLayer, ConfigError> {
         let circuit = Arc::new(Circuit::new(self.config()?));
+        #[cfg(feature = "redis")]
+        super::fleet::start_one(&circuit)?;
         Ok(CircuitBreakerLayer::new(circuit, self.classify))
     }
 
@@ -459,9 +473,10 @@ impl CircuitBreakerBuilder {
                 "applies only to the HTTP layer (build), not build_generic",
             ));
         }
-        Ok(GenericCircuitBreakerLayer::new(Arc::new(Circuit::new(
-            self.config()?,
-        ))))
+        let circuit = Arc::new(Circuit::new(self.config()?));
+        #[cfg(feature = "redis")]
+        super::fleet::start_one(&circuit)?;
+        Ok(GenericCircuitBreakerLayer::new(circuit))
     }
 }
 
@@ -544,7 +559,9 @@ impl<K> KeyedCircuitBreakerBuilder<K> {
             return Err(ConfigError::new("max_keys", "must be > 0, got 0"));
         }
         let config = self.base.config()?;
-        let circuits = Circuits::new(config, self.on_keyed_event, self.max_keys);
+        let circuits = Arc::new(Circuits::new(config, self.on_keyed_event, self.max_keys));
+        #[cfg(feature = "redis")]
+        super::fleet::start_keyed(&circuits)?;
         Ok(KeyedCircuitBreakerLayer::new(
             self.key,
             circuits,

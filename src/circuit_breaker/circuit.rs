@@ -79,10 +79,16 @@ pub struct Circuit {
     /// (`generation << 32 | count`), so a slot taken or given back late, in an earlier
     /// half-open period, can never count in a later one. And successes so far.
     probes: AtomicU64,
+    /// How many probes may run at once: the configured bound, or, in a fleet, 0 until this
+    /// instance holds the fleet's probe lease.
+    probe_cap: AtomicU32,
     successes: AtomicU32,
     window: Mutex<Window>,
     transition: Mutex<()>,
     counters: Counters,
+    /// Outcomes not yet told to the fleet (a breaker shared through Redis).
+    #[cfg(feature = "redis")]
+    pub(super) tally: Option<super::fleet::Tally>,
 }
 
 #[derive(Default)]
@@ -205,16 +211,23 @@ impl Circuit {
             } => Window::Time(TimeWindow::new(window_period_ns)),
         };
         Self {
-            config,
             word: AtomicU64::new(CLOSED),
             forced: AtomicU8::new(FREE),
             open_until: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
             probes: AtomicU64::new(0),
+            probe_cap: AtomicU32::new(config.half_open_probes),
             successes: AtomicU32::new(0),
             window: Mutex::new(window),
             transition: Mutex::new(()),
             counters: Counters::default(),
+            #[cfg(feature = "redis")]
+            tally: config.fleet.as_ref().map(|link| {
+                // A new circuit learns the fleet's state at the next sync: make it now.
+                link.wake();
+                super::fleet::Tally::new()
+            }),
+            config,
         }
     }
 
@@ -377,7 +390,12 @@ impl Circuit {
                         if probes & !COUNT_MASK != tag {
                             break false;
                         }
-                        if probes & COUNT_MASK >= u64::from(self.config.half_open_probes) {
+                        if probes & COUNT_MASK >= u64::from(self.probe_cap.load(Ordering::Acquire))
+                        {
+                            #[cfg(feature = "redis")]
+                            if let Some(tally) = &self.tally {
+                                tally.want_to_probe();
+                            }
                             return Err(self.reject(CircuitState::HalfOpen, HALF_OPEN_RETRY));
                         }
                         match self.probes.compare_exchange_weak(
@@ -393,6 +411,10 @@ impl Circuit {
                     if !taken {
                         std::hint::spin_loop();
                         continue;
+                    }
+                    #[cfg(feature = "redis")]
+                    if let Some(tally) = &self.tally {
+                        tally.want_to_probe();
                     }
                     let started = *now.get_or_insert_with(|| self.now_ns());
                     return Ok(permit(true, started));
@@ -445,8 +467,19 @@ impl Circuit {
             return;
         }
         match state_of(word) {
-            CLOSED => self.record_closed(word, failure, slow),
+            CLOSED => {
+                #[cfg(feature = "redis")]
+                if let Some(tally) = &self.tally {
+                    tally.outcome(failure, slow);
+                }
+                self.record_closed(word, failure, slow);
+            }
             HALF_OPEN if probe => {
+                #[cfg(feature = "redis")]
+                if let Some(tally) = &self.tally {
+                    tally.probe(failure || slow);
+                    self.wake_fleet();
+                }
                 if failure || slow {
                     // Reopen first: the new generation voids every slot of this period, so no
                     // other caller can slip a request in between to an upstream that failed.
@@ -498,6 +531,11 @@ impl Circuit {
             }
         };
         if trip {
+            #[cfg(feature = "redis")]
+            if let Some(tally) = &self.tally {
+                tally.tripped();
+                self.wake_fleet();
+            }
             self.move_to(Some(word), OPEN, self.now_ns());
         }
     }
@@ -536,6 +574,8 @@ impl Circuit {
                     self.probes
                         .store(probe_tag(generation_of(word) + 1), Ordering::Release);
                     self.successes.store(0, Ordering::Release);
+                    self.probe_cap
+                        .store(self.half_open_cap(), Ordering::Release);
                 }
                 _ => {
                     self.consecutive.store(0, Ordering::Release);
@@ -563,6 +603,104 @@ impl Circuit {
         if let Some(on_event) = &self.config.on_event {
             on_event(&CircuitEvent::StateChanged { from, to });
         }
+    }
+}
+
+impl Circuit {
+    /// Probes a new half-open period may run at once: the configured bound, except in a fleet
+    /// with Redis reachable, where only the holder of the fleet's lease probes (the next sync
+    /// asks for it).
+    fn half_open_cap(&self) -> u32 {
+        #[cfg(feature = "redis")]
+        if let Some(link) = &self.config.fleet {
+            if !link.in_fallback() {
+                link.wake();
+                return 0;
+            }
+        }
+        self.config.half_open_probes
+    }
+
+    #[cfg(feature = "redis")]
+    pub(super) fn fleet_link(&self) -> Option<&Arc<super::fleet::FleetLink>> {
+        self.config.fleet.as_ref()
+    }
+
+    #[cfg(feature = "redis")]
+    fn wake_fleet(&self) {
+        if let Some(link) = &self.config.fleet {
+            link.wake();
+        }
+    }
+
+    /// What to tell the fleet: the outcomes since the last report that reached it.
+    #[cfg(feature = "redis")]
+    pub(super) fn fleet_report(&self) -> Option<super::fleet::Report> {
+        let tally = self.tally.as_ref()?;
+        let word = self.word.load(Ordering::Acquire);
+        Some(tally.report(
+            self.consecutive.load(Ordering::Acquire),
+            state_of(word) == HALF_OPEN && self.forced.load(Ordering::Acquire) == FREE,
+        ))
+    }
+
+    /// Follows the fleet's state (a forced circuit keeps its force). A trip or failed probe
+    /// not yet told to the fleet keeps this circuit open whatever the fleet said before it.
+    #[cfg(feature = "redis")]
+    pub(super) fn follow(&self, view: &super::fleet::FleetView) {
+        let Some(tally) = &self.tally else { return };
+        tally.set_generation(view.generation);
+        if self.forced.load(Ordering::Acquire) != FREE {
+            return;
+        }
+        let now = self.now_ns();
+        let word = self.word.load(Ordering::Acquire);
+        let local = state_of(word);
+        let fleet = view.state;
+        if local == OPEN && fleet != OPEN && tally.trip_pending() {
+            return;
+        }
+        if fleet != local {
+            self.move_to(Some(word), fleet, now);
+        }
+        match fleet {
+            OPEN => {
+                let until = now.saturating_add(duration_to_nanos(view.open_left));
+                if state_of(self.word.load(Ordering::Acquire)) == OPEN {
+                    self.open_until.store(until, Ordering::Release);
+                }
+            }
+            HALF_OPEN => {
+                let cap = if view.lease {
+                    self.config.half_open_probes
+                } else {
+                    0
+                };
+                self.probe_cap.store(cap, Ordering::Release);
+            }
+            _ => {}
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    pub(super) fn tally_commit(&self, report: &super::fleet::Report) {
+        if let Some(tally) = &self.tally {
+            tally.commit(report);
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    pub(super) fn tally_restore(&self, report: &super::fleet::Report) {
+        if let Some(tally) = &self.tally {
+            tally.restore(report);
+        }
+    }
+
+    /// Redis could not be reached: probe on this instance's own bound.
+    #[cfg(feature = "redis")]
+    pub(super) fn fleet_unreachable(&self) {
+        self.probe_cap
+            .store(self.config.half_open_probes, Ordering::Release);
     }
 }
 
@@ -595,6 +733,8 @@ mod tests {
             half_open_probes: 1,
             clock: Arc::new(clock.clone()),
             on_event: None,
+            #[cfg(feature = "redis")]
+            fleet: None,
         }))
     }
 
@@ -635,6 +775,8 @@ mod tests {
             half_open_probes: 1,
             clock: Arc::new(clock.clone()),
             on_event: None,
+            #[cfg(feature = "redis")]
+            fleet: None,
         }))
     }
 

@@ -60,6 +60,43 @@ impl GenericCircuitBreakerLayer {
     pub fn circuit(&self) -> &Circuit {
         &self.circuit
     }
+
+    /// How this breaker's syncs with the fleet have gone (feature `redis`): calls, errors,
+    /// timeouts, fallbacks, and whether it decides alone right now. `None` for a breaker kept
+    /// in memory.
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).build_generic()?;
+    /// assert_eq!(layer.fleet_stats(), None); // kept in memory
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn fleet_stats(&self) -> Option<super::FleetStats> {
+        super::fleet::stats_of(&self.circuit)
+    }
+
+    /// Syncs with the fleet now (feature `redis`): sends the outcomes seen here and follows
+    /// the fleet's state, without waiting for the sync interval (at start-up, before a
+    /// graceful shutdown, in tests). The error is Redis's, when it could not be reached within
+    /// the deadline; the breaker then decides alone until a sync succeeds. Nothing to do for a
+    /// breaker kept in memory.
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).build_generic()?;
+    /// layer.sync_fleet().await?; // kept in memory: nothing to sync
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub async fn sync_fleet(&self) -> Result<(), crate::backend::BackendError> {
+        super::fleet::sync_now(&self.circuit).await
+    }
 }
 
 impl<S> Layer<S> for GenericCircuitBreakerLayer {

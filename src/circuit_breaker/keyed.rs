@@ -95,6 +95,26 @@ impl Circuits {
     }
 }
 
+impl Circuits {
+    #[cfg(feature = "redis")]
+    pub(crate) fn overflow(&self) -> &Arc<Circuit> {
+        &self.overflow
+    }
+
+    /// Every circuit with its key (`None`: the overflow circuit), for a fleet sync.
+    #[cfg(feature = "redis")]
+    pub(crate) fn snapshot(&self) -> Vec<(Option<Key>, Arc<Circuit>)> {
+        let mut all = Vec::with_capacity(self.map.len() + 1);
+        all.push((None, self.overflow.clone()));
+        all.extend(
+            self.map
+                .iter()
+                .map(|entry| (Some(entry.key().clone()), entry.value().clone())),
+        );
+        all
+    }
+}
+
 /// A full map is swept at most this often: under a flood of new keys, a sweep per request
 /// would cost O(keys) each.
 const SWEEP_INTERVAL_NS: u64 = 100_000_000;
@@ -162,10 +182,10 @@ impl<K> fmt::Debug for KeyedCircuitBreakerLayer<K> {
 }
 
 impl<K> KeyedCircuitBreakerLayer<K> {
-    pub(crate) fn new(key: K, circuits: Circuits, classify: Option<ClassifyFn>) -> Self {
+    pub(crate) fn new(key: K, circuits: Arc<Circuits>, classify: Option<ClassifyFn>) -> Self {
         Self {
             key: Arc::new(key),
-            circuits: Arc::new(circuits),
+            circuits,
             classify,
         }
     }
@@ -234,6 +254,43 @@ impl<K> KeyedCircuitBreakerLayer<K> {
     /// ```
     pub fn overflow_circuit(&self) -> &Circuit {
         &self.circuits.overflow
+    }
+
+    /// How this breaker's syncs with the fleet have gone (feature `redis`): calls, errors,
+    /// timeouts, fallbacks, and whether it decides alone right now. `None` for a breaker kept
+    /// in memory.
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).per_key(tower_bulwark::key::Global).build()?;
+    /// assert_eq!(layer.fleet_stats(), None); // kept in memory
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn fleet_stats(&self) -> Option<super::FleetStats> {
+        super::fleet::stats_of(&self.circuits.overflow)
+    }
+
+    /// Syncs with the fleet now (feature `redis`): sends the outcomes seen here and follows
+    /// the fleet's state, without waiting for the sync interval (at start-up, before a
+    /// graceful shutdown, in tests). The error is Redis's, when it could not be reached within
+    /// the deadline; the breaker then decides alone until a sync succeeds. Nothing to do for a
+    /// breaker kept in memory.
+    ///
+    /// ```
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5).per_key(tower_bulwark::key::Global).build()?;
+    /// layer.sync_fleet().await?; // kept in memory: nothing to sync
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub async fn sync_fleet(&self) -> Result<(), crate::backend::BackendError> {
+        super::fleet::sync_now(&self.circuits.overflow).await
     }
 }
 

@@ -45,18 +45,26 @@
 mod builder;
 mod circuit;
 mod config;
+#[cfg(feature = "redis")]
+pub(crate) mod fleet;
 mod future;
 mod generic;
 mod keyed;
 mod layer;
+#[cfg(feature = "redis")]
+mod redis_builder;
 mod service;
 mod window;
 
 pub use builder::{CircuitBreakerBuilder, KeyedCircuitBreakerBuilder};
 pub use circuit::{Circuit, CircuitStats};
 pub use config::{CircuitEvent, CircuitOpen, CircuitState};
+#[cfg(feature = "redis")]
+pub use fleet::FleetStats;
 pub use future::ResponseFuture;
 pub use generic::{GenericCircuitBreaker, GenericCircuitBreakerLayer, GenericResponseFuture};
 pub use keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use layer::CircuitBreakerLayer;
+#[cfg(feature = "redis")]
+pub use redis_builder::{RedisCircuitBreakerBuilder, DEFAULT_SYNC_INTERVAL};
 pub use service::CircuitBreaker;

@@ -8,7 +8,9 @@ use super::builder::RateLimitBuilder;
 use super::generic::GenericRateLimitLayer;
 use super::layer::RateLimitLayer;
 use crate::backend::memory::MemoryRateLimiter;
-use crate::backend::redis::{FailMode, RedisBackend, RedisQuota, RedisRateLimiter, Settings};
+use crate::backend::redis::{
+    check_prefix, FailMode, RedisBackend, RedisQuota, RedisRateLimiter, Settings,
+};
 use crate::error::ConfigError;
 
 /// How long a Redis call may take before the fail mode decides: 50 ms.
@@ -17,7 +19,7 @@ use crate::error::ConfigError;
 /// use std::time::Duration;
 /// assert_eq!(tower_bulwark::rate_limit::DEFAULT_REDIS_DEADLINE, Duration::from_millis(50));
 /// ```
-pub const DEFAULT_REDIS_DEADLINE: Duration = Duration::from_millis(50);
+pub const DEFAULT_REDIS_DEADLINE: Duration = crate::backend::redis::DEFAULT_DEADLINE;
 
 const DEFAULT_PREFIX: &str = "bulwark";
 const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
@@ -240,15 +242,7 @@ impl<K> RedisRateLimitBuilder<K> {
         if self.deadline.is_zero() {
             return Err(ConfigError::new("deadline", "must be > 0, got 0ns"));
         }
-        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
-            return Err(ConfigError::new(
-                "prefix",
-                format!(
-                    "must be non-empty and hold no braces (they delimit the hash tag), got {:?}",
-                    self.prefix
-                ),
-            ));
-        }
+        check_prefix(&self.prefix)?;
         if self.failure_threshold == 0 {
             return Err(ConfigError::new("failure_threshold", "must be >= 1, got 0"));
         }

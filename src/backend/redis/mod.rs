@@ -36,17 +36,23 @@
 //! # }
 //! ```
 
+#[cfg(feature = "circuit-breaker")]
+mod breaker;
 mod connection;
 #[cfg(feature = "rate-limit")]
 mod denied;
 #[cfg(feature = "rate-limit")]
 mod health;
+mod keys;
 #[cfg(feature = "rate-limit")]
 mod rate_limit;
 #[cfg(feature = "rate-limit")]
 mod script;
 
+#[cfg(feature = "circuit-breaker")]
+pub(crate) use breaker::BreakerSync;
 pub use connection::RedisBackend;
+pub(crate) use keys::check_prefix;
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::{RedisDecision, RedisRateLimiter, RedisStats};
 
@@ -54,6 +60,14 @@ pub use rate_limit::{RedisDecision, RedisRateLimiter, RedisStats};
 pub(crate) use rate_limit::Settings;
 #[cfg(feature = "rate-limit")]
 pub(crate) use script::RedisQuota;
+
+/// The default bound on one Redis call, kept by each layer's own timer: 50 ms.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(tower_bulwark::backend::redis::DEFAULT_DEADLINE, Duration::from_millis(50));
+/// ```
+pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What a layer decides when Redis cannot (down, slow past the deadline, frozen, or being left
 /// alone after failures).

@@ -14,6 +14,7 @@ use smallvec::SmallVec;
 
 use super::denied::DeniedCache;
 use super::health::{Health, Permit};
+use super::keys::tagged;
 use super::script::{verdict, Call, LayerScript, RedisQuota};
 use super::{FailMode, RedisBackend};
 use crate::backend::memory::MemoryRateLimiter;
@@ -262,49 +263,9 @@ impl RedisRateLimiter {
     }
 }
 
-/// Writes `key` into a Redis key name: readable for the usual kinds, hex when the bytes could
-/// end the hash tag early or be mistaken for another kind.
-fn encode_key(key: &Key, out: &mut Vec<u8>) {
-    use std::io::Write;
-    let raw: &[u8] = match key {
-        Key::Global => return out.extend_from_slice(b"global"),
-        Key::Ip(ip) => {
-            let _ = write!(out, "ip:{ip}");
-            return;
-        }
-        Key::Int(n) => {
-            let _ = write!(out, "i:{n}");
-            return;
-        }
-        Key::Header(bytes) => {
-            out.extend_from_slice(b"h:");
-            bytes
-        }
-        Key::Text(text) => {
-            out.extend_from_slice(b"s:");
-            text.as_bytes()
-        }
-    };
-    if raw.iter().any(|b| matches!(b, b'{' | b'}' | b'\\')) {
-        // `h:` becomes `hx:`, `s:` becomes `sx:`: no raw value can produce these forms.
-        out.pop();
-        out.extend_from_slice(b"x:");
-        for b in raw {
-            let _ = write!(out, "{b:02x}");
-        }
-    } else {
-        out.extend_from_slice(raw);
-    }
-}
-
 impl Inner {
     fn keys(&self, key: &Key) -> SmallVec<[Vec<u8>; 2]> {
-        let mut base = Vec::with_capacity(self.prefix.len() + 48);
-        base.push(b'{');
-        base.extend_from_slice(self.prefix.as_bytes());
-        base.push(b':');
-        encode_key(key, &mut base);
-        base.extend_from_slice(b"}:");
+        let base = tagged(&self.prefix, key);
         self.script
             .quotas()
             .iter()

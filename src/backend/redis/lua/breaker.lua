@@ -1,0 +1,134 @@
+-- tower-bulwark circuit breaker: the fleet's one state machine for one key, in one hash.
+-- Every instance calls this on its sync interval with the outcomes it saw since its last call;
+-- the script folds them in, moves the state, hands out the half-open probe lease, and answers
+-- with the state every instance then follows. Times are microseconds of the server's clock.
+--
+-- KEYS[1]: the hash `{prefix:key}:cb`.
+-- ARGV:  1 instance id, 2 generation the outcomes were seen under ('' = not known yet),
+--        3 calls, 4 failures, 5 slow, 6 good (neither failure nor slow), 7 the instance's
+--        current run of bad calls, 8 tripped here (1/0), 9 probe successes, 10 a probe failed
+--        (1/0), 11 wants the probe lease (1/0),
+--        12 policy ('c' consecutive, 'n' count window, 't' time window), 13 failures in a row
+--        or failure rate, 14 minimum calls, 15 window size (calls, or period in µs), 16 slow
+--        rate (0: none), 17 open time µs, 18 half-open successes to close, 19 lease µs,
+--        20 key TTL ms, 21 a fixed time (tests only; '' in production).
+-- Fields: st (0 closed, 1 open, 2 half-open), g (generation: +1 on every change), u (open
+--        until), c (bad calls in a row), n/f/s (count window), e<i>/n<i>/f<i>/s<i> (ten time
+--        buckets), hs (probe successes), l/lu (lease holder and its end).
+-- Returns {state, generation, open time left µs, lease granted (1/0)}.
+if redis.replicate_commands then redis.replicate_commands() end
+local A = ARGV
+local now
+if A[21] ~= '' then
+  now = tonumber(A[21])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function num(x) return tonumber(x) or 0 end
+
+local f = {}
+local raw = redis.call('HGETALL', KEYS[1])
+for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
+local st, g, til = num(f.st), num(f.g), num(f.u)
+
+-- A new state starts with nothing counted: what was counted belongs to the state left.
+local function enter(state)
+  st = state
+  g = g + 1
+  f = {}
+  til = 0
+  if state == 1 then til = now + num(A[17]) end
+end
+
+if st == 1 and now >= til then enter(2) end
+
+-- Outcomes seen under an older generation belong to a state the fleet has left. A circuit
+-- that has not heard from the fleet yet (new, or only just keyed) counts in the current one.
+if A[2] == '' or num(A[2]) == g then
+  if st == 0 then
+    local trip = A[8] == '1'
+    local calls, fails, slow, good = num(A[3]), num(A[4]), num(A[5]), num(A[6])
+    local policy = A[12]
+    if policy == 'c' then
+      -- A good call since the last sync ended the fleet's run: what follows it is this
+      -- instance's own run.
+      local c = num(f.c) + calls - good
+      if good > 0 then c = num(A[7]) end
+      f.c = c
+      if c >= num(A[13]) then trip = true end
+    elseif calls > 0 then
+      local n, nf, ns
+      if policy == 'n' then
+        -- The last `size` calls, kept as totals scaled down once over: the fleet's calls
+        -- arrive in batches, not in order.
+        local size = num(A[15])
+        n, nf, ns = num(f.n) + calls, num(f.f) + fails, num(f.s) + slow
+        if n > size then
+          local k = size / n
+          n, nf, ns = size, nf * k, ns * k
+        end
+        f.n, f.f, f.s = n, nf, ns
+      else
+        -- Ten buckets, each a tenth of the period, as the in-memory time window.
+        local width = math.max(1, math.floor(num(A[15]) / 10))
+        local cur = math.floor(now / width)
+        local i = cur % 10
+        if num(f['e' .. i]) ~= cur then
+          f['e' .. i], f['n' .. i], f['f' .. i], f['s' .. i] = cur, 0, 0, 0
+        end
+        f['n' .. i] = num(f['n' .. i]) + calls
+        f['f' .. i] = num(f['f' .. i]) + fails
+        f['s' .. i] = num(f['s' .. i]) + slow
+        n, nf, ns = 0, 0, 0
+        for j = 0, 9 do
+          if f['e' .. j] ~= nil and num(f['e' .. j]) > cur - 10 then
+            n = n + num(f['n' .. j])
+            nf = nf + num(f['f' .. j])
+            ns = ns + num(f['s' .. j])
+          end
+        end
+      end
+      local slow_rate = num(A[16])
+      if n >= num(A[14]) and (nf / n >= num(A[13]) or (slow_rate > 0 and ns / n >= slow_rate)) then
+        trip = true
+      end
+    end
+    if trip then enter(1) end
+  elseif st == 2 then
+    if A[10] == '1' then
+      enter(1)
+    else
+      f.hs = num(f.hs) + num(A[9])
+      if f.hs >= num(A[18]) then enter(0) end
+    end
+  end
+end
+
+-- Half-open: one instance at a time holds the lease to probe, renewed on each of its syncs;
+-- the fleet's probes in flight are bounded by the one holder's bound.
+local granted = 0
+if st == 2 then
+  if A[11] == '1' then
+    if f.l == nil or f.l == A[1] or num(f.lu) <= now then
+      f.l, f.lu = A[1], now + num(A[19])
+      granted = 1
+    end
+  elseif f.l == A[1] then
+    f.l, f.lu = nil, nil
+  end
+end
+
+f.st, f.g, f.u = st, g, til
+redis.call('DEL', KEYS[1])
+local args = {}
+for k, v in pairs(f) do
+  args[#args + 1] = k
+  if type(v) == 'number' then v = string.format('%.17g', v) end
+  args[#args + 1] = v
+end
+redis.call('HSET', KEYS[1], unpack(args))
+redis.call('PEXPIRE', KEYS[1], A[20])
+local left = 0
+if st == 1 then left = til - now end
+return { st, g, left, granted }

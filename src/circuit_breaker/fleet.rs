@@ -1,0 +1,430 @@
+//! A breaker the fleet shares through Redis (feature `redis`): the local side.
+//!
+//! The request path never waits on Redis. Every call is admitted or refused by the local
+//! circuit, exactly as in memory, and its outcome is tallied. One sync task per layer sends
+//! each circuit's tally to the fleet's state machine (one Lua script call per key:
+//! `backend/redis/lua/breaker.lua`) every `sync_interval`, and at once when this instance trips,
+//! a probe ends, or a circuit enters half-open; the script answers with the fleet's state, and
+//! the local circuit follows it. In half-open only the instance holding the fleet's probe lease
+//! probes, so the fleet as a whole runs at most `half_open_probes` probes at once.
+//!
+//! While Redis cannot be reached (down, or slower than the deadline) the local circuit decides
+//! alone, with its own trips and its own probes: the fallback, logged once at `warn` when it
+//! begins and at `info` when it ends, and counted in [`FleetStats`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::circuit::Circuit;
+use super::keyed::Circuits;
+use crate::backend::redis::BreakerSync;
+use crate::backend::BackendError;
+use crate::counter::StripedCounts;
+use crate::error::ConfigError;
+use crate::key::Key;
+
+/// The tally's outcome kinds.
+const GOOD: usize = 0;
+const FAILED: usize = 1;
+const SLOW: usize = 2;
+const SLOW_FAILED: usize = 3;
+
+/// No generation learned from the fleet yet.
+const UNKNOWN: u64 = u64::MAX;
+
+/// At most this many keys are synced at once by a keyed layer.
+const CONCURRENT_SYNCS: usize = 32;
+
+/// One circuit's outcomes since its last report reached the fleet.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    /// Closed-state outcomes by kind, counted since the circuit was made.
+    outcomes: StripedCounts<4>,
+    probe_successes: AtomicU64,
+    /// What the last report that reached the fleet had counted.
+    sent: Mutex<Sent>,
+    tripped: AtomicBool,
+    probe_failed: AtomicBool,
+    /// A call wanted to probe (admitted, or refused for want of a slot) since the last report.
+    wants_probe: AtomicBool,
+    /// The fleet's generation at the last sync: outcomes since then were seen under it.
+    generation: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Sent {
+    outcomes: [u64; 4],
+    probe_successes: u64,
+}
+
+impl Tally {
+    pub(super) fn outcome(&self, failure: bool, slow: bool) {
+        self.outcomes.bump(match (failure, slow) {
+            (false, false) => GOOD,
+            (true, false) => FAILED,
+            (false, true) => SLOW,
+            (true, true) => SLOW_FAILED,
+        });
+    }
+
+    pub(super) fn probe(&self, bad: bool) {
+        if bad {
+            self.probe_failed.store(true, Ordering::Release);
+        } else {
+            self.probe_successes.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    pub(super) fn tripped(&self) {
+        self.tripped.store(true, Ordering::Release);
+    }
+
+    pub(super) fn want_to_probe(&self) {
+        if !self.wants_probe.load(Ordering::Relaxed) {
+            self.wants_probe.store(true, Ordering::Release);
+        }
+    }
+
+    /// This instance opened (a trip or a failed probe) and the fleet has not heard yet.
+    pub(super) fn trip_pending(&self) -> bool {
+        self.tripped.load(Ordering::Acquire) || self.probe_failed.load(Ordering::Acquire)
+    }
+
+    pub(super) fn set_generation(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    pub(super) fn report(&self, run: u32, half_open: bool) -> Report {
+        let sent = *self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let outcomes = self.outcomes.get();
+        let probe_successes = self.probe_successes.load(Ordering::Acquire);
+        let delta = |i: usize| outcomes[i].wrapping_sub(sent.outcomes[i]);
+        let generation = self.generation.load(Ordering::Acquire);
+        Report {
+            generation: (generation != UNKNOWN).then_some(generation),
+            calls: delta(GOOD) + delta(FAILED) + delta(SLOW) + delta(SLOW_FAILED),
+            failures: delta(FAILED) + delta(SLOW_FAILED),
+            slow: delta(SLOW) + delta(SLOW_FAILED),
+            good: delta(GOOD),
+            run,
+            tripped: self.tripped.load(Ordering::Acquire),
+            probe_successes: probe_successes.wrapping_sub(sent.probe_successes),
+            probe_failed: self.probe_failed.load(Ordering::Acquire),
+            wants_lease: half_open && self.wants_probe.swap(false, Ordering::AcqRel),
+            taken: Sent {
+                outcomes,
+                probe_successes,
+            },
+        }
+    }
+
+    /// The report reached the fleet: what it carried is not sent again.
+    pub(super) fn commit(&self, report: &Report) {
+        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = report.taken;
+        if report.tripped {
+            self.tripped.store(false, Ordering::Release);
+        }
+        if report.probe_failed {
+            self.probe_failed.store(false, Ordering::Release);
+        }
+    }
+
+    /// The report did not reach the fleet: a wish to probe still stands.
+    pub(super) fn restore(&self, report: &Report) {
+        if report.wants_lease {
+            self.want_to_probe();
+        }
+    }
+}
+
+impl Tally {
+    pub(crate) fn new() -> Self {
+        Self {
+            generation: AtomicU64::new(UNKNOWN),
+            ..Self::default()
+        }
+    }
+}
+
+/// What one circuit tells the fleet at a sync.
+#[derive(Debug, Clone)]
+pub(crate) struct Report {
+    /// The fleet generation these outcomes were seen under (`None` before the first sync).
+    pub(crate) generation: Option<u64>,
+    pub(crate) calls: u64,
+    pub(crate) failures: u64,
+    pub(crate) slow: u64,
+    /// Calls neither failed nor slow.
+    pub(crate) good: u64,
+    /// This instance's current run of failed or slow calls.
+    pub(crate) run: u32,
+    pub(crate) tripped: bool,
+    pub(crate) probe_successes: u64,
+    pub(crate) probe_failed: bool,
+    pub(crate) wants_lease: bool,
+    taken: Sent,
+}
+
+/// The fleet's answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FleetView {
+    /// 0 closed, 1 open, 2 half-open: the circuit's own encoding.
+    pub(crate) state: u64,
+    pub(crate) generation: u64,
+    pub(crate) open_left: Duration,
+    /// This instance holds the probe lease.
+    pub(crate) lease: bool,
+}
+
+/// How a fleet-shared breaker's syncs with Redis went; from
+/// [`CircuitBreakerLayer::fleet_stats`](super::CircuitBreakerLayer::fleet_stats).
+///
+/// ```
+/// let stats = tower_bulwark::circuit_breaker::FleetStats::default();
+/// assert!(!stats.in_fallback);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FleetStats {
+    /// Script calls Redis answered (one per key per sync).
+    pub syncs: u64,
+    /// Script calls that failed, timeouts included.
+    pub errors: u64,
+    /// Script calls given up at the deadline.
+    pub timeouts: u64,
+    /// Times the breaker fell back to deciding alone.
+    pub fallbacks: u64,
+    /// Deciding alone right now: the last sync could not reach Redis.
+    pub in_fallback: bool,
+}
+
+/// What trips and follows: one circuit, or a keyed layer's circuits.
+pub(crate) enum Source {
+    One(Weak<Circuit>),
+    Keyed(Weak<Circuits>),
+}
+
+/// The link between a layer's circuits and the fleet: shared by the circuits (through their
+/// configuration) and the sync task.
+pub(crate) struct FleetLink {
+    sync: BreakerSync,
+    interval: Duration,
+    source: OnceLock<Source>,
+    /// One sync round at a time (the task's, or an explicit `sync_fleet`): two rounds at once
+    /// would send the same outcomes twice.
+    round: tokio::sync::Mutex<()>,
+    wake: Notify,
+    fallback: AtomicBool,
+    syncs: AtomicU64,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+impl fmt::Debug for FleetLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetLink")
+            .field("interval", &self.interval)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a sync call failed.
+#[derive(Debug)]
+pub(crate) enum SyncError {
+    Timeout,
+    Redis(BackendError),
+}
+
+impl FleetLink {
+    pub(crate) fn new(sync: BreakerSync, interval: Duration) -> Self {
+        Self {
+            sync,
+            interval,
+            source: OnceLock::new(),
+            round: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
+            fallback: AtomicBool::new(false),
+            syncs: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+        }
+    }
+
+    /// Asks the sync task for a sync now (at most one per `min_gap`).
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn in_fallback(&self) -> bool {
+        self.fallback.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stats(&self) -> FleetStats {
+        FleetStats {
+            syncs: self.syncs.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            fallbacks: self.fallbacks.load(Ordering::Relaxed),
+            in_fallback: self.in_fallback(),
+        }
+    }
+
+    /// Hands the link its circuits and starts the sync task on the current Tokio runtime.
+    pub(crate) fn start(self: &Arc<Self>, source: Source) -> Result<(), ConfigError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            ConfigError::new(
+                "backend",
+                "a breaker shared through redis must be built inside a Tokio runtime (it starts a sync task)",
+            )
+        })?;
+        let _ = self.source.set(source);
+        runtime.spawn(run(self.clone()));
+        Ok(())
+    }
+
+    fn circuits(&self) -> Option<Vec<(Option<Key>, Arc<Circuit>)>> {
+        match self.source.get()? {
+            Source::One(circuit) => Some(vec![(Some(Key::Global), circuit.upgrade()?)]),
+            Source::Keyed(circuits) => Some(circuits.upgrade()?.snapshot()),
+        }
+    }
+
+    /// Syncs every circuit once. `None` when the layer is gone; else the first error, if any.
+    pub(crate) async fn round(self: &Arc<Self>) -> Option<Result<(), BackendError>> {
+        let circuits = self.circuits()?;
+        let _one_at_a_time = self.round.lock().await;
+        let mut first_error = None;
+        let mut note = |result: Result<(), SyncError>| {
+            if let Err(err) = result {
+                first_error.get_or_insert(err);
+            }
+        };
+        if circuits.len() == 1 {
+            for (key, circuit) in circuits {
+                note(self.sync_one(key, circuit).await);
+            }
+        } else {
+            let mut running = tokio::task::JoinSet::new();
+            for (key, circuit) in circuits {
+                while running.len() >= CONCURRENT_SYNCS {
+                    if let Some(Ok(result)) = running.join_next().await {
+                        note(result);
+                    }
+                }
+                let link = self.clone();
+                running.spawn(async move { link.sync_one(key, circuit).await });
+            }
+            while let Some(done) = running.join_next().await {
+                if let Ok(result) = done {
+                    note(result);
+                }
+            }
+        }
+        Some(self.settle_round(first_error))
+    }
+
+    async fn sync_one(&self, key: Option<Key>, circuit: Arc<Circuit>) -> Result<(), SyncError> {
+        let Some(report) = circuit.fleet_report() else {
+            return Ok(());
+        };
+        match self.sync.call(key.as_ref(), &report).await {
+            Ok(view) => {
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+                circuit.tally_commit(&report);
+                circuit.follow(&view);
+                Ok(())
+            }
+            Err(err) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                if matches!(err, SyncError::Timeout) {
+                    self.timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+                circuit.tally_restore(&report);
+                circuit.fleet_unreachable();
+                Err(err)
+            }
+        }
+    }
+
+    /// Enters or leaves the fallback after a round, saying so once.
+    fn settle_round(&self, error: Option<SyncError>) -> Result<(), BackendError> {
+        match error {
+            None => {
+                if self.fallback.swap(false, Ordering::AcqRel) {
+                    tracing::info!("circuit breaker: redis reachable again, following the fleet");
+                }
+                Ok(())
+            }
+            Some(err) => {
+                let err = match err {
+                    SyncError::Timeout => BackendError::new(format!(
+                        "redis did not answer within the deadline ({:?})",
+                        self.sync.deadline()
+                    )),
+                    SyncError::Redis(err) => err,
+                };
+                if !self.fallback.swap(true, Ordering::AcqRel) {
+                    self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        error = %err,
+                        "circuit breaker: cannot sync with redis, deciding locally"
+                    );
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// How a layer's syncs went (`None`: kept in memory).
+pub(crate) fn stats_of(circuit: &Circuit) -> Option<FleetStats> {
+    circuit.fleet_link().map(|link| link.stats())
+}
+
+/// One sync round now (nothing to do in memory).
+pub(crate) async fn sync_now(circuit: &Circuit) -> Result<(), BackendError> {
+    match circuit.fleet_link() {
+        Some(link) => link.round().await.unwrap_or(Ok(())),
+        None => Ok(()),
+    }
+}
+
+/// Starts the sync task of a one-circuit layer, if it is shared through Redis.
+pub(crate) fn start_one(circuit: &Arc<Circuit>) -> Result<(), ConfigError> {
+    match circuit.fleet_link() {
+        Some(link) => link.start(Source::One(Arc::downgrade(circuit))),
+        None => Ok(()),
+    }
+}
+
+/// Starts the sync task of a keyed layer, if it is shared through Redis.
+pub(crate) fn start_keyed(circuits: &Arc<Circuits>) -> Result<(), ConfigError> {
+    match circuits.overflow().fleet_link() {
+        Some(link) => link.start(Source::Keyed(Arc::downgrade(circuits))),
+        None => Ok(()),
+    }
+}
+
+/// The sync task: a round every interval, or sooner when woken (never more often than
+/// `min_gap`), until the layer is dropped.
+async fn run(link: Arc<FleetLink>) {
+    let min_gap = (link.interval / 10).min(Duration::from_millis(10));
+    loop {
+        if link.round().await.is_none() {
+            return;
+        }
+        if tokio::time::timeout(link.interval, link.wake.notified())
+            .await
+            .is_ok()
+        {
+            tokio::time::sleep(min_gap).await;
+        }
+    }
+}
