@@ -6,8 +6,8 @@
 //! ```
 //!
 //! Listens on `BULWARK_ADDR` (default `127.0.0.1:3000`) and prints its routes with a curl line
-//! for each. With `REDIS_URL` set and the `redis` feature on, the limits live in Redis and are
-//! shared by every demo instance pointed at it:
+//! for each. With `REDIS_URL` set and the `redis` feature on, the limits and the breaker live
+//! in Redis and are shared by every demo instance pointed at it:
 //!
 //! ```text
 //! REDIS_URL=redis://127.0.0.1:6379/ cargo run --release --example demo --features redis
@@ -54,8 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 3 failures in a row open the breaker for 10 s, during which every call gets a 503 at once.
     let breaker = CircuitBreakerLayer::consecutive_failures(3)
         .open_for(Duration::from_secs(10))
-        .half_open_successes(2)
-        .build()?;
+        .half_open_successes(2);
     let upstream = service_fn(|req: Request<Body>| async move {
         let fail = req
             .uri()
@@ -71,13 +70,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok::<_, std::convert::Infallible>(res)
     });
-    let upstream = breaker.layer(upstream);
 
-    // The same routes whichever backend holds the limits.
+    // The same routes whichever backend holds the limits and the breaker.
     macro_rules! app {
-        ($limited:expr, $orders:expr) => {
+        ($limited:expr, $orders:expr, $breaker:expr) => {
             Router::new()
-                .route_service("/api/upstream", upstream.clone())
+                .route_service("/api/upstream", $breaker.layer(upstream))
                 .route(
                     "/",
                     get(|| async { "tower-bulwark demo: see the routes printed at start-up\n" }),
@@ -108,11 +106,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .fail_mode(fail_mode)
                 .build()?;
             let orders = orders
-                .backend(redis)
+                .backend(redis.clone())
                 .prefix("demo:orders")
                 .fail_mode(fail_mode)
                 .build()?;
-            (app!(limited, orders), format!("limits in Redis at {url}"))
+            // Failures seen by any instance open the breaker on all of them (each instance
+            // still decides every call locally; it syncs with the fleet every 200 ms).
+            let breaker = breaker
+                .backend(redis)
+                .prefix("demo:upstream")
+                .sync_interval(Duration::from_millis(200))
+                .build()?;
+            (
+                app!(limited, orders, breaker),
+                format!("limits and breaker in Redis at {url}"),
+            )
         }
         other => {
             if other.is_some() {
@@ -122,7 +130,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
             (
-                app!(limited.build()?, orders.build()?),
+                app!(limited.build()?, orders.build()?, breaker.build()?),
                 "in memory".to_owned(),
             )
         }

@@ -7,7 +7,10 @@ Starts the demo on a free port, then asserts that:
   * `RateLimit-Policy` and `RateLimit` parse as structured-field lists (http-sfv) and agree
     with `X-RateLimit-Remaining`;
   * the token-bucket route admits exactly its burst of 5, then answers 429 with a JSON body
-    whose `retryAfter` equals `Retry-After` (whole seconds, at least 1).
+    whose `retryAfter` equals `Retry-After` (whole seconds, at least 1);
+  * the circuit breaker opens after 3 upstream failures (503, `Retry-After`, JSON body);
+  * with `--redis`, a second demo instance on the same private redis-server follows: the
+    breaker opened through the first refuses on the second too.
 """
 import json
 import socket
@@ -59,23 +62,31 @@ def start_redis():
     sys.exit("redis-server did not start")
 
 
-def main(demo, with_redis=False):
+def start_demo(demo, redis_url=None):
+    """The demo on a free port, once it listens: (process, base URL)."""
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {"BULWARK_ADDR": f"127.0.0.1:{port}"}
-    redis = None
-    if with_redis:
-        redis, env["REDIS_URL"] = start_redis()
+    if redis_url:
+        env["REDIS_URL"] = redis_url
     proc = subprocess.Popen([demo], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    sys.exit("demo did not start listening")
+
+
+def main(demo, with_redis=False):
+    redis, redis_url, procs = None, None, []
+    if with_redis:
+        redis, redis_url = start_redis()
+    env = {"REDIS_URL": redis_url}
+    proc, base = start_demo(demo, redis_url)
+    procs.append(proc)
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            sys.exit("demo did not start listening")
 
         statuses = []
         for _ in range(7):
@@ -106,15 +117,32 @@ def main(demo, with_redis=False):
         assert answer["retryAfter"] == int(headers["Retry-After"]), (answer, headers)
         assert 9 <= answer["retryAfter"] <= 10, answer  # open for 10 s, rounded up
 
+        fleet = ""
         if with_redis:
             keys = subprocess.run(["redis-cli", "-u", env["REDIS_URL"], "--scan"],
                                   capture_output=True, text=True, check=True).stdout.split()
             assert any(k.startswith("{demo:limited:") for k in keys), keys
+            # A second instance: the breaker the first opened is open here too, once it has
+            # synced (every 200 ms); bounded wait.
+            second, base2 = start_demo(demo, redis_url)
+            procs.append(second)
+            for _ in range(100):
+                status, headers, body = get(base2, "/api/upstream")
+                if status == 503:
+                    break
+                time.sleep(0.1)
+            assert status == 503, (status, body)
+            assert 1 <= int(headers["Retry-After"]) <= 10, headers
+            keys = subprocess.run(["redis-cli", "-u", env["REDIS_URL"], "--scan"],
+                                  capture_output=True, text=True, check=True).stdout.split()
+            assert "{demo:upstream:global}:cb" in keys, keys
+            fleet = "; a second instance on the same Redis refuses too"
         where = "Redis" if with_redis else "memory"
-        print(f"demo OK ({where}): rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After")
+        print(f"demo OK ({where}): rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After{fleet}")
     finally:
-        proc.kill()
-        proc.wait()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
         if redis:
             redis.kill()
             redis.wait()

@@ -415,28 +415,97 @@ async fn every_key_expires() {
     assert!(ttl > 50_000 && ttl <= 60_000, "PTTL {ttl}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_killed_the_breaker_decides_alone_within_the_deadline() {
-    let mut server = start_redis!();
-    let deadline = Duration::from_millis(50);
-    let layer = one_failure_opens(redis(&server).await, 1);
-    // A short deadline for the outage; the first sync, Redis healthy, may take longer.
-    let _ = deadline;
-    let upstream = Upstream::new(200);
-    let svc = layer.layer(upstream.service());
-    layer.sync_fleet().await.unwrap();
-    server.kill();
+/// A deadline short enough to test outages with; what a sync may take beyond it on a loaded
+/// machine is `SLACK`.
+const DEADLINE: Duration = Duration::from_millis(50);
+const SLACK: Duration = Duration::from_millis(450);
+
+/// A one-failure breaker with the short deadline, synced once with a healthy Redis (retried:
+/// on a loaded machine a healthy Redis may miss 50 ms).
+async fn synced_with_short_deadline(server: &RedisServer) -> CircuitBreakerLayer {
+    let layer = CircuitBreakerLayer::consecutive_failures(1)
+        .half_open_successes(1)
+        .open_for(Duration::from_secs(30))
+        .backend(redis(server).await)
+        .sync_interval(NEVER)
+        .deadline(DEADLINE)
+        .build()
+        .unwrap();
     let started = Instant::now();
-    assert!(layer.sync_fleet().await.is_err());
-    assert!(started.elapsed() < PATIENT_DEADLINE + Duration::from_secs(1));
+    while layer.sync_fleet().await.is_err() {
+        assert!(started.elapsed() < PATIENCE, "Redis never answered");
+    }
+    layer
+}
+
+/// Alone, the breaker still opens on its own failures and refuses at once.
+async fn decides_alone(layer: &CircuitBreakerLayer) {
     let stats = layer.fleet_stats().unwrap();
     assert!(stats.in_fallback);
     assert_eq!(stats.fallbacks, 1);
-    // Alone, it still opens on its own failures and probes on its own.
-    upstream.set(500);
+    let upstream = Upstream::new(500);
+    let svc = layer.layer(upstream.service());
     assert_eq!(call(&svc, req()).await, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(layer.circuit().state(), CircuitState::Open);
+    let started = Instant::now();
     assert_eq!(call(&svc, req()).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < SLACK, "a refusal waited on something");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_the_breaker_decides_alone_within_the_deadline() {
+    let mut server = start_redis!();
+    let layer = synced_with_short_deadline(&server).await;
+    server.kill();
+    let started = Instant::now();
+    assert!(layer.sync_fleet().await.is_err());
+    assert!(
+        started.elapsed() < DEADLINE + SLACK,
+        "{:?}",
+        started.elapsed()
+    );
+    decides_alone(&layer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_the_breaker_decides_alone_within_the_deadline() {
+    let server = start_redis!();
+    let layer = synced_with_short_deadline(&server).await;
+    server.freeze();
+    let started = Instant::now();
+    assert!(layer.sync_fleet().await.is_err());
+    let waited = started.elapsed();
+    assert!(
+        waited >= DEADLINE,
+        "gave up before the deadline: {waited:?}"
+    );
+    assert!(waited < DEADLINE + SLACK, "{waited:?}");
+    assert_eq!(layer.fleet_stats().unwrap().timeouts, 1);
+    decides_alone(&layer).await;
+    server.thaw();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_from_an_outage_it_follows_the_fleet_again() {
+    let mut server = start_redis!();
+    let layer = synced_with_short_deadline(&server).await;
+    server.kill();
+    assert!(layer.sync_fleet().await.is_err());
+    // Alone, it opens on its own failure; the fleet has not heard.
+    let svc = layer.layer(Upstream::new(500).service());
+    call(&svc, req()).await;
+    assert_eq!(layer.circuit().state(), CircuitState::Open);
+    server.restart();
+    let started = Instant::now();
+    while layer.sync_fleet().await.is_err() {
+        assert!(started.elapsed() < PATIENCE, "never reconnected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = layer.fleet_stats().unwrap();
+    assert!(!stats.in_fallback);
+    // The trip it made alone reached the fleet once Redis was back.
+    assert_eq!(server.cli(&["HGET", GLOBAL, "st"]), "1");
+    assert_eq!(layer.circuit().state(), CircuitState::Open);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
