@@ -40,7 +40,34 @@
 //! [`per_key`](CircuitBreakerBuilder::per_key) with any [`KeyExtractor`](crate::key::KeyExtractor),
 //! bounded by `max_keys`.
 //!
-//! Not yet: the Redis-backed fleet-wide breaker.
+//! # One breaker for a fleet (feature `redis`)
+//!
+//! [`backend(redis)`](CircuitBreakerBuilder::backend) shares the breaker (each key's, for a
+//! keyed layer) with every instance pointed at the same Redis. Calls are still decided by
+//! this instance's own copy, with no round trip; a sync task sends the outcomes seen here to
+//! the fleet's one state machine per key (a Lua script on the server's clock, keys
+//! `{prefix:key}:cb` with a TTL) every [`sync_interval`](RedisCircuitBreakerBuilder::sync_interval)
+//! (500 ms by default) and at once when this instance trips, a probe ends or half-open begins,
+//! and follows the fleet's answer. Failures add up across instances, and failures seen through
+//! one instance open the breaker on the others within one interval. In half-open one instance
+//! at a time holds the fleet's probe lease, so the fleet runs at most `half_open_probes` probes
+//! at once. With Redis down or slower than the deadline (50 ms), each instance decides alone:
+//! logged at `warn`, counted in [`FleetStats`].
+//!
+//! ```no_run
+//! use tower_bulwark::{backend::redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = RedisBackend::connect("redis://127.0.0.1:6379/").await?;
+//! let breaker = CircuitBreakerLayer::consecutive_failures(5)
+//!     .backend(redis)
+//!     .prefix("bulwark:payments") // one prefix per breaker
+//!     .build()?; // inside a Tokio runtime: it starts the sync task
+//! # drop(breaker);
+//! # Ok(())
+//! # }
+//! ```
 
 mod builder;
 mod circuit;

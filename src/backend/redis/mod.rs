@@ -1,4 +1,7 @@
-//! Redis backends (feature `redis`): one limit shared by every instance of a service.
+//! Redis backends (feature `redis`): one limit, or one circuit breaker, shared by every
+//! instance of a service. (The breaker's side is described in
+//! [`circuit_breaker`](crate::circuit_breaker#one-breaker-for-a-fleet-feature-redis); what
+//! follows is the rate limiter's.)
 //!
 //! How a decision is made, and why it holds across a fleet:
 //!
