@@ -46,6 +46,7 @@ mod connection;
 mod denied;
 #[cfg(feature = "rate-limit")]
 mod health;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
 mod keys;
 #[cfg(feature = "rate-limit")]
 mod rate_limit;
@@ -55,6 +56,7 @@ mod script;
 #[cfg(feature = "circuit-breaker")]
 pub(crate) use breaker::BreakerSync;
 pub use connection::RedisBackend;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
 pub(crate) use keys::check_prefix;
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::{RedisDecision, RedisRateLimiter, RedisStats};
