@@ -530,3 +530,396 @@ async fn the_sync_task_spreads_an_opening_on_its_own() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_whose_holder_went_silent_passes_to_another_instance() {
+    let server = start_redis!();
+    let (a, b) = (
+        one_failure_opens(redis(&server).await, 3),
+        one_failure_opens(redis(&server).await, 3),
+    );
+    let upstream = Upstream::new(200);
+    let (svc_a, svc_b) = (a.layer(upstream.service()), b.layer(upstream.service()));
+    fleet_half_open(&server, &a, &b, &svc_a, &upstream).await;
+    upstream.set(200);
+    assert_eq!(call(&svc_a, req()).await, StatusCode::SERVICE_UNAVAILABLE);
+    a.sync_fleet().await.unwrap();
+    assert_eq!(
+        call(&svc_a, req()).await,
+        StatusCode::OK,
+        "A holds the lease"
+    );
+    a.sync_fleet().await.unwrap(); // A's probe success reaches the fleet
+                                   // A goes silent (it crashed): no more syncs. Until its lease runs out, B waits.
+    let clients = || server.cli(&["CLIENT", "LIST"]).lines().count();
+    let before = clients();
+    drop((a, svc_a));
+    let started = Instant::now();
+    while clients() >= before {
+        assert!(started.elapsed() < PATIENCE, "A's connection never closed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(call(&svc_b, req()).await, StatusCode::SERVICE_UNAVAILABLE);
+    b.sync_fleet().await.unwrap();
+    assert_eq!(call(&svc_b, req()).await, StatusCode::SERVICE_UNAVAILABLE);
+    // The lease's time is up (as the server clock would have it, three intervals on).
+    assert_eq!(server.cli(&["HSET", GLOBAL, "lu", "0"]), "0");
+    assert_eq!(call(&svc_b, req()).await, StatusCode::SERVICE_UNAVAILABLE);
+    b.sync_fleet().await.unwrap();
+    assert_eq!(
+        call(&svc_b, req()).await,
+        StatusCode::OK,
+        "B took the lease over"
+    );
+    // Probe successes add up across holders: A's one and B's two make three.
+    assert_eq!(call(&svc_b, req()).await, StatusCode::OK);
+    b.sync_fleet().await.unwrap();
+    assert_eq!(server.cli(&["HGET", GLOBAL, "st"]), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_circuit_neither_follows_nor_reports() {
+    let server = start_redis!();
+    let (a, b) = (
+        one_failure_opens(redis(&server).await, 1),
+        one_failure_opens(redis(&server).await, 1),
+    );
+    let upstream = Upstream::new(500);
+    let svc_a = a.layer(upstream.service());
+    a.sync_fleet().await.unwrap();
+    b.sync_fleet().await.unwrap();
+    b.circuit().force_closed();
+    a.circuit().force_closed();
+    call(&svc_a, req()).await; // a failure, forced closed: not counted, not told
+    a.sync_fleet().await.unwrap();
+    assert_eq!(server.cli(&["HGET", GLOBAL, "st"]), "0");
+    a.circuit().reset();
+    call(&svc_a, req()).await; // now it trips, and the fleet opens
+    a.sync_fleet().await.unwrap();
+    assert_eq!(server.cli(&["HGET", GLOBAL, "st"]), "1");
+    b.sync_fleet().await.unwrap();
+    assert_eq!(
+        b.circuit().state(),
+        CircuitState::Closed,
+        "forced closed stays so"
+    );
+    b.circuit().reset();
+    b.sync_fleet().await.unwrap();
+    assert_eq!(
+        b.circuit().state(),
+        CircuitState::Open,
+        "released, it follows"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overflow_circuit_is_shared_too() {
+    let server = start_redis!();
+    let build = |redis| {
+        CircuitBreakerLayer::consecutive_failures(1)
+            .backend(redis)
+            .sync_interval(NEVER)
+            .deadline(PATIENT_DEADLINE)
+            .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+            .max_keys(1)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    let upstream = Upstream::new(502);
+    let (svc_a, svc_b) = (a.layer(upstream.service()), b.layer(upstream.service()));
+    call(&svc_a, req()).await; // no key: the overflow circuit
+    a.sync_fleet().await.unwrap();
+    assert_eq!(
+        server.cli(&["HGET", "{bulwark:overflow}:cb", "st"]),
+        "1",
+        "keys: {}",
+        server.cli(&["KEYS", "*"])
+    );
+    b.sync_fleet().await.unwrap();
+    assert_eq!(b.overflow_circuit().state(), CircuitState::Open);
+    assert_eq!(call(&svc_b, req()).await, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generic_variant_shares_too() {
+    let server = start_redis!();
+    let build = |redis| {
+        CircuitBreakerLayer::consecutive_failures(1)
+            .backend(redis)
+            .sync_interval(NEVER)
+            .deadline(PATIENT_DEADLINE)
+            .build_generic()
+            .unwrap()
+    };
+    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    let failing = a.layer(service_fn(|_: ()| async {
+        Err::<(), _>(std::io::Error::other("down"))
+    }));
+    let healthy = b.layer(service_fn(|_: ()| async { Ok::<_, std::io::Error>(()) }));
+    assert!(failing.oneshot(()).await.is_err());
+    a.sync_fleet().await.unwrap();
+    b.sync_fleet().await.unwrap();
+    let err = healthy.oneshot(()).await.unwrap_err();
+    assert!(err
+        .downcast_ref::<tower_bulwark::circuit_breaker::CircuitOpen>()
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_task_ends_with_the_layer() {
+    let server = start_redis!();
+    let layer = CircuitBreakerLayer::consecutive_failures(1)
+        .backend(redis(&server).await)
+        .sync_interval(Duration::from_millis(5))
+        .deadline(PATIENT_DEADLINE)
+        .build()
+        .unwrap();
+    let link_syncs = || server.cli(&["INFO", "commandstats"]);
+    layer.sync_fleet().await.unwrap();
+    drop(layer);
+    // Give a running round time to end, then no more calls may come.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = link_syncs();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = link_syncs();
+    let evalsha = |info: &str| {
+        info.lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .map(str::to_owned)
+    };
+    assert_eq!(evalsha(&before), evalsha(&after), "the task still syncs");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The script alone, at fixed times (ARGV 21), called as an instance would.
+// ---------------------------------------------------------------------------------------------
+
+const SCRIPT: &str = include_str!("../src/backend/redis/lua/breaker.lua");
+
+/// What one instance reports: running totals and flags.
+#[derive(Clone, Copy, Default)]
+struct Sent {
+    generation: Option<u64>,
+    calls: u64,
+    failures: u64,
+    slow: u64,
+    good: u64,
+    run: u64,
+    tripped: bool,
+    probe_ok: u64,
+    probe_failed: bool,
+    lease: &'static str,
+}
+
+/// Calls the script for instance `id` at `now_us` with a policy, returning
+/// `[state, generation, open_left_us, lease]`.
+fn script(server: &RedisServer, id: &str, sent: Sent, policy: [&str; 5], now_us: u64) -> Vec<u64> {
+    let flag = |b: bool| if b { "1" } else { "0" }.to_owned();
+    let args: Vec<String> = vec![
+        id.to_owned(),
+        sent.generation.map_or(String::new(), |g| g.to_string()),
+        sent.calls.to_string(),
+        sent.failures.to_string(),
+        sent.slow.to_string(),
+        sent.good.to_string(),
+        sent.run.to_string(),
+        flag(sent.tripped),
+        sent.probe_ok.to_string(),
+        flag(sent.probe_failed),
+        if sent.lease.is_empty() {
+            "r"
+        } else {
+            sent.lease
+        }
+        .to_owned(),
+        policy[0].to_owned(),
+        policy[1].to_owned(),
+        policy[2].to_owned(),
+        policy[3].to_owned(),
+        policy[4].to_owned(),
+        "30000000".to_owned(), // open 30 s
+        "2".to_owned(),        // 2 probe successes close
+        "1500000".to_owned(),  // lease 1.5 s
+        "600000".to_owned(),   // TTL 10 min
+        now_us.to_string(),
+    ];
+    let mut cli = vec!["EVAL", SCRIPT, "1", "{t:k}:cb"];
+    cli.extend(args.iter().map(String::as_str));
+    let reply = server.cli(&cli);
+    reply
+        .lines()
+        .map(|l| l.parse().unwrap_or_else(|_| panic!("reply {reply:?}")))
+        .collect()
+}
+
+const T0: u64 = 1_800_000_000_000_000;
+
+#[test]
+fn a_report_sent_again_after_a_late_answer_counts_once() {
+    let server = start_redis!();
+    let consecutive = ["c", "3", "0", "0", "0"];
+    let first = script(&server, "a", Sent::default(), consecutive, T0);
+    let g = Some(first[1]);
+    let two = Sent {
+        generation: g,
+        calls: 2,
+        failures: 2,
+        run: 2,
+        ..Sent::default()
+    };
+    script(&server, "a", two, consecutive, T0 + 1);
+    // The answer was late: the instance sends the same totals again, plus nothing new.
+    script(&server, "a", two, consecutive, T0 + 2);
+    assert_eq!(server.cli(&["HGET", "{t:k}:cb", "c"]), "2");
+    // Another instance's outcomes are its own.
+    let b = Sent {
+        generation: g,
+        calls: 1,
+        failures: 1,
+        run: 1,
+        ..Sent::default()
+    };
+    let reply = script(&server, "b", b, consecutive, T0 + 3);
+    assert_eq!(reply[0], 1, "2 through A and 1 through B open it");
+}
+
+#[test]
+fn time_window_buckets_age_out() {
+    let server = start_redis!();
+    // Failure rate 0.5 over 10 s (ten 1 s buckets), judged from 2 calls.
+    let window = ["t", "0.5", "2", "10000000", "0"];
+    let g = Some(script(&server, "a", Sent::default(), window, T0)[1]);
+    let one_failure = Sent {
+        generation: g,
+        calls: 1,
+        failures: 1,
+        ..Sent::default()
+    };
+    script(&server, "a", one_failure, window, T0);
+    // 11 s on, the failure has left the window: one good call is 0 of 1, not 1 of 2.
+    let then_good = Sent {
+        calls: 2,
+        good: 1,
+        ..one_failure
+    };
+    let reply = script(&server, "a", then_good, window, T0 + 11_000_000);
+    assert_eq!(reply[0], 0, "an aged-out failure still counted");
+    // Within the window, a second failure makes 2 of 3.
+    let again = Sent {
+        calls: 3,
+        failures: 2,
+        ..then_good
+    };
+    assert_eq!(script(&server, "a", again, window, T0 + 12_000_000)[0], 1);
+}
+
+#[test]
+fn a_count_window_keeps_the_last_calls_rate() {
+    let server = start_redis!();
+    // Failure rate 0.5 over the last 10 calls, judged from 10.
+    let window = ["n", "0.5", "10", "10", "0"];
+    let g = Some(script(&server, "a", Sent::default(), window, T0)[1]);
+    // 100 good calls in one batch: the window holds 10 calls' worth, all good.
+    let good = Sent {
+        generation: g,
+        calls: 100,
+        good: 100,
+        ..Sent::default()
+    };
+    script(&server, "a", good, window, T0);
+    assert_eq!(server.cli(&["HGET", "{t:k}:cb", "n"]), "10");
+    // 10 failures next: 20 calls scaled to 10, half failed: the rate is reached.
+    let bad = Sent {
+        calls: 110,
+        failures: 10,
+        ..good
+    };
+    assert_eq!(script(&server, "a", bad, window, T0 + 1)[0], 1);
+}
+
+#[test]
+fn a_slow_rate_trips_the_fleet() {
+    let server = start_redis!();
+    // Failure rate 1.0 (never), slow rate 0.5, judged from 4 calls of the last 10.
+    let window = ["n", "1", "4", "10", "0.5"];
+    let g = Some(script(&server, "a", Sent::default(), window, T0)[1]);
+    let a = Sent {
+        generation: g,
+        calls: 2,
+        slow: 1,
+        good: 1,
+        ..Sent::default()
+    };
+    assert_eq!(script(&server, "a", a, window, T0)[0], 0);
+    let b = Sent {
+        generation: g,
+        calls: 2,
+        slow: 1,
+        good: 1,
+        ..Sent::default()
+    };
+    assert_eq!(script(&server, "b", b, window, T0)[0], 1, "2 slow of 4");
+}
+
+#[test]
+fn the_open_time_is_the_servers_and_ends_in_half_open() {
+    let server = start_redis!();
+    let consecutive = ["c", "1", "0", "0", "0"];
+    let g = script(&server, "a", Sent::default(), consecutive, T0)[1];
+    let trip = Sent {
+        generation: Some(g),
+        calls: 1,
+        failures: 1,
+        run: 1,
+        ..Sent::default()
+    };
+    let open = script(&server, "a", trip, consecutive, T0);
+    assert_eq!((open[0], open[1], open[2]), (1, g + 1, 30_000_000));
+    let later = script(&server, "b", Sent::default(), consecutive, T0 + 29_000_000);
+    assert_eq!((later[0], later[2]), (1, 1_000_000), "1 s left");
+    let half = script(
+        &server,
+        "b",
+        Sent {
+            lease: "1",
+            ..Sent::default()
+        },
+        consecutive,
+        T0 + 30_000_000,
+    );
+    assert_eq!(
+        (half[0], half[1], half[3]),
+        (2, g + 2, 1),
+        "half-open, B has the lease"
+    );
+    let a_asks = script(
+        &server,
+        "a",
+        Sent { lease: "1", ..trip },
+        consecutive,
+        T0 + 30_000_001,
+    );
+    assert_eq!(a_asks[3], 0, "one holder at a time");
+    // B keeps it without renewing; past its end (1.5 s), A takes it.
+    let b_keeps = script(
+        &server,
+        "b",
+        Sent {
+            lease: "0",
+            generation: Some(g + 2),
+            ..Sent::default()
+        },
+        consecutive,
+        T0 + 31_000_000,
+    );
+    assert_eq!(b_keeps[3], 1);
+    let a_takes = script(
+        &server,
+        "a",
+        Sent { lease: "1", ..trip },
+        consecutive,
+        T0 + 31_500_001,
+    );
+    assert_eq!(a_takes[3], 1);
+}

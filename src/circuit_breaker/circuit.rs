@@ -82,6 +82,9 @@ pub struct Circuit {
     /// How many probes may run at once: the configured bound, or, in a fleet, 0 until this
     /// instance holds the fleet's probe lease.
     probe_cap: AtomicU32,
+    /// Clock nanoseconds until which `probe_cap` holds (a fleet's lease runs out); after it,
+    /// no new probe. `u64::MAX` in memory.
+    cap_until: AtomicU64,
     successes: AtomicU32,
     window: Mutex<Window>,
     transition: Mutex<()>,
@@ -217,6 +220,7 @@ impl Circuit {
             consecutive: AtomicU32::new(0),
             probes: AtomicU64::new(0),
             probe_cap: AtomicU32::new(config.half_open_probes),
+            cap_until: AtomicU64::new(u64::MAX),
             successes: AtomicU32::new(0),
             window: Mutex::new(window),
             transition: Mutex::new(()),
@@ -384,14 +388,20 @@ impl Circuit {
                 }
                 _ => {
                     let tag = probe_tag(generation_of(word));
+                    let mut cap = self.probe_cap.load(Ordering::Acquire);
+                    let cap_until = self.cap_until.load(Ordering::Acquire);
+                    if cap_until != u64::MAX
+                        && *now.get_or_insert_with(|| self.now_ns()) >= cap_until
+                    {
+                        cap = 0;
+                    }
                     let mut probes = self.probes.load(Ordering::Acquire);
                     let taken = loop {
                         // Slots of another period: the breaker has moved on; look again.
                         if probes & !COUNT_MASK != tag {
                             break false;
                         }
-                        if probes & COUNT_MASK >= u64::from(self.probe_cap.load(Ordering::Acquire))
-                        {
+                        if probes & COUNT_MASK >= u64::from(cap) {
                             #[cfg(feature = "redis")]
                             if let Some(tally) = &self.tally {
                                 tally.want_to_probe();
@@ -576,6 +586,7 @@ impl Circuit {
                     self.successes.store(0, Ordering::Release);
                     self.probe_cap
                         .store(self.half_open_cap(), Ordering::Release);
+                    self.cap_until.store(u64::MAX, Ordering::Release);
                 }
                 _ => {
                     self.consecutive.store(0, Ordering::Release);
@@ -638,9 +649,14 @@ impl Circuit {
     pub(super) fn fleet_report(&self) -> Option<super::fleet::Report> {
         let tally = self.tally.as_ref()?;
         let word = self.word.load(Ordering::Acquire);
+        let half_open = state_of(word) == HALF_OPEN && self.forced.load(Ordering::Acquire) == FREE;
+        let probes = self.probes.load(Ordering::Acquire);
+        let in_flight =
+            probes & !COUNT_MASK == probe_tag(generation_of(word)) && probes & COUNT_MASK > 0;
         Some(tally.report(
             self.consecutive.load(Ordering::Acquire),
-            state_of(word) == HALF_OPEN && self.forced.load(Ordering::Acquire) == FREE,
+            half_open,
+            in_flight,
         ))
     }
 
@@ -677,6 +693,12 @@ impl Circuit {
                     0
                 };
                 self.probe_cap.store(cap, Ordering::Release);
+                // Probe no longer than the lease surely lasts, counted from before the call
+                // that got it (the server granted it later, so it ends later).
+                let until = view
+                    .asked_at_ns
+                    .saturating_add(duration_to_nanos(view.lease_safe_for));
+                self.cap_until.store(until, Ordering::Release);
             }
             _ => {}
         }
@@ -696,11 +718,20 @@ impl Circuit {
         }
     }
 
-    /// Redis could not be reached: probe on this instance's own bound.
+    /// Redis could not be reached since `last_ok_ns`: once any lease granted before then has
+    /// surely run out (`lease`), probe on this instance's own bound.
     #[cfg(feature = "redis")]
-    pub(super) fn fleet_unreachable(&self) {
-        self.probe_cap
-            .store(self.config.half_open_probes, Ordering::Release);
+    pub(super) fn fleet_unreachable(&self, last_ok_ns: u64, lease: Duration) {
+        if self.now_ns() >= last_ok_ns.saturating_add(duration_to_nanos(lease)) {
+            self.probe_cap
+                .store(self.config.half_open_probes, Ordering::Release);
+            self.cap_until.store(u64::MAX, Ordering::Release);
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    pub(super) fn now_nanos(&self) -> u64 {
+        self.now_ns()
     }
 }
 

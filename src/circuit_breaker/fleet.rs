@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -33,32 +33,30 @@ const FAILED: usize = 1;
 const SLOW: usize = 2;
 const SLOW_FAILED: usize = 3;
 
+/// A probe lease lasts this many sync intervals: a holder renews it at each sync, so it
+/// survives one lost sync.
+pub(crate) const LEASE_INTERVALS: u32 = 3;
+
 /// No generation learned from the fleet yet.
 const UNKNOWN: u64 = u64::MAX;
 
 /// At most this many keys are synced at once by a keyed layer.
 const CONCURRENT_SYNCS: usize = 32;
 
-/// One circuit's outcomes since its last report reached the fleet.
+/// One circuit's outcomes, for the fleet. Reports carry running totals, and the script keeps
+/// each instance's last totals: a report whose answer came too late (the script ran, the
+/// deadline passed) is not counted twice when the next one carries the same outcomes.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     /// Closed-state outcomes by kind, counted since the circuit was made.
     outcomes: StripedCounts<4>,
     probe_successes: AtomicU64,
-    /// What the last report that reached the fleet had counted.
-    sent: Mutex<Sent>,
     tripped: AtomicBool,
     probe_failed: AtomicBool,
     /// A call wanted to probe (admitted, or refused for want of a slot) since the last report.
     wants_probe: AtomicBool,
     /// The fleet's generation at the last sync: outcomes since then were seen under it.
     generation: AtomicU64,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Sent {
-    outcomes: [u64; 4],
-    probe_successes: u64,
 }
 
 impl Tally {
@@ -98,33 +96,33 @@ impl Tally {
         self.generation.store(generation, Ordering::Release);
     }
 
-    pub(super) fn report(&self, run: u32, half_open: bool) -> Report {
-        let sent = *self.sent.lock().unwrap_or_else(|p| p.into_inner());
+    pub(super) fn report(&self, run: u32, half_open: bool, probing: bool) -> Report {
         let outcomes = self.outcomes.get();
-        let probe_successes = self.probe_successes.load(Ordering::Acquire);
-        let delta = |i: usize| outcomes[i].wrapping_sub(sent.outcomes[i]);
+        let total = |i: usize| outcomes[i];
         let generation = self.generation.load(Ordering::Acquire);
         Report {
             generation: (generation != UNKNOWN).then_some(generation),
-            calls: delta(GOOD) + delta(FAILED) + delta(SLOW) + delta(SLOW_FAILED),
-            failures: delta(FAILED) + delta(SLOW_FAILED),
-            slow: delta(SLOW) + delta(SLOW_FAILED),
-            good: delta(GOOD),
+            calls: total(GOOD) + total(FAILED) + total(SLOW) + total(SLOW_FAILED),
+            failures: total(FAILED) + total(SLOW_FAILED),
+            slow: total(SLOW) + total(SLOW_FAILED),
+            good: total(GOOD),
             run,
             tripped: self.tripped.load(Ordering::Acquire),
-            probe_successes: probe_successes.wrapping_sub(sent.probe_successes),
+            probe_successes: self.probe_successes.load(Ordering::Acquire),
             probe_failed: self.probe_failed.load(Ordering::Acquire),
-            wants_lease: half_open && self.wants_probe.swap(false, Ordering::AcqRel),
-            taken: Sent {
-                outcomes,
-                probe_successes,
+            lease: match (
+                half_open,
+                self.wants_probe.swap(false, Ordering::AcqRel) || probing,
+            ) {
+                (false, _) => LeaseWish::Release,
+                (true, true) => LeaseWish::Want,
+                (true, false) => LeaseWish::Keep,
             },
         }
     }
 
-    /// The report reached the fleet: what it carried is not sent again.
+    /// The report reached the fleet: its trip or failed probe is told.
     pub(super) fn commit(&self, report: &Report) {
-        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = report.taken;
         if report.tripped {
             self.tripped.store(false, Ordering::Release);
         }
@@ -135,7 +133,7 @@ impl Tally {
 
     /// The report did not reach the fleet: a wish to probe still stands.
     pub(super) fn restore(&self, report: &Report) {
-        if report.wants_lease {
+        if report.lease == LeaseWish::Want {
             self.want_to_probe();
         }
     }
@@ -150,10 +148,11 @@ impl Tally {
     }
 }
 
-/// What one circuit tells the fleet at a sync.
+/// What one circuit tells the fleet at a sync: running totals since the circuit was made.
 #[derive(Debug, Clone)]
 pub(crate) struct Report {
-    /// The fleet generation these outcomes were seen under (`None` before the first sync).
+    /// The fleet generation the outcomes since the last sync were seen under (`None` before
+    /// the first sync).
     pub(crate) generation: Option<u64>,
     pub(crate) calls: u64,
     pub(crate) failures: u64,
@@ -165,8 +164,18 @@ pub(crate) struct Report {
     pub(crate) tripped: bool,
     pub(crate) probe_successes: u64,
     pub(crate) probe_failed: bool,
-    pub(crate) wants_lease: bool,
-    taken: Sent,
+    pub(crate) lease: LeaseWish,
+}
+
+/// What an instance asks of the half-open probe lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseWish {
+    /// Calls want to probe here (or a probe is running): take or renew it.
+    Want,
+    /// Half-open, but nothing to probe: keep it if held, without renewing it.
+    Keep,
+    /// Not half-open here: give it back if held.
+    Release,
 }
 
 /// The fleet's answer.
@@ -178,6 +187,10 @@ pub(crate) struct FleetView {
     pub(crate) open_left: Duration,
     /// This instance holds the probe lease.
     pub(crate) lease: bool,
+    /// Local clock nanoseconds just before the call that got this answer.
+    pub(crate) asked_at_ns: u64,
+    /// How long, from `asked_at_ns`, a lease granted by this answer surely lasts.
+    pub(crate) lease_safe_for: Duration,
 }
 
 /// How a fleet-shared breaker's syncs with Redis went; from
@@ -217,8 +230,16 @@ pub(crate) struct FleetLink {
     /// One sync round at a time (the task's, or an explicit `sync_fleet`): two rounds at once
     /// would send the same outcomes twice.
     round: tokio::sync::Mutex<()>,
-    wake: Notify,
+    /// Set by the round's first failed call: the rest of the round does not wait on Redis.
+    round_failed: AtomicBool,
+    /// Shared with the sync task, which holds the link only weakly.
+    wake: Arc<Notify>,
     fallback: AtomicBool,
+    /// How long a probe lease lasts in Redis, and the part of it this instance relies on.
+    lease: Duration,
+    lease_safe_for: Duration,
+    /// Local clock nanoseconds of the last call Redis answered (0: none yet).
+    last_ok_ns: AtomicU64,
     syncs: AtomicU64,
     errors: AtomicU64,
     timeouts: AtomicU64,
@@ -248,8 +269,13 @@ impl FleetLink {
             interval,
             source: OnceLock::new(),
             round: tokio::sync::Mutex::new(()),
-            wake: Notify::new(),
+            round_failed: AtomicBool::new(false),
+            wake: Arc::new(Notify::new()),
             fallback: AtomicBool::new(false),
+            lease: interval.saturating_mul(LEASE_INTERVALS),
+            // One interval short of the lease: a late sync or a slow clock cannot outlast it.
+            lease_safe_for: interval.saturating_mul(LEASE_INTERVALS - 1),
+            last_ok_ns: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
@@ -285,7 +311,7 @@ impl FleetLink {
             )
         })?;
         let _ = self.source.set(source);
-        runtime.spawn(run(self.clone()));
+        runtime.spawn(run(Arc::downgrade(self), self.wake.clone(), self.interval));
         Ok(())
     }
 
@@ -300,6 +326,7 @@ impl FleetLink {
     pub(crate) async fn round(self: &Arc<Self>) -> Option<Result<(), BackendError>> {
         let circuits = self.circuits()?;
         let _one_at_a_time = self.round.lock().await;
+        self.round_failed.store(false, Ordering::Release);
         let mut first_error = None;
         let mut note = |result: Result<(), SyncError>| {
             if let Err(err) = result {
@@ -334,9 +361,22 @@ impl FleetLink {
         let Some(report) = circuit.fleet_report() else {
             return Ok(());
         };
+        let unreachable = |circuit: &Circuit| {
+            circuit.tally_restore(&report);
+            circuit.fleet_unreachable(self.last_ok_ns.load(Ordering::Acquire), self.lease);
+        };
+        // A call of this round already failed: the rest would only wait out their deadlines.
+        if self.round_failed.load(Ordering::Acquire) {
+            unreachable(&circuit);
+            return Ok(());
+        }
+        let asked_at_ns = circuit.now_nanos();
         match self.sync.call(key.as_ref(), &report).await {
-            Ok(view) => {
+            Ok(mut view) => {
                 self.syncs.fetch_add(1, Ordering::Relaxed);
+                self.last_ok_ns.fetch_max(asked_at_ns, Ordering::AcqRel);
+                view.asked_at_ns = asked_at_ns;
+                view.lease_safe_for = self.lease_safe_for;
                 circuit.tally_commit(&report);
                 circuit.follow(&view);
                 Ok(())
@@ -346,11 +386,31 @@ impl FleetLink {
                 if matches!(err, SyncError::Timeout) {
                     self.timeouts.fetch_add(1, Ordering::Relaxed);
                 }
-                circuit.tally_restore(&report);
-                circuit.fleet_unreachable();
-                Err(err)
+                self.round_failed.store(true, Ordering::Release);
+                unreachable(&circuit);
+                // Fall back now, not at the end of the round.
+                Err(SyncError::Redis(self.enter_fallback(err)))
             }
         }
+    }
+
+    /// Decides alone from now on, saying so once.
+    fn enter_fallback(&self, err: SyncError) -> BackendError {
+        let err = match err {
+            SyncError::Timeout => BackendError::new(format!(
+                "redis did not answer within the deadline ({:?})",
+                self.sync.deadline()
+            )),
+            SyncError::Redis(err) => err,
+        };
+        if !self.fallback.swap(true, Ordering::AcqRel) {
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                error = %err,
+                "circuit breaker: cannot sync with redis, deciding locally"
+            );
+        }
+        err
     }
 
     /// Enters or leaves the fallback after a round, saying so once.
@@ -362,23 +422,7 @@ impl FleetLink {
                 }
                 Ok(())
             }
-            Some(err) => {
-                let err = match err {
-                    SyncError::Timeout => BackendError::new(format!(
-                        "redis did not answer within the deadline ({:?})",
-                        self.sync.deadline()
-                    )),
-                    SyncError::Redis(err) => err,
-                };
-                if !self.fallback.swap(true, Ordering::AcqRel) {
-                    self.fallbacks.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        error = %err,
-                        "circuit breaker: cannot sync with redis, deciding locally"
-                    );
-                }
-                Err(err)
-            }
+            Some(err) => Err(self.enter_fallback(err)),
         }
     }
 }
@@ -412,19 +456,29 @@ pub(crate) fn start_keyed(circuits: &Arc<Circuits>) -> Result<(), ConfigError> {
     }
 }
 
-/// The sync task: a round every interval, or sooner when woken (never more often than
-/// `min_gap`), until the layer is dropped.
-async fn run(link: Arc<FleetLink>) {
-    let min_gap = (link.interval / 10).min(Duration::from_millis(10));
+impl Drop for FleetLink {
+    fn drop(&mut self) {
+        // The layer is gone: wake the sync task so that it ends now, not an interval later.
+        self.wake.notify_one();
+    }
+}
+
+/// The sync task: a round every interval, or sooner when woken (then after a pause of a
+/// tenth of the interval, at most 10 ms, so a burst of wakes makes one round), until the
+/// layer is dropped. It holds the link only while a round runs.
+async fn run(link: Weak<FleetLink>, wake: Arc<Notify>, interval: Duration) {
+    let pause = (interval / 10).min(Duration::from_millis(10));
     loop {
-        if link.round().await.is_none() {
+        let Some(strong) = link.upgrade() else { return };
+        if strong.round().await.is_none() {
             return;
         }
-        if tokio::time::timeout(link.interval, link.wake.notified())
+        drop(strong);
+        if tokio::time::timeout(interval, wake.notified())
             .await
             .is_ok()
         {
-            tokio::time::sleep(min_gap).await;
+            tokio::time::sleep(pause).await;
         }
     }
 }

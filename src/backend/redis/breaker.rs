@@ -8,7 +8,7 @@ use redis::{Cmd, Value};
 use super::keys::tagged;
 use super::RedisBackend;
 use crate::backend::BackendError;
-use crate::circuit_breaker::fleet::{FleetView, Report, SyncError};
+use crate::circuit_breaker::fleet::{FleetView, LeaseWish, Report, SyncError};
 use crate::key::Key;
 
 const SCRIPT: &str = include_str!("lua/breaker.lua");
@@ -89,7 +89,11 @@ impl BreakerSync {
             .arg(flag(report.tripped))
             .arg(report.probe_successes)
             .arg(flag(report.probe_failed))
-            .arg(flag(report.wants_lease));
+            .arg(match report.lease {
+                LeaseWish::Want => "1",
+                LeaseWish::Keep => "0",
+                LeaseWish::Release => "r",
+            });
         for arg in &self.policy {
             cmd.arg(arg.as_str());
         }
@@ -143,5 +147,8 @@ fn view(value: Value) -> Option<FleetView> {
         generation: *generation,
         open_left: Duration::from_micros(*open_left_us),
         lease: *lease == 1,
+        // Filled in by the caller, which timed the call.
+        asked_at_ns: 0,
+        lease_safe_for: Duration::ZERO,
     })
 }

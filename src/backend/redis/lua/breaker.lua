@@ -5,16 +5,19 @@
 --
 -- KEYS[1]: the hash `{prefix:key}:cb`.
 -- ARGV:  1 instance id, 2 generation the outcomes were seen under ('' = not known yet),
---        3 calls, 4 failures, 5 slow, 6 good (neither failure nor slow), 7 the instance's
---        current run of bad calls, 8 tripped here (1/0), 9 probe successes, 10 a probe failed
---        (1/0), 11 wants the probe lease (1/0),
+--        3 calls, 4 failures, 5 slow, 6 good (neither failure nor slow) (3-6 and 9: running
+--        totals of the instance's circuit), 7 the instance's current run of bad calls,
+--        8 tripped here (1/0), 9 probe successes, 10 a probe failed
+--        (1/0), 11 the probe lease: '1' want it, '0' keep it if held, 'r' give it back,
 --        12 policy ('c' consecutive, 'n' count window, 't' time window), 13 failures in a row
 --        or failure rate, 14 minimum calls, 15 window size (calls, or period in µs), 16 slow
 --        rate (0: none), 17 open time µs, 18 half-open successes to close, 19 lease µs,
 --        20 key TTL ms, 21 a fixed time (tests only; '' in production).
 -- Fields: st (0 closed, 1 open, 2 half-open), g (generation: +1 on every change), u (open
 --        until), c (bad calls in a row), n/f/s (count window), e<i>/n<i>/f<i>/s<i> (ten time
---        buckets), hs (probe successes), l/lu (lease holder and its end).
+--        buckets), hs (probe successes), l/lu (lease holder and its end), t:<id> (each
+--        instance's last totals and when it sent them: what it reports is counted once,
+--        even when a reply that came too late makes it send the same outcomes again).
 -- Returns {state, generation, open time left µs, lease granted (1/0)}.
 if redis.replicate_commands then redis.replicate_commands() end
 local A = ARGV
@@ -31,12 +34,41 @@ local f = {}
 local raw = redis.call('HGETALL', KEYS[1])
 for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
 local st, g, til = num(f.st), num(f.g), num(f.u)
+-- A new hash (first use, or lost: a Redis restarted empty, a failover, an eviction) starts at
+-- a generation no earlier hash had, and takes every instance's report as current: a trip
+-- made while it was away must not be dropped as stale.
+local fresh_hash = #raw == 0
+if fresh_hash then g = now end
 
--- A new state starts with nothing counted: what was counted belongs to the state left.
+-- This instance's outcomes since its last report: its totals less the last ones counted.
+local me = 't:' .. A[1]
+local totals = { num(A[3]), num(A[4]), num(A[5]), num(A[6]), num(A[9]) }
+local last = {}
+for x in string.gmatch(f[me] or '', '[^,]+') do last[#last + 1] = tonumber(x) end
+local d = {}
+for i = 1, 5 do
+  d[i] = totals[i] - (last[i] or 0)
+  if d[i] < 0 then d[i] = 0 end
+end
+-- Instances gone quiet for a TTL are forgotten.
+local ttl_us = num(A[20]) * 1000
+for k, v in pairs(f) do
+  if string.sub(k, 1, 2) == 't:' and k ~= me then
+    local seen = tonumber(string.match(v, '([^,]+)$')) or 0
+    if seen < now - ttl_us then f[k] = nil end
+  end
+end
+
+-- A new state starts with nothing counted: what was counted belongs to the state left (the
+-- instances' last totals stay: they are what the next reports are measured from).
 local function enter(state)
   st = state
   g = g + 1
-  f = {}
+  local kept = {}
+  for k, v in pairs(f) do
+    if string.sub(k, 1, 2) == 't:' then kept[k] = v end
+  end
+  f = kept
   til = 0
   if state == 1 then til = now + num(A[17]) end
 end
@@ -45,10 +77,10 @@ if st == 1 and now >= til then enter(2) end
 
 -- Outcomes seen under an older generation belong to a state the fleet has left. A circuit
 -- that has not heard from the fleet yet (new, or only just keyed) counts in the current one.
-if A[2] == '' or num(A[2]) == g then
+if fresh_hash or A[2] == '' or num(A[2]) == g then
   if st == 0 then
     local trip = A[8] == '1'
-    local calls, fails, slow, good = num(A[3]), num(A[4]), num(A[5]), num(A[6])
+    local calls, fails, slow, good = d[1], d[2], d[3], d[4]
     local policy = A[12]
     if policy == 'c' then
       -- A good call since the last sync ended the fleet's run: what follows it is this
@@ -99,27 +131,35 @@ if A[2] == '' or num(A[2]) == g then
     if A[10] == '1' then
       enter(1)
     else
-      f.hs = num(f.hs) + num(A[9])
+      f.hs = num(f.hs) + d[5]
       if f.hs >= num(A[18]) then enter(0) end
     end
   end
 end
 
--- Half-open: one instance at a time holds the lease to probe, renewed on each of its syncs;
--- the fleet's probes in flight are bounded by the one holder's bound.
+-- Half-open: one instance at a time holds the lease to probe, renewed at each of its syncs
+-- while it has calls to probe (ARGV 11 '1'), kept unrenewed while it has none ('0'), given
+-- back when it leaves half-open ('r'); the fleet's probes in flight are bounded by the one
+-- holder's bound.
 local granted = 0
 if st == 2 then
+  local held = f.l == A[1] and num(f.lu) > now
   if A[11] == '1' then
     if f.l == nil or f.l == A[1] or num(f.lu) <= now then
       f.l, f.lu = A[1], now + num(A[19])
       granted = 1
     end
+  elseif A[11] == '0' then
+    if held then granted = 1 end
   elseif f.l == A[1] then
     f.l, f.lu = nil, nil
   end
 end
 
 f.st, f.g, f.u = st, g, til
+-- '%.0f': tostring would write a large number as 1.7e+15 and lose digits.
+f[me] = string.format('%.0f,%.0f,%.0f,%.0f,%.0f,%.0f', totals[1], totals[2], totals[3], totals[4],
+  totals[5], now)
 redis.call('DEL', KEYS[1])
 local args = {}
 for k, v in pairs(f) do

@@ -1,0 +1,297 @@
+#![cfg(all(feature = "redis", feature = "circuit-breaker"))]
+//! Faults of the fleet-shared breaker found in review, one test each: the probe bound held
+//! while a probe runs, a trip that survives the loss of the fleet's hash, a keyed layer that
+//! falls back within the deadline, a sync task that ends with its layer, and outcomes of a late
+//! answer (known: counted twice; see the test).
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::redis_server::RedisServer;
+use http::{Request, Response, StatusCode};
+use tokio::sync::Semaphore;
+use tower::{service_fn, Layer, Service, ServiceExt};
+use tower_bulwark::backend::redis::RedisBackend;
+use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+use tower_bulwark::key::HeaderKey;
+
+const NEVER: Duration = Duration::from_secs(3600);
+const PATIENT_DEADLINE: Duration = Duration::from_secs(5);
+const GLOBAL: &str = "{bulwark:global}:cb";
+
+macro_rules! start_redis {
+    () => {
+        match RedisServer::start() {
+            Some(server) => server,
+            None => return,
+        }
+    };
+}
+
+async fn redis(server: &RedisServer) -> RedisBackend {
+    RedisBackend::connect(&server.url()).await.unwrap()
+}
+
+/// An upstream answering `status`; while `gate` has no permits, calls hang (counted in flight).
+#[derive(Clone)]
+struct Upstream {
+    status: Arc<AtomicU16>,
+    gate: Arc<Semaphore>,
+    gated: Arc<AtomicU16>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    fn new(status: u16) -> Self {
+        Self {
+            status: Arc::new(AtomicU16::new(status)),
+            gate: Arc::new(Semaphore::new(0)),
+            gated: Arc::new(AtomicU16::new(0)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+    fn service(
+        &self,
+    ) -> impl Service<Request<()>, Response = Response<String>, Error = Infallible, Future = impl Send>
+           + Clone
+           + Send
+           + 'static {
+        let this = self.clone();
+        service_fn(move |_req: Request<()>| {
+            let this = this.clone();
+            async move {
+                this.in_flight.fetch_add(1, Ordering::SeqCst);
+                if this.gated.load(Ordering::SeqCst) == 1 {
+                    let _ = this.gate.acquire().await.map(|p| p.forget());
+                }
+                this.in_flight.fetch_sub(1, Ordering::SeqCst);
+                let mut res = Response::new(String::new());
+                *res.status_mut() =
+                    StatusCode::from_u16(this.status.load(Ordering::SeqCst)).unwrap();
+                Ok::<_, Infallible>(res)
+            }
+        })
+    }
+}
+
+async fn call<S, B>(svc: &S) -> StatusCode
+where
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible> + Clone,
+{
+    svc.clone()
+        .oneshot(Request::new(()))
+        .await
+        .unwrap()
+        .status()
+}
+
+fn one_probe_fleet(redis: RedisBackend) -> CircuitBreakerLayer {
+    CircuitBreakerLayer::consecutive_failures(1)
+        .half_open_successes(2)
+        .half_open_probes(1)
+        .backend(redis)
+        .sync_interval(NEVER)
+        .deadline(PATIENT_DEADLINE)
+        .build()
+        .unwrap()
+}
+
+/// Bug 1: the lease holder gives the lease back at a sync where no call *asked* to probe,
+/// although its probe is still running; another instance takes the lease and probes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_never_runs_more_probes_than_half_open_probes() {
+    let server = start_redis!();
+    let (a, b) = (
+        one_probe_fleet(redis(&server).await),
+        one_probe_fleet(redis(&server).await),
+    );
+    let up = Upstream::new(500);
+    let (svc_a, svc_b) = (
+        CircuitBreakerLayer::layer(&a, up.service()),
+        CircuitBreakerLayer::layer(&b, up.service()),
+    );
+    // Fleet open through A, then half-open on both.
+    a.sync_fleet().await.unwrap();
+    b.sync_fleet().await.unwrap();
+    call(&svc_a).await;
+    a.sync_fleet().await.unwrap();
+    b.sync_fleet().await.unwrap();
+    server.cli(&["HSET", GLOBAL, "u", "0"]);
+    a.sync_fleet().await.unwrap();
+    b.sync_fleet().await.unwrap();
+    assert_eq!(a.circuit().state(), CircuitState::HalfOpen);
+    // A asks for the lease and gets it; its probe hangs on a slow upstream.
+    up.status.store(200, Ordering::SeqCst);
+    up.gated.store(1, Ordering::SeqCst);
+    assert_eq!(call(&svc_a).await, StatusCode::SERVICE_UNAVAILABLE);
+    a.sync_fleet().await.unwrap();
+    let probe_a = tokio::spawn({
+        let svc_a = svc_a.clone();
+        async move { call(&svc_a).await }
+    });
+    while up.in_flight.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Two ordinary syncs of A while its probe runs (no new request reaches A).
+    a.sync_fleet().await.unwrap();
+    a.sync_fleet().await.unwrap();
+    // B asks, and is granted the lease A still needs.
+    let _ = call(&svc_b).await;
+    b.sync_fleet().await.unwrap();
+    let probe_b = tokio::spawn({
+        let svc_b = svc_b.clone();
+        async move { call(&svc_b).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let in_flight = up.in_flight.load(Ordering::SeqCst);
+    up.gate.add_permits(10);
+    let _ = (probe_a.await, probe_b.await);
+    assert!(
+        in_flight <= 1,
+        "{in_flight} probes in flight, half_open_probes = 1"
+    );
+}
+
+/// Bug 2: after the fleet's hash is lost (restart without persistence, failover, eviction,
+/// FLUSHDB), an instance's cached generation no longer matches; its trip is thrown away by
+/// the script, and the instance then follows the fresh hash back to closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trip_survives_the_loss_of_the_fleets_hash() {
+    let server = start_redis!();
+    let a = one_probe_fleet(redis(&server).await);
+    let up = Upstream::new(500);
+    let svc_a = CircuitBreakerLayer::layer(&a, up.service());
+    server.cli(&["HSET", GLOBAL, "st", "0", "g", "5"]); // the fleet has been through 5 changes
+    a.sync_fleet().await.unwrap();
+    server.cli(&["DEL", GLOBAL]); // as a restart with `--save ''` would
+    call(&svc_a).await; // trips A
+    assert_eq!(a.circuit().state(), CircuitState::Open);
+    a.sync_fleet().await.unwrap();
+    assert_eq!(
+        server.cli(&["HGET", GLOBAL, "st"]),
+        "1",
+        "the trip reached the fleet"
+    );
+    assert_eq!(
+        a.circuit().state(),
+        CircuitState::Open,
+        "A reopened to a failing upstream"
+    );
+}
+
+/// Bug 3: a round of a keyed layer is not bounded by the deadline: with Redis frozen it
+/// takes ceil(keys / 32) deadlines before the breaker says it is in fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_layer_falls_back_within_the_deadline() {
+    let server = start_redis!();
+    let layer = CircuitBreakerLayer::consecutive_failures(5)
+        .backend(redis(&server).await)
+        .sync_interval(NEVER)
+        .deadline(Duration::from_millis(50))
+        .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+        .build()
+        .unwrap();
+    let up = Upstream::new(200);
+    let svc = layer.layer(up.service());
+    for i in 0..640 {
+        let req = Request::builder()
+            .header("x-upstream", i.to_string())
+            .body(())
+            .unwrap();
+        svc.clone().oneshot(req).await.unwrap();
+    }
+    let started = Instant::now();
+    while layer.sync_fleet().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+    server.freeze();
+    let started = Instant::now();
+    assert!(layer.sync_fleet().await.is_err());
+    let waited = started.elapsed();
+    server.thaw();
+    assert!(
+        waited < Duration::from_millis(500),
+        "fallback took {waited:?}"
+    );
+}
+
+/// Bug 4: the sync task (and its Redis connection) outlives the layer by up to one
+/// `sync_interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_layer_ends_its_sync_task() {
+    let server = start_redis!();
+    let clients = || -> usize {
+        server
+            .cli(&["CLIENT", "LIST", "TYPE", "normal"])
+            .lines()
+            .count()
+    };
+    let before = clients();
+    let layer = one_probe_fleet(redis(&server).await);
+    layer.sync_fleet().await.unwrap();
+    assert_eq!(clients(), before + 1);
+    drop(layer);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        clients(),
+        before,
+        "the sync task still holds the connection"
+    );
+}
+
+/// Bug 5: a sync that Redis executed but answered after the deadline is sent again:
+/// outcomes count twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_of_a_late_answer_are_not_counted_twice() {
+    let server = start_redis!();
+    let a = CircuitBreakerLayer::consecutive_failures(100)
+        .backend(redis(&server).await)
+        .sync_interval(NEVER)
+        .deadline(Duration::from_millis(30))
+        .build()
+        .unwrap();
+    let up = Upstream::new(500);
+    let svc = CircuitBreakerLayer::layer(&a, up.service());
+    let started = Instant::now();
+    while a.sync_fleet().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+    // Make the script slow (it rewrites every field of the hash): it runs, but answers late.
+    server.cli(&[
+        "EVAL",
+        "for i=1,tonumber(ARGV[1]) do redis.call('HSET', KEYS[1], 'j'..i, 'x') end",
+        "1",
+        GLOBAL,
+        "400000",
+    ]);
+    for _ in 0..3 {
+        call(&svc).await;
+    }
+    assert!(a.sync_fleet().await.is_err(), "expected a timeout");
+    // Let Redis finish, then make it fast again.
+    server.cli(&[
+        "EVAL",
+        "for i=1,tonumber(ARGV[1]) do redis.call('HDEL', KEYS[1], 'j'..i) end",
+        "1",
+        GLOBAL,
+        "400000",
+    ]);
+    assert_eq!(
+        server.cli(&["HGET", GLOBAL, "c"]),
+        "3",
+        "the late call did count"
+    );
+    let started = Instant::now();
+    while a.sync_fleet().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+    assert_eq!(
+        server.cli(&["HGET", GLOBAL, "c"]),
+        "3",
+        "3 failures counted twice"
+    );
+}
