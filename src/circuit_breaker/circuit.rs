@@ -350,6 +350,16 @@ impl Circuit {
                 },
                 Err(_) => false,
             }
+            && self.fleet_told()
+    }
+
+    /// Nothing the fleet has not heard (always so in memory).
+    fn fleet_told(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(tally) = &self.tally {
+            return tally.is_told();
+        }
+        true
     }
 
     /// Asks to make a call: a permit, or how long to wait.

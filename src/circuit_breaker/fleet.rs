@@ -57,6 +57,11 @@ pub(crate) struct Tally {
     wants_probe: AtomicBool,
     /// The fleet's generation at the last sync: outcomes since then were seen under it.
     generation: AtomicU64,
+    /// Tells this circuit from an earlier one of the same key on this instance (forgotten by a
+    /// keyed layer, then made again), whose totals the script still holds.
+    incarnation: u64,
+    /// Calls counted by the last report that reached the fleet.
+    acked_calls: AtomicU64,
 }
 
 impl Tally {
@@ -87,6 +92,16 @@ impl Tally {
         }
     }
 
+    /// The fleet has heard everything this circuit saw: forgetting it loses nothing.
+    pub(super) fn is_told(&self) -> bool {
+        let calls = self
+            .outcomes
+            .get()
+            .iter()
+            .fold(0u64, |a, b| a.wrapping_add(*b));
+        calls == self.acked_calls.load(Ordering::Acquire) && !self.trip_pending()
+    }
+
     /// This instance opened (a trip or a failed probe) and the fleet has not heard yet.
     pub(super) fn trip_pending(&self) -> bool {
         self.tripped.load(Ordering::Acquire) || self.probe_failed.load(Ordering::Acquire)
@@ -101,6 +116,7 @@ impl Tally {
         let total = |i: usize| outcomes[i];
         let generation = self.generation.load(Ordering::Acquire);
         Report {
+            incarnation: self.incarnation,
             generation: (generation != UNKNOWN).then_some(generation),
             calls: total(GOOD) + total(FAILED) + total(SLOW) + total(SLOW_FAILED),
             failures: total(FAILED) + total(SLOW_FAILED),
@@ -123,6 +139,7 @@ impl Tally {
 
     /// The report reached the fleet: its trip or failed probe is told.
     pub(super) fn commit(&self, report: &Report) {
+        self.acked_calls.fetch_max(report.calls, Ordering::AcqRel);
         if report.tripped {
             self.tripped.store(false, Ordering::Release);
         }
@@ -141,8 +158,10 @@ impl Tally {
 
 impl Tally {
     pub(crate) fn new() -> Self {
+        static INCARNATIONS: AtomicU64 = AtomicU64::new(0);
         Self {
             generation: AtomicU64::new(UNKNOWN),
+            incarnation: INCARNATIONS.fetch_add(1, Ordering::Relaxed),
             ..Self::default()
         }
     }
@@ -151,6 +170,8 @@ impl Tally {
 /// What one circuit tells the fleet at a sync: running totals since the circuit was made.
 #[derive(Debug, Clone)]
 pub(crate) struct Report {
+    /// Which circuit of this instance the totals are of.
+    pub(crate) incarnation: u64,
     /// The fleet generation the outcomes since the last sync were seen under (`None` before
     /// the first sync).
     pub(crate) generation: Option<u64>,

@@ -19,7 +19,8 @@ pub(crate) struct BreakerSync {
     prefix: String,
     deadline: Duration,
     hash: String,
-    /// Tells this instance's probe lease from the others'.
+    /// Tells this instance (this layer, in this process) from the others: with a circuit's
+    /// incarnation, it names the circuit's totals and its probe lease in the hash.
     instance: String,
     /// ARGV 12 to 20: the policy, the same on every call.
     policy: [String; 9],
@@ -76,7 +77,10 @@ impl BreakerSync {
             cmd
         };
         let flag = |b: bool| if b { "1" } else { "0" };
-        cmd.arg(1).arg(key).arg(&self.instance);
+        // The totals are this circuit's: a circuit made again for the same key starts its own.
+        cmd.arg(1)
+            .arg(key)
+            .arg(format!("{}.{}", self.instance, report.incarnation));
         match report.generation {
             Some(generation) => cmd.arg(generation),
             None => cmd.arg(""),
