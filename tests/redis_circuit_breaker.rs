@@ -996,3 +996,51 @@ async fn a_circuit_the_fleet_has_not_heard_is_kept() {
     assert_eq!(layer.state_of(&x), Some(CircuitState::Closed));
     assert_eq!(layer.len(), 1);
 }
+
+/// Script calls Redis has run so far (`EVALSHA`, and `EVAL` for a reload).
+fn script_calls(server: &RedisServer) -> u64 {
+    server
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// A trip on one key wakes the sync task at once, and the woken round calls Redis for that
+/// key only, not for every key the layer holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trip_is_told_at_once_for_its_key_only() {
+    let server = start_redis!();
+    let layer = CircuitBreakerLayer::consecutive_failures(1)
+        .backend(redis(&server).await)
+        .sync_interval(NEVER)
+        .deadline(PATIENT_DEADLINE)
+        .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+        .build()
+        .unwrap();
+    let (good, bad) = (Upstream::new(200), Upstream::new(500));
+    let (svc_good, svc_bad) = (layer.layer(good.service()), layer.layer(bad.service()));
+    for i in 0..50 {
+        call(&svc_good, req_for(&format!("k{i}"))).await;
+    }
+    // Let the rounds the new circuits woke run, then sync every key.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    layer.sync_fleet().await.unwrap();
+    let before = script_calls(&server);
+    call(&svc_bad, req_for("k7")).await;
+    let started = Instant::now();
+    while server.cli(&["HGET", "{bulwark:h:k7}:cb", "st"]) != "1" {
+        assert!(started.elapsed() < PATIENCE, "the trip was never told");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await; // nothing else may follow
+    assert_eq!(script_calls(&server) - before, 1, "one call, for k7");
+}

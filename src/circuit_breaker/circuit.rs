@@ -227,7 +227,8 @@ impl Circuit {
             counters: Counters::default(),
             #[cfg(feature = "redis")]
             tally: config.fleet.as_ref().map(|link| {
-                // A new circuit learns the fleet's state at the next sync: make it now.
+                // A new circuit learns the fleet's state at the next sync: make it now (a new
+                // tally is due for one).
                 link.wake();
                 super::fleet::Tally::new()
             }),
@@ -635,7 +636,7 @@ impl Circuit {
         #[cfg(feature = "redis")]
         if let Some(link) = &self.config.fleet {
             if !link.in_fallback() {
-                link.wake();
+                self.wake_fleet();
                 return 0;
             }
         }
@@ -647,11 +648,19 @@ impl Circuit {
         self.config.fleet.as_ref()
     }
 
+    /// Asks for a sync of this circuit now, not at the next interval.
     #[cfg(feature = "redis")]
     fn wake_fleet(&self) {
-        if let Some(link) = &self.config.fleet {
+        if let (Some(link), Some(tally)) = (&self.config.fleet, &self.tally) {
+            tally.mark_due();
             link.wake();
         }
+    }
+
+    /// Whether this circuit asked for a sync since the last; clears the request.
+    #[cfg(feature = "redis")]
+    pub(super) fn take_due(&self) -> bool {
+        self.tally.as_ref().is_some_and(|tally| tally.take_due())
     }
 
     /// What to tell the fleet: the outcomes since the last report that reached it.

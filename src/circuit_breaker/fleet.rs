@@ -62,6 +62,9 @@ pub(crate) struct Tally {
     incarnation: u64,
     /// Calls counted by the last report that reached the fleet.
     acked_calls: AtomicU64,
+    /// Something happened that the fleet should hear before the next interval (a trip, a
+    /// probe, half-open, a new circuit): a woken round syncs only such circuits.
+    due: AtomicBool,
 }
 
 impl Tally {
@@ -90,6 +93,14 @@ impl Tally {
         if !self.wants_probe.load(Ordering::Relaxed) {
             self.wants_probe.store(true, Ordering::Release);
         }
+    }
+
+    pub(super) fn mark_due(&self) {
+        self.due.store(true, Ordering::Release);
+    }
+
+    pub(super) fn take_due(&self) -> bool {
+        self.due.swap(false, Ordering::AcqRel)
     }
 
     /// The fleet has heard everything this circuit saw: forgetting it loses nothing.
@@ -162,6 +173,7 @@ impl Tally {
         Self {
             generation: AtomicU64::new(UNKNOWN),
             incarnation: INCARNATIONS.fetch_add(1, Ordering::Relaxed),
+            due: AtomicBool::new(true),
             ..Self::default()
         }
     }
@@ -276,6 +288,13 @@ impl fmt::Debug for FleetLink {
     }
 }
 
+/// Which circuits a round syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Which {
+    Every,
+    Due,
+}
+
 /// Why a sync call failed.
 #[derive(Debug)]
 pub(crate) enum SyncError {
@@ -343,14 +362,20 @@ impl FleetLink {
         }
     }
 
-    /// Syncs every circuit once. `None` when the layer is gone; else the first error, if any.
-    pub(crate) async fn round(self: &Arc<Self>) -> Option<Result<(), BackendError>> {
-        let circuits = self.circuits()?;
+    /// Syncs every circuit once (`Every`), or those that asked for it since the last round
+    /// (`Due`: a woken round, which must not cost a call per key each time one key trips).
+    /// `None` when the layer is gone; else the first error, if any.
+    pub(crate) async fn round(self: &Arc<Self>, which: Which) -> Option<Result<(), BackendError>> {
+        let mut circuits = self.circuits()?;
         let _one_at_a_time = self.round.lock().await;
+        // Every circuit is synced either way: what they asked for is done.
+        circuits.retain(|(_, circuit)| circuit.take_due() || which == Which::Every);
         self.round_failed.store(false, Ordering::Release);
         let mut first_error = None;
-        let mut note = |result: Result<(), SyncError>| {
-            if let Err(err) = result {
+        let mut answered = false;
+        let mut note = |result: Result<bool, SyncError>| match result {
+            Ok(called) => answered |= called,
+            Err(err) => {
                 first_error.get_or_insert(err);
             }
         };
@@ -375,12 +400,13 @@ impl FleetLink {
                 }
             }
         }
-        Some(self.settle_round(first_error))
+        Some(self.settle_round(first_error, answered))
     }
 
-    async fn sync_one(&self, key: Option<Key>, circuit: Arc<Circuit>) -> Result<(), SyncError> {
+    /// Syncs one circuit: `Ok(true)` when Redis answered, `Ok(false)` when it was not asked.
+    async fn sync_one(&self, key: Option<Key>, circuit: Arc<Circuit>) -> Result<bool, SyncError> {
         let Some(report) = circuit.fleet_report() else {
-            return Ok(());
+            return Ok(false);
         };
         let unreachable = |circuit: &Circuit| {
             circuit.tally_restore(&report);
@@ -389,7 +415,7 @@ impl FleetLink {
         // A call of this round already failed: the rest would only wait out their deadlines.
         if self.round_failed.load(Ordering::Acquire) {
             unreachable(&circuit);
-            return Ok(());
+            return Ok(false);
         }
         let asked_at_ns = circuit.now_nanos();
         match self.sync.call(key.as_ref(), &report).await {
@@ -400,7 +426,7 @@ impl FleetLink {
                 view.lease_safe_for = self.lease_safe_for;
                 circuit.tally_commit(&report);
                 circuit.follow(&view);
-                Ok(())
+                Ok(true)
             }
             Err(err) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
@@ -434,9 +460,11 @@ impl FleetLink {
         err
     }
 
-    /// Enters or leaves the fallback after a round, saying so once.
-    fn settle_round(&self, error: Option<SyncError>) -> Result<(), BackendError> {
+    /// Enters or leaves the fallback after a round, saying so once. Only a round in which
+    /// Redis answered ends the fallback (a woken round may have had nothing to sync).
+    fn settle_round(&self, error: Option<SyncError>, answered: bool) -> Result<(), BackendError> {
         match error {
+            None if !answered => Ok(()),
             None => {
                 if self.fallback.swap(false, Ordering::AcqRel) {
                     tracing::info!("circuit breaker: redis reachable again, following the fleet");
@@ -456,7 +484,7 @@ pub(crate) fn stats_of(circuit: &Circuit) -> Option<FleetStats> {
 /// One sync round now (nothing to do in memory).
 pub(crate) async fn sync_now(circuit: &Circuit) -> Result<(), BackendError> {
     match circuit.fleet_link() {
-        Some(link) => link.round().await.unwrap_or(Ok(())),
+        Some(link) => link.round(Which::Every).await.unwrap_or(Ok(())),
         None => Ok(()),
     }
 }
@@ -489,17 +517,24 @@ impl Drop for FleetLink {
 /// layer is dropped. It holds the link only while a round runs.
 async fn run(link: Weak<FleetLink>, wake: Arc<Notify>, interval: Duration) {
     let pause = (interval / 10).min(Duration::from_millis(10));
+    let mut which = Which::Every;
+    let mut next_full = tokio::time::Instant::now();
     loop {
         let Some(strong) = link.upgrade() else { return };
-        if strong.round().await.is_none() {
+        if which == Which::Every {
+            next_full = tokio::time::Instant::now() + interval;
+        }
+        if strong.round(which).await.is_none() {
             return;
         }
         drop(strong);
-        if tokio::time::timeout(interval, wake.notified())
-            .await
-            .is_ok()
-        {
-            tokio::time::sleep(pause).await;
-        }
+        // Woken rounds in between do not push the next full one back.
+        which = match tokio::time::timeout_at(next_full, wake.notified()).await {
+            Ok(()) => {
+                tokio::time::sleep(pause).await;
+                Which::Due
+            }
+            Err(_) => Which::Every,
+        };
     }
 }
