@@ -126,7 +126,8 @@ pub struct CircuitStats {
     pub failures: u64,
     /// Outcomes slower than the slow-call threshold (also counted above).
     pub slow: u64,
-    /// Times the breaker opened.
+    /// Times the breaker opened (for a breaker shared through Redis, on this instance: by
+    /// its own failures or following the fleet).
     pub opened: u64,
 }
 
@@ -334,7 +335,7 @@ impl Circuit {
     /// no caller sees one without the other.
     fn move_to_forced(&self, forced: u8, to: u64) {
         let now = self.now_ns();
-        self.transition_to(None, to, now, Some(forced));
+        self.transition_to(None, to, self.open_end(now), Some(forced));
     }
 
     /// Closed, unforced, with no failure or slow call counted: nothing that could open it, so
@@ -567,10 +568,17 @@ impl Circuit {
 
     /// Moves to `to` if the word is still `expected` (any word when `None`: a manual move).
     fn move_to(&self, expected: Option<u64>, to: u64, now: u64) {
-        self.transition_to(expected, to, now, None);
+        self.transition_to(expected, to, self.open_end(now), None);
     }
 
-    fn transition_to(&self, expected: Option<u64>, to: u64, now: u64, forced: Option<u8>) {
+    /// When a breaker opened at `now` for the configured time lets a probe through.
+    fn open_end(&self, now: u64) -> u64 {
+        now.saturating_add(duration_to_nanos(self.config.open_for))
+    }
+
+    /// Moves to `to` (if the word is still `expected`), applying `forced` with it; an open
+    /// state lasts until `open_until` (clock nanoseconds).
+    fn transition_to(&self, expected: Option<u64>, to: u64, open_until: u64, forced: Option<u8>) {
         let from = {
             let _guard = self.transition.lock().unwrap_or_else(|p| p.into_inner());
             let word = self.word.load(Ordering::Acquire);
@@ -586,7 +594,7 @@ impl Circuit {
                     let until = if self.forced.load(Ordering::Acquire) == FORCED_OPEN {
                         u64::MAX
                     } else {
-                        now.saturating_add(duration_to_nanos(self.config.open_for))
+                        open_until
                     };
                     self.open_until.store(until, Ordering::Release);
                     self.counters.opened.add(1);
@@ -695,15 +703,15 @@ impl Circuit {
         if local == OPEN && fleet != OPEN && tally.trip_pending() {
             return;
         }
+        // The fleet's open time, on this instance's clock.
+        let until = now.saturating_add(duration_to_nanos(view.open_left));
         if fleet != local {
-            self.move_to(Some(word), fleet, now);
+            self.transition_to(Some(word), fleet, until, None);
         }
         match fleet {
-            OPEN => {
-                let until = now.saturating_add(duration_to_nanos(view.open_left));
-                if state_of(self.word.load(Ordering::Acquire)) == OPEN {
-                    self.open_until.store(until, Ordering::Release);
-                }
+            // Already open here (a trip of its own): the fleet's time is the one to keep.
+            OPEN if state_of(self.word.load(Ordering::Acquire)) == OPEN => {
+                self.open_until.store(until, Ordering::Release);
             }
             HALF_OPEN => {
                 let cap = if view.lease {
