@@ -1044,3 +1044,56 @@ async fn a_trip_is_told_at_once_for_its_key_only() {
     tokio::time::sleep(Duration::from_millis(50)).await; // nothing else may follow
     assert_eq!(script_calls(&server) - before, 1, "one call, for k7");
 }
+
+/// On a Redis Cluster: each key's state machine lives on the node of its hash tag, keys spread
+/// over the nodes, and the fleet still shares each one.
+#[cfg(feature = "redis-cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_breakers_share_each_key_on_a_cluster() {
+    use common::redis_server::RedisCluster;
+    use std::collections::BTreeSet;
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let build = |redis| {
+        CircuitBreakerLayer::consecutive_failures(1)
+            .backend(redis)
+            .sync_interval(NEVER)
+            .deadline(PATIENT_DEADLINE)
+            .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+            .build()
+            .unwrap()
+    };
+    let a = build(RedisBackend::connect_cluster(&urls).await.unwrap());
+    let b = build(RedisBackend::connect_cluster(&urls).await.unwrap());
+    let (svc_a, svc_b) = (
+        a.layer(Upstream::new(503).service()),
+        b.layer(Upstream::new(200).service()),
+    );
+    let keys: Vec<String> = (0..12).map(|i| format!("u{i}")).collect();
+    let nodes: BTreeSet<usize> = keys
+        .iter()
+        .map(|k| cluster.node_for_key(&format!("{{bulwark:h:{k}}}:cb")))
+        .collect();
+    assert_eq!(nodes.len(), 3, "the keys should spread over the 3 nodes");
+    for k in &keys {
+        assert_eq!(call(&svc_b, req_for(k)).await, StatusCode::OK);
+        assert_eq!(
+            call(&svc_a, req_for(k)).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    a.sync_fleet().await.unwrap();
+    b.sync_fleet().await.unwrap();
+    for k in &keys {
+        let key = Key::from(http::HeaderValue::from_str(k).unwrap());
+        assert_eq!(b.state_of(&key), Some(CircuitState::Open), "{k}");
+        let node = &cluster.nodes[cluster.node_for_key(&format!("{{bulwark:h:{k}}}:cb"))];
+        assert_eq!(
+            node.cli(&["HGET", &format!("{{bulwark:h:{k}}}:cb"), "st"]),
+            "1"
+        );
+    }
+}
