@@ -999,6 +999,37 @@ async fn generic_errors_are_failures_and_refusal_is_circuit_open() {
     assert_eq!(stats_tuple(layer.circuit().stats()), (7, 2, 4, 3, 0, 1));
 }
 
+/// A client whose `Ok` can hold a server error, and whose errors can be the caller's fault:
+/// the result classifier decides, not "every error fails".
+#[tokio::test]
+async fn generic_failure_if_judges_responses_and_errors() {
+    let layer = CircuitBreakerLayer::consecutive_failures(2)
+        .build_generic()
+        .unwrap()
+        .failure_if(|result: &Result<u16, std::io::Error>| match result {
+            Ok(status) => *status >= 500,
+            Err(e) => e.kind() != std::io::ErrorKind::InvalidInput,
+        });
+    let svc = layer.layer(tower::service_fn(|req: Result<u16, std::io::ErrorKind>| {
+        std::future::ready(req.map_err(std::io::Error::from))
+    }));
+    let call = |req| svc.clone().oneshot(req);
+    // Caller's faults: errors, but not failures.
+    for _ in 0..3 {
+        assert!(call(Err(std::io::ErrorKind::InvalidInput)).await.is_err());
+    }
+    assert_eq!(layer.circuit().state(), Closed);
+    assert_eq!(layer.circuit().stats().failures, 0);
+    // Two 503s in a row: responses, and failures.
+    assert_eq!(call(Ok(503)).await.unwrap(), 503);
+    assert_eq!(call(Ok(200)).await.unwrap(), 200, "a success ends the run");
+    assert_eq!(call(Ok(503)).await.unwrap(), 503);
+    assert_eq!(call(Ok(502)).await.unwrap(), 502);
+    assert_eq!(layer.circuit().state(), Open);
+    let err = call(Ok(200)).await.unwrap_err();
+    assert!(err.downcast_ref::<CircuitOpen>().is_some());
+}
+
 #[tokio::test]
 async fn generic_half_open_refuses_a_second_probe_with_a_short_wait() {
     let clock = clock();

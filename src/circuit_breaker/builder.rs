@@ -281,7 +281,8 @@ impl CircuitBreakerBuilder {
     }
 
     /// Decides which responses are failures (HTTP layer only). Errors from the inner service
-    /// always are. The default: 5xx, and a `grpc-status` header of UNKNOWN, DEADLINE_EXCEEDED,
+    /// always are. (The generic variant judges whole results, errors included:
+    /// [`GenericCircuitBreakerLayer::failure_if`](super::GenericCircuitBreakerLayer::failure_if).) The default: 5xx, and a `grpc-status` header of UNKNOWN, DEADLINE_EXCEEDED,
     /// INTERNAL, UNAVAILABLE or DATA_LOSS.
     ///
     /// ```

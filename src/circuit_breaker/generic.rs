@@ -31,11 +31,54 @@ use crate::error::BoxError;
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct GenericCircuitBreakerLayer {
+pub struct GenericCircuitBreakerLayer<C = ErrorsFail> {
     circuit: Arc<Circuit>,
+    classify: C,
 }
 
-impl fmt::Debug for GenericCircuitBreakerLayer {
+/// Decides whether a call's result is a failure, for
+/// [`GenericCircuitBreakerLayer::failure_if`]. Any `Fn(&Result<T, E>) -> bool` is one.
+///
+/// ```
+/// use tower_bulwark::circuit_breaker::{ClassifyResult, ErrorsFail};
+///
+/// let result: Result<u32, std::io::Error> = Ok(7);
+/// assert!(!ErrorsFail.is_failure(&result));
+/// let odd_fails = |r: &Result<u32, std::io::Error>| matches!(r, Ok(n) if n % 2 == 1);
+/// assert!(odd_fails.is_failure(&result));
+/// ```
+pub trait ClassifyResult<T, E> {
+    /// True when `result` counts as a failure.
+    fn is_failure(&self, result: &Result<T, E>) -> bool;
+}
+
+/// The default classifier of [`GenericCircuitBreakerLayer`]: every error is a failure,
+/// every response a success.
+///
+/// ```
+/// use tower_bulwark::circuit_breaker::{ClassifyResult, ErrorsFail};
+///
+/// assert!(ErrorsFail.is_failure(&Err::<(), _>("down")));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorsFail;
+
+impl<T, E> ClassifyResult<T, E> for ErrorsFail {
+    fn is_failure(&self, result: &Result<T, E>) -> bool {
+        result.is_err()
+    }
+}
+
+impl<F, T, E> ClassifyResult<T, E> for F
+where
+    F: Fn(&Result<T, E>) -> bool,
+{
+    fn is_failure(&self, result: &Result<T, E>) -> bool {
+        self(result)
+    }
+}
+
+impl<C> fmt::Debug for GenericCircuitBreakerLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GenericCircuitBreakerLayer")
             .field("circuit", &self.circuit)
@@ -45,7 +88,43 @@ impl fmt::Debug for GenericCircuitBreakerLayer {
 
 impl GenericCircuitBreakerLayer {
     pub(crate) fn new(circuit: Arc<Circuit>) -> Self {
-        Self { circuit }
+        Self {
+            circuit,
+            classify: ErrorsFail,
+        }
+    }
+}
+
+impl<C> GenericCircuitBreakerLayer<C> {
+    /// Decides from each call's result (response or error) whether it failed, instead of
+    /// "every error fails": an error that is the caller's fault need not open the breaker,
+    /// and a response can be a failure (a client whose `Ok` holds a 503). Cancelled calls
+    /// still record nothing.
+    ///
+    /// ```
+    /// use std::io::{Error, ErrorKind};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A not-found is the caller's problem, not the dependency's.
+    /// let layer = CircuitBreakerLayer::consecutive_failures(1)
+    ///     .build_generic()?
+    ///     .failure_if(|result: &Result<(), Error>| {
+    ///         matches!(result, Err(e) if e.kind() != ErrorKind::NotFound)
+    ///     });
+    /// let svc = layer.layer(service_fn(|_: ()| async { Err::<(), _>(Error::from(ErrorKind::NotFound)) }));
+    /// assert!(svc.oneshot(()).await.is_err());
+    /// assert_eq!(layer.circuit().state(), CircuitState::Closed);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn failure_if<F>(self, classify: F) -> GenericCircuitBreakerLayer<F> {
+        GenericCircuitBreakerLayer {
+            circuit: self.circuit,
+            classify,
+        }
     }
 
     /// The breaker's shared state.
@@ -99,13 +178,14 @@ impl GenericCircuitBreakerLayer {
     }
 }
 
-impl<S> Layer<S> for GenericCircuitBreakerLayer {
-    type Service = GenericCircuitBreaker<S>;
+impl<S, C: Clone> Layer<S> for GenericCircuitBreakerLayer<C> {
+    type Service = GenericCircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
         GenericCircuitBreaker {
             inner,
             circuit: self.circuit.clone(),
+            classify: self.classify.clone(),
         }
     }
 }
@@ -126,12 +206,13 @@ impl<S> Layer<S> for GenericCircuitBreakerLayer {
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct GenericCircuitBreaker<S> {
+pub struct GenericCircuitBreaker<S, C = ErrorsFail> {
     inner: S,
     circuit: Arc<Circuit>,
+    classify: C,
 }
 
-impl<S: fmt::Debug> fmt::Debug for GenericCircuitBreaker<S> {
+impl<S: fmt::Debug, C> fmt::Debug for GenericCircuitBreaker<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GenericCircuitBreaker")
             .field("inner", &self.inner)
@@ -140,14 +221,15 @@ impl<S: fmt::Debug> fmt::Debug for GenericCircuitBreaker<S> {
     }
 }
 
-impl<S, Req> Service<Req> for GenericCircuitBreaker<S>
+impl<S, Req, C> Service<Req> for GenericCircuitBreaker<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
+    C: ClassifyResult<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = GenericResponseFuture<S::Future>;
+    type Future = GenericResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -159,11 +241,13 @@ where
                 future: Some(self.inner.call(req)),
                 permit: Some(permit),
                 refused: None,
+                classify: Some(self.classify.clone()),
             },
             Err(retry_after) => GenericResponseFuture {
                 future: None,
                 permit: None,
                 refused: Some(CircuitOpen::new(retry_after)),
+                classify: None,
             },
         }
     }
@@ -184,18 +268,20 @@ pin_project! {
     /// assert_eq!(future.await.unwrap(), 7);
     /// # }
     /// ```
-    pub struct GenericResponseFuture<F> {
+    pub struct GenericResponseFuture<F, C = ErrorsFail> {
         #[pin]
         future: Option<F>,
         permit: Option<Permit>,
         refused: Option<CircuitOpen>,
+        classify: Option<C>,
     }
 }
 
-impl<F, T, E> Future for GenericResponseFuture<F>
+impl<F, T, E, C> Future for GenericResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
+    C: ClassifyResult<T, E>,
 {
     type Output = Result<T, BoxError>;
 
@@ -207,7 +293,11 @@ where
                 // Done: a poll after completion must not poll the inner future again.
                 this.future.set(None);
                 if let Some(permit) = this.permit.take() {
-                    permit.settle(result.is_err());
+                    let failure = match this.classify.take() {
+                        Some(classify) => classify.is_failure(&result),
+                        None => result.is_err(),
+                    };
+                    permit.settle(failure);
                 }
                 Poll::Ready(result.map_err(Into::into))
             }
@@ -219,7 +309,7 @@ where
     }
 }
 
-impl<F> fmt::Debug for GenericResponseFuture<F> {
+impl<F, C> fmt::Debug for GenericResponseFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GenericResponseFuture")
             .finish_non_exhaustive()

@@ -89,7 +89,10 @@ pub use config::{CircuitEvent, CircuitOpen, CircuitState};
 #[cfg(feature = "redis")]
 pub use fleet::FleetStats;
 pub use future::ResponseFuture;
-pub use generic::{GenericCircuitBreaker, GenericCircuitBreakerLayer, GenericResponseFuture};
+pub use generic::{
+    ClassifyResult, ErrorsFail, GenericCircuitBreaker, GenericCircuitBreakerLayer,
+    GenericResponseFuture,
+};
 pub use keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use layer::CircuitBreakerLayer;
 #[cfg(feature = "redis")]
