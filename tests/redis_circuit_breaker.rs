@@ -670,31 +670,6 @@ async fn the_generic_variant_shares_too() {
         .is_some());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sync_task_ends_with_the_layer() {
-    let server = start_redis!();
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .backend(redis(&server).await)
-        .sync_interval(Duration::from_millis(5))
-        .deadline(PATIENT_DEADLINE)
-        .build()
-        .unwrap();
-    let link_syncs = || server.cli(&["INFO", "commandstats"]);
-    layer.sync_fleet().await.unwrap();
-    drop(layer);
-    // Give a running round time to end, then no more calls may come.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let before = link_syncs();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let after = link_syncs();
-    let evalsha = |info: &str| {
-        info.lines()
-            .find(|l| l.starts_with("cmdstat_evalsha:"))
-            .map(str::to_owned)
-    };
-    assert_eq!(evalsha(&before), evalsha(&after), "the task still syncs");
-}
-
 // ---------------------------------------------------------------------------------------------
 // The script alone, at fixed times (ARGV 21), called as an instance would.
 // ---------------------------------------------------------------------------------------------
@@ -702,7 +677,7 @@ async fn the_sync_task_ends_with_the_layer() {
 const SCRIPT: &str = include_str!("../src/backend/redis/lua/breaker.lua");
 
 /// What one instance reports: running totals and flags.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Sent {
     generation: Option<u64>,
     calls: u64,
@@ -714,10 +689,30 @@ struct Sent {
     probe_ok: u64,
     probe_failed: bool,
     lease: &'static str,
+    /// `c,f,s,g,p`: the totals the instance last saw counted.
+    acked: &'static str,
+}
+
+impl Default for Sent {
+    fn default() -> Self {
+        Self {
+            generation: None,
+            calls: 0,
+            failures: 0,
+            slow: 0,
+            good: 0,
+            run: 0,
+            tripped: false,
+            probe_ok: 0,
+            probe_failed: false,
+            lease: "",
+            acked: "0,0,0,0,0",
+        }
+    }
 }
 
 /// Calls the script for instance `id` at `now_us` with a policy, returning
-/// `[state, generation, open_left_us, lease]`.
+/// `[state, generation, open_left_us, lease_left_us]`.
 fn script(server: &RedisServer, id: &str, sent: Sent, policy: [&str; 5], now_us: u64) -> Vec<u64> {
     let flag = |b: bool| if b { "1" } else { "0" }.to_owned();
     let args: Vec<String> = vec![
@@ -747,6 +742,7 @@ fn script(server: &RedisServer, id: &str, sent: Sent, policy: [&str; 5], now_us:
         "1500000".to_owned(),  // lease 1.5 s
         "600000".to_owned(),   // TTL 10 min
         now_us.to_string(),
+        sent.acked.to_owned(), // what the instance last saw counted
     ];
     let mut cli = vec!["EVAL", SCRIPT, "1", "{t:k}:cb"];
     cli.extend(args.iter().map(String::as_str));
@@ -894,7 +890,7 @@ fn the_open_time_is_the_servers_and_ends_in_half_open() {
     );
     assert_eq!(
         (half[0], half[1], half[3]),
-        (2, g + 2, 1),
+        (2, g + 2, 1_500_000),
         "half-open, B has the lease"
     );
     let a_asks = script(
@@ -917,7 +913,7 @@ fn the_open_time_is_the_servers_and_ends_in_half_open() {
         consecutive,
         T0 + 31_000_000,
     );
-    assert_eq!(b_keeps[3], 1);
+    assert_eq!(b_keeps[3], 500_000, "kept, not renewed: what is left of it");
     let a_takes = script(
         &server,
         "a",
@@ -925,7 +921,7 @@ fn the_open_time_is_the_servers_and_ends_in_half_open() {
         consecutive,
         T0 + 31_500_001,
     );
-    assert_eq!(a_takes[3], 1);
+    assert_eq!(a_takes[3], 1_500_000);
 }
 
 /// A keyed layer forgets an idle circuit, then makes a new one for the same key: the new
@@ -1096,4 +1092,75 @@ async fn keyed_breakers_share_each_key_on_a_cluster() {
             "1"
         );
     }
+}
+
+/// Redis lost the hash (restarted empty): an instance's next report counts from the totals it
+/// last saw counted, not from zero (which would count its old outcomes again).
+#[test]
+fn a_lost_hash_counts_from_what_was_counted() {
+    let server = start_redis!();
+    // Failure rate 0.5 over the last 10 calls, judged from 4.
+    let window = ["n", "0.5", "4", "10", "0"];
+    let g = Some(script(&server, "a", Sent::default(), window, T0)[1]);
+    let three_failures = Sent {
+        generation: g,
+        calls: 3,
+        failures: 3,
+        ..Sent::default()
+    };
+    assert_eq!(
+        script(&server, "a", three_failures, window, T0)[0],
+        0,
+        "3 calls: too few"
+    );
+    assert_eq!(server.cli(&["DEL", "{t:k}:cb"]), "1");
+    // One good call since: 1 call, 0 failures, not 4 calls, 3 failures.
+    let then_good = Sent {
+        calls: 4,
+        good: 1,
+        acked: "3,3,0,0,0",
+        ..three_failures
+    };
+    assert_eq!(script(&server, "a", then_good, window, T0 + 1)[0], 0);
+    assert_eq!(server.cli(&["HGET", "{t:k}:cb", "n"]), "1");
+}
+
+/// The lease holder's probes closed it here, then it tripped again before its sync: the
+/// fleet closes on the successes and opens again on the trip.
+#[test]
+fn a_trip_after_closing_on_probes_reopens_the_fleet() {
+    let server = start_redis!();
+    let consecutive = ["c", "1", "0", "0", "0"];
+    let g = script(&server, "a", Sent::default(), consecutive, T0)[1];
+    let trip = Sent {
+        generation: Some(g),
+        calls: 1,
+        failures: 1,
+        run: 1,
+        ..Sent::default()
+    };
+    script(&server, "a", trip, consecutive, T0);
+    let half = Sent {
+        generation: Some(g + 1),
+        lease: "1",
+        ..trip
+    };
+    let reply = script(&server, "a", half, consecutive, T0 + 30_000_000);
+    assert_eq!(reply[0], 2);
+    let closed_then_tripped = Sent {
+        generation: Some(g + 2),
+        probe_ok: 2,
+        calls: 2,
+        failures: 2,
+        tripped: true,
+        ..trip
+    };
+    let reply = script(
+        &server,
+        "a",
+        closed_then_tripped,
+        consecutive,
+        T0 + 30_000_001,
+    );
+    assert_eq!((reply[0], reply[1]), (1, g + 4), "closed, then open again");
 }

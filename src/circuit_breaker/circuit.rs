@@ -637,13 +637,13 @@ impl Circuit {
 }
 
 impl Circuit {
-    /// Probes a new half-open period may run at once: the configured bound, except in a fleet
-    /// with Redis reachable, where only the holder of the fleet's lease probes (the next sync
-    /// asks for it).
+    /// Probes a new half-open period may run at once: the configured bound, except in a fleet,
+    /// where only the holder of the fleet's lease probes (the next sync asks for it), unless
+    /// this instance decides alone and any lease granted before has run out.
     fn half_open_cap(&self) -> u32 {
         #[cfg(feature = "redis")]
         if let Some(link) = &self.config.fleet {
-            if !link.in_fallback() {
+            if !link.may_probe_alone(self.now_ns()) {
                 self.wake_fleet();
                 return 0;
             }
@@ -714,17 +714,17 @@ impl Circuit {
                 self.open_until.store(until, Ordering::Release);
             }
             HALF_OPEN => {
-                let cap = if view.lease {
-                    self.config.half_open_probes
-                } else {
+                // Probe no longer than the lease surely lasts: what is left of it less a
+                // margin, counted from before the call that got it (the server granted it
+                // later, so it ends later).
+                let safe = view.lease_left.saturating_sub(view.lease_margin);
+                let cap = if safe.is_zero() {
                     0
+                } else {
+                    self.config.half_open_probes
                 };
                 self.probe_cap.store(cap, Ordering::Release);
-                // Probe no longer than the lease surely lasts, counted from before the call
-                // that got it (the server granted it later, so it ends later).
-                let until = view
-                    .asked_at_ns
-                    .saturating_add(duration_to_nanos(view.lease_safe_for));
+                let until = view.asked_at_ns.saturating_add(duration_to_nanos(safe));
                 self.cap_until.store(until, Ordering::Release);
             }
             _ => {}
@@ -745,11 +745,16 @@ impl Circuit {
         }
     }
 
-    /// Redis could not be reached since `last_ok_ns`: once any lease granted before then has
-    /// surely run out (`lease`), probe on this instance's own bound.
+    /// Redis could not be reached: once any lease granted before has surely run out, probe on
+    /// this instance's own bound.
     #[cfg(feature = "redis")]
-    pub(super) fn fleet_unreachable(&self, last_ok_ns: u64, lease: Duration) {
-        if self.now_ns() >= last_ok_ns.saturating_add(duration_to_nanos(lease)) {
+    pub(super) fn fleet_unreachable(&self) {
+        if self
+            .config
+            .fleet
+            .as_ref()
+            .is_some_and(|link| link.may_probe_alone(self.now_ns()))
+        {
             self.probe_cap
                 .store(self.config.half_open_probes, Ordering::Release);
             self.cap_until.store(u64::MAX, Ordering::Release);

@@ -60,8 +60,9 @@ pub(crate) struct Tally {
     /// Tells this circuit from an earlier one of the same key on this instance (forgotten by a
     /// keyed layer, then made again), whose totals the script still holds.
     incarnation: u64,
-    /// Calls counted by the last report that reached the fleet.
-    acked_calls: AtomicU64,
+    /// The totals (calls, failures, slow, good, probe successes) of the last report that
+    /// reached the fleet.
+    acked: [AtomicU64; 5],
     /// Something happened that the fleet should hear before the next interval (a trip, a
     /// probe, half-open, a new circuit): a woken round syncs only such circuits.
     due: AtomicBool,
@@ -105,12 +106,25 @@ impl Tally {
 
     /// The fleet has heard everything this circuit saw: forgetting it loses nothing.
     pub(super) fn is_told(&self) -> bool {
-        let calls = self
-            .outcomes
-            .get()
+        let outcomes = self.outcomes.get();
+        let totals = Self::totals(&outcomes, self.probe_successes.load(Ordering::Acquire));
+        totals
             .iter()
-            .fold(0u64, |a, b| a.wrapping_add(*b));
-        calls == self.acked_calls.load(Ordering::Acquire) && !self.trip_pending()
+            .zip(&self.acked)
+            .all(|(total, acked)| *total == acked.load(Ordering::Acquire))
+            && !self.trip_pending()
+    }
+
+    /// Calls, failures, slow, good, probe successes.
+    fn totals(outcomes: &[u64; 4], probe_successes: u64) -> [u64; 5] {
+        let o = |i: usize| outcomes[i];
+        [
+            o(GOOD) + o(FAILED) + o(SLOW) + o(SLOW_FAILED),
+            o(FAILED) + o(SLOW_FAILED),
+            o(SLOW) + o(SLOW_FAILED),
+            o(GOOD),
+            probe_successes,
+        ]
     }
 
     /// This instance opened (a trip or a failed probe) and the fleet has not heard yet.
@@ -124,18 +138,20 @@ impl Tally {
 
     pub(super) fn report(&self, run: u32, half_open: bool, probing: bool) -> Report {
         let outcomes = self.outcomes.get();
-        let total = |i: usize| outcomes[i];
+        let [calls, failures, slow, good, probe_successes] =
+            Self::totals(&outcomes, self.probe_successes.load(Ordering::Acquire));
         let generation = self.generation.load(Ordering::Acquire);
         Report {
             incarnation: self.incarnation,
             generation: (generation != UNKNOWN).then_some(generation),
-            calls: total(GOOD) + total(FAILED) + total(SLOW) + total(SLOW_FAILED),
-            failures: total(FAILED) + total(SLOW_FAILED),
-            slow: total(SLOW) + total(SLOW_FAILED),
-            good: total(GOOD),
+            calls,
+            failures,
+            slow,
+            good,
             run,
             tripped: self.tripped.load(Ordering::Acquire),
-            probe_successes: self.probe_successes.load(Ordering::Acquire),
+            probe_successes,
+            acked: std::array::from_fn(|i| self.acked[i].load(Ordering::Acquire)),
             probe_failed: self.probe_failed.load(Ordering::Acquire),
             lease: match (
                 half_open,
@@ -150,7 +166,16 @@ impl Tally {
 
     /// The report reached the fleet: its trip or failed probe is told.
     pub(super) fn commit(&self, report: &Report) {
-        self.acked_calls.fetch_max(report.calls, Ordering::AcqRel);
+        let totals = [
+            report.calls,
+            report.failures,
+            report.slow,
+            report.good,
+            report.probe_successes,
+        ];
+        for (acked, total) in self.acked.iter().zip(totals) {
+            acked.fetch_max(total, Ordering::AcqRel);
+        }
         if report.tripped {
             self.tripped.store(false, Ordering::Release);
         }
@@ -198,6 +223,9 @@ pub(crate) struct Report {
     pub(crate) probe_successes: u64,
     pub(crate) probe_failed: bool,
     pub(crate) lease: LeaseWish,
+    /// The totals (calls, failures, slow, good, probe successes) the fleet last confirmed:
+    /// what the script counts from if it lost this instance's.
+    pub(crate) acked: [u64; 5],
 }
 
 /// What an instance asks of the half-open probe lease.
@@ -218,12 +246,13 @@ pub(crate) struct FleetView {
     pub(crate) state: u64,
     pub(crate) generation: u64,
     pub(crate) open_left: Duration,
-    /// This instance holds the probe lease.
-    pub(crate) lease: bool,
+    /// What is left of this instance's probe lease (zero: not its own).
+    pub(crate) lease_left: Duration,
     /// Local clock nanoseconds just before the call that got this answer.
     pub(crate) asked_at_ns: u64,
-    /// How long, from `asked_at_ns`, a lease granted by this answer surely lasts.
-    pub(crate) lease_safe_for: Duration,
+    /// What this instance does not rely on at the end of a lease (a late sync, a slow
+    /// clock): one interval.
+    pub(crate) lease_margin: Duration,
 }
 
 /// How a fleet-shared breaker's syncs with Redis went; from
@@ -268,9 +297,8 @@ pub(crate) struct FleetLink {
     /// Shared with the sync task, which holds the link only weakly.
     wake: Arc<Notify>,
     fallback: AtomicBool,
-    /// How long a probe lease lasts in Redis, and the part of it this instance relies on.
+    /// How long a probe lease lasts in Redis.
     lease: Duration,
-    lease_safe_for: Duration,
     /// Local clock nanoseconds of the last call Redis answered (0: none yet).
     last_ok_ns: AtomicU64,
     syncs: AtomicU64,
@@ -313,8 +341,6 @@ impl FleetLink {
             wake: Arc::new(Notify::new()),
             fallback: AtomicBool::new(false),
             lease: interval.saturating_mul(LEASE_INTERVALS),
-            // One interval short of the lease: a late sync or a slow clock cannot outlast it.
-            lease_safe_for: interval.saturating_mul(LEASE_INTERVALS - 1),
             last_ok_ns: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -330,6 +356,17 @@ impl FleetLink {
 
     pub(crate) fn in_fallback(&self) -> bool {
         self.fallback.load(Ordering::Acquire)
+    }
+
+    /// Deciding alone, and any lease granted before Redis was last reached has run out: this
+    /// instance may probe on its own bound without a second prober somewhere else.
+    pub(crate) fn may_probe_alone(&self, now_ns: u64) -> bool {
+        self.in_fallback()
+            && now_ns
+                >= self
+                    .last_ok_ns
+                    .load(Ordering::Acquire)
+                    .saturating_add(crate::clock::duration_to_nanos(self.lease))
     }
 
     pub(crate) fn stats(&self) -> FleetStats {
@@ -410,7 +447,7 @@ impl FleetLink {
         };
         let unreachable = |circuit: &Circuit| {
             circuit.tally_restore(&report);
-            circuit.fleet_unreachable(self.last_ok_ns.load(Ordering::Acquire), self.lease);
+            circuit.fleet_unreachable();
         };
         // A call of this round already failed: the rest would only wait out their deadlines.
         if self.round_failed.load(Ordering::Acquire) {
@@ -423,7 +460,7 @@ impl FleetLink {
                 self.syncs.fetch_add(1, Ordering::Relaxed);
                 self.last_ok_ns.fetch_max(asked_at_ns, Ordering::AcqRel);
                 view.asked_at_ns = asked_at_ns;
-                view.lease_safe_for = self.lease_safe_for;
+                view.lease_margin = self.interval;
                 circuit.tally_commit(&report);
                 circuit.follow(&view);
                 Ok(true)
@@ -434,9 +471,10 @@ impl FleetLink {
                     self.timeouts.fetch_add(1, Ordering::Relaxed);
                 }
                 self.round_failed.store(true, Ordering::Release);
-                unreachable(&circuit);
                 // Fall back now, not at the end of the round.
-                Err(SyncError::Redis(self.enter_fallback(err)))
+                let err = self.enter_fallback(err);
+                unreachable(&circuit);
+                Err(SyncError::Redis(err))
             }
         }
     }

@@ -25,6 +25,8 @@ use crate::key::KeyExtractor;
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
 const DEFAULT_PREFIX: &str = "bulwark";
+/// Longer would leave the fleet's state unread for more than a day.
+const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(86_400);
 
 /// The fleet settings a builder carries until `build`.
 #[derive(Clone)]
@@ -41,10 +43,10 @@ impl FleetSettings {
         if self.deadline.is_zero() {
             return Err(ConfigError::new("deadline", "must be > 0, got 0ns"));
         }
-        if self.interval < Duration::from_millis(1) {
+        if self.interval < Duration::from_millis(1) || self.interval > MAX_SYNC_INTERVAL {
             return Err(ConfigError::new(
                 "sync_interval",
-                format!("must be >= 1ms, got {:?}", self.interval),
+                format!("must be >= 1ms and <= 1 day, got {:?}", self.interval),
             ));
         }
         Ok(())
@@ -231,8 +233,8 @@ impl RedisCircuitBreakerBuilder {
     }
 
     /// How often outcomes are sent and the fleet's state read, unless something happens
-    /// sooner (default [`DEFAULT_SYNC_INTERVAL`], 500 ms; at least 1 ms). Each sync costs one
-    /// script call per key this instance holds.
+    /// sooner (default [`DEFAULT_SYNC_INTERVAL`], 500 ms; from 1 ms to 1 day). Each sync costs
+    /// one script call per key this instance holds.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -245,7 +247,7 @@ impl RedisCircuitBreakerBuilder {
     ///     .sync_interval(Duration::ZERO)
     ///     .build()
     ///     .unwrap_err();
-    /// assert_eq!(err.to_string(), "`sync_interval` must be >= 1ms, got 0ns");
+    /// assert_eq!(err.to_string(), "`sync_interval` must be >= 1ms and <= 1 day, got 0ns");
     /// # Ok(())
     /// # }
     /// ```

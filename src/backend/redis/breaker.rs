@@ -103,6 +103,8 @@ impl BreakerSync {
         }
         // ARGV 21, a fixed time, is for the script's own tests: production uses the server's.
         cmd.arg("");
+        let [calls, failures, slow, good, probes] = report.acked;
+        cmd.arg(format!("{calls},{failures},{slow},{good},{probes}"));
         cmd
     }
 
@@ -128,7 +130,7 @@ impl BreakerSync {
     }
 }
 
-/// Reads `{state, generation, open_left_us, lease}`.
+/// Reads `{state, generation, open_left_us, lease_left_us}`.
 fn view(value: Value) -> Option<FleetView> {
     let Value::Array(items) = value else {
         return None;
@@ -140,7 +142,7 @@ fn view(value: Value) -> Option<FleetView> {
             _ => None,
         })
         .collect::<Option<_>>()?;
-    let [state, generation, open_left_us, lease] = numbers.as_slice() else {
+    let [state, generation, open_left_us, lease_left_us] = numbers.as_slice() else {
         return None;
     };
     if *state > 2 {
@@ -150,9 +152,9 @@ fn view(value: Value) -> Option<FleetView> {
         state: *state,
         generation: *generation,
         open_left: Duration::from_micros(*open_left_us),
-        lease: *lease == 1,
+        lease_left: Duration::from_micros(*lease_left_us),
         // Filled in by the caller, which timed the call.
         asked_at_ns: 0,
-        lease_safe_for: Duration::ZERO,
+        lease_margin: Duration::ZERO,
     })
 }

@@ -12,13 +12,17 @@
 --        12 policy ('c' consecutive, 'n' count window, 't' time window), 13 failures in a row
 --        or failure rate, 14 minimum calls, 15 window size (calls, or period in µs), 16 slow
 --        rate (0: none), 17 open time µs, 18 half-open successes to close, 19 lease µs,
---        20 key TTL ms, 21 a fixed time (tests only; '' in production).
+--        20 key TTL ms, 21 a fixed time (tests only; '' in production), 22 the totals of
+--        ARGV 3-6 and 9 this instance last saw counted ('c,f,s,g,p'; for when the hash lost
+--        them).
 -- Fields: st (0 closed, 1 open, 2 half-open), g (generation: +1 on every change), u (open
 --        until), c (bad calls in a row), n/f/s (count window), e<i>/n<i>/f<i>/s<i> (ten time
 --        buckets), hs (probe successes), l/lu (lease holder and its end), t:<id> (each
 --        instance's last totals and when it sent them: what it reports is counted once,
---        even when a reply that came too late makes it send the same outcomes again).
--- Returns {state, generation, open time left µs, lease granted (1/0)}.
+--        even when a reply that came too late makes it send the same outcomes again), g0
+--        (the generation the hash was made with).
+-- Returns {state, generation, open time left µs, lease time left µs (0: not this
+-- instance's)}.
 if redis.replicate_commands then redis.replicate_commands() end
 local A = ARGV
 local now
@@ -35,16 +39,22 @@ local raw = redis.call('HGETALL', KEYS[1])
 for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
 local st, g, til = num(f.st), num(f.g), num(f.u)
 -- A new hash (first use, or lost: a Redis restarted empty, a failover, an eviction) starts at
--- a generation no earlier hash had, and takes every instance's report as current: a trip
--- made while it was away must not be dropped as stale.
-local fresh_hash = #raw == 0
-if fresh_hash then g = now end
+-- a generation above any earlier hash's (generations start at the server time in µs and
+-- move by one per change), and takes a report seen under an earlier hash as current: a
+-- trip made while it was away must not be dropped as stale.
+if #raw == 0 then
+  g = now
+  f.g0 = now
+end
+local g0 = num(f.g0)
 
 -- This instance's outcomes since its last report: its totals less the last ones counted.
 local me = 't:' .. A[1]
 local totals = { num(A[3]), num(A[4]), num(A[5]), num(A[6]), num(A[9]) }
+-- What this instance's last totals were: as stored, or, if the hash lost them, as the
+-- instance last saw them counted (never its totals since it began: counted already).
 local last = {}
-for x in string.gmatch(f[me] or '', '[^,]+') do last[#last + 1] = tonumber(x) end
+for x in string.gmatch(f[me] or A[22] or '', '[^,]+') do last[#last + 1] = tonumber(x) end
 local d = {}
 for i = 1, 5 do
   d[i] = totals[i] - (last[i] or 0)
@@ -64,7 +74,7 @@ end
 local function enter(state)
   st = state
   g = g + 1
-  local kept = {}
+  local kept = { g0 = f.g0 }
   for k, v in pairs(f) do
     if string.sub(k, 1, 2) == 't:' then kept[k] = v end
   end
@@ -77,7 +87,7 @@ if st == 1 and now >= til then enter(2) end
 
 -- Outcomes seen under an older generation belong to a state the fleet has left. A circuit
 -- that has not heard from the fleet yet (new, or only just keyed) counts in the current one.
-if fresh_hash or A[2] == '' or num(A[2]) == g then
+if A[2] == '' or num(A[2]) == g or num(A[2]) < g0 then
   if st == 0 then
     local trip = A[8] == '1'
     local calls, fails, slow, good = d[1], d[2], d[3], d[4]
@@ -132,7 +142,11 @@ if fresh_hash or A[2] == '' or num(A[2]) == g then
       enter(1)
     else
       f.hs = num(f.hs) + d[5]
-      if f.hs >= num(A[18]) then enter(0) end
+      if f.hs >= num(A[18]) then
+        enter(0)
+        -- Closed here by its probes, the instance tripped again before this sync.
+        if A[8] == '1' then enter(1) end
+      end
     end
   end
 end
@@ -141,16 +155,17 @@ end
 -- while it has calls to probe (ARGV 11 '1'), kept unrenewed while it has none ('0'), given
 -- back when it leaves half-open ('r'); the fleet's probes in flight are bounded by the one
 -- holder's bound.
-local granted = 0
+local lease_left = 0
 if st == 2 then
   local held = f.l == A[1] and num(f.lu) > now
   if A[11] == '1' then
     if f.l == nil or f.l == A[1] or num(f.lu) <= now then
       f.l, f.lu = A[1], now + num(A[19])
-      granted = 1
+      lease_left = num(A[19])
     end
   elseif A[11] == '0' then
-    if held then granted = 1 end
+    -- Kept, not renewed: the holder may probe only for what is left of it.
+    if held then lease_left = num(f.lu) - now end
   elseif f.l == A[1] then
     f.l, f.lu = nil, nil
   end
@@ -171,4 +186,4 @@ redis.call('HSET', KEYS[1], unpack(args))
 redis.call('PEXPIRE', KEYS[1], A[20])
 local left = 0
 if st == 1 then left = til - now end
-return { st, g, left, granted }
+return { st, g, left, lease_left }
