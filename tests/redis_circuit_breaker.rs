@@ -878,6 +878,8 @@ fn the_open_time_is_the_servers_and_ends_in_half_open() {
     assert_eq!((open[0], open[1], open[2]), (1, g + 1, 30_000_000));
     let later = script(&server, "b", Sent::default(), consecutive, T0 + 29_000_000);
     assert_eq!((later[0], later[2]), (1, 1_000_000), "1 s left");
+    // B had nothing to tell: the quiet path read the state and wrote nothing.
+    assert_eq!(server.cli(&["HEXISTS", "{t:k}:cb", "t:b"]), "0");
     let half = script(
         &server,
         "b",

@@ -34,6 +34,40 @@ else
 end
 local function num(x) return tonumber(x) or 0 end
 
+local me = 't:' .. A[1]
+local totals = { num(A[3]), num(A[4]), num(A[5]), num(A[6]), num(A[9]) }
+
+-- This instance's last totals: as stored, or, if the hash lost them (or forgot a quiet
+-- instance), as the instance last saw them counted (never its totals since it began:
+-- counted already).
+local function last_totals(stored)
+  local last = {}
+  for x in string.gmatch(stored or A[22] or '', '[^,]+') do last[#last + 1] = tonumber(x) end
+  return last
+end
+
+-- The quiet path, the usual one for a key at rest: nothing new to tell (no outcome, no trip,
+-- no failed probe) about a state that is closed, or open and not yet over. Read, renew the
+-- TTL, write nothing. (The instance's stored totals keep their old time: if it stays quiet
+-- for a TTL they are forgotten, and its next report counts from what it last saw counted.)
+if A[8] ~= '1' and A[10] ~= '1' then
+  local q = redis.call('HMGET', KEYS[1], 'st', 'g', 'u', me)
+  if q[1] then
+    local last = last_totals(q[4])
+    local quiet = true
+    for i = 1, 5 do
+      if totals[i] ~= (last[i] or 0) then quiet = false end
+    end
+    local qst, qu = num(q[1]), num(q[3])
+    if quiet and (qst == 0 or (qst == 1 and now < qu)) then
+      redis.call('PEXPIRE', KEYS[1], A[20])
+      local left = 0
+      if qst == 1 then left = qu - now end
+      return { qst, num(q[2]), left, 0 }
+    end
+  end
+end
+
 local f = {}
 local raw = redis.call('HGETALL', KEYS[1])
 for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
@@ -49,12 +83,7 @@ end
 local g0 = num(f.g0)
 
 -- This instance's outcomes since its last report: its totals less the last ones counted.
-local me = 't:' .. A[1]
-local totals = { num(A[3]), num(A[4]), num(A[5]), num(A[6]), num(A[9]) }
--- What this instance's last totals were: as stored, or, if the hash lost them, as the
--- instance last saw them counted (never its totals since it began: counted already).
-local last = {}
-for x in string.gmatch(f[me] or A[22] or '', '[^,]+') do last[#last + 1] = tonumber(x) end
+local last = last_totals(f[me])
 local d = {}
 for i = 1, 5 do
   d[i] = totals[i] - (last[i] or 0)
