@@ -4,11 +4,21 @@
 //! Every layer counts its decisions on the request path; a single shared atomic would make every
 //! core's request write the same cache line. Each thread instead adds to one of a few stripes
 //! (chosen once per thread), and a read sums them.
+//!
+//! The first threads to count each own a stripe outright: only they write it, so they add
+//! with a plain load and store, not a locked read-modify-write (which costs several
+//! nanoseconds even uncontended). Threads that come later share the last stripes and add
+//! atomically.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 const STRIPES: usize = 8;
+/// Stripes owned by one thread each; the rest are shared.
+const OWNED: usize = STRIPES - 2;
+/// Set in a slot when its thread owns the stripe.
+const OWNER: usize = 1 << 16;
+const STRIPE_MASK: usize = OWNER - 1;
 
 /// One stripe per cache line (128 bytes covers adjacent-line prefetching).
 #[derive(Debug, Default)]
@@ -20,24 +30,45 @@ pub(crate) struct StripedCounter {
     stripes: [Stripe; STRIPES],
 }
 
-fn this_threads_stripe() -> usize {
+/// This thread's stripe, with `OWNER` set if no other thread ever writes it.
+#[inline]
+fn this_threads_slot() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
     }
-    STRIPE.with(|stripe| {
-        if stripe.get() == usize::MAX {
-            stripe.set(NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
+    SLOT.with(|slot| {
+        if slot.get() == usize::MAX {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            slot.set(if n < OWNED {
+                n | OWNER
+            } else {
+                OWNED + n % (STRIPES - OWNED)
+            });
         }
-        stripe.get()
+        slot.get()
     })
 }
 
+/// Adds `n` to `counter`, a counter of stripe `slot`.
+#[inline]
+fn add_to(counter: &AtomicU64, slot: usize, n: u64) {
+    if slot & OWNER != 0 {
+        // This thread is the stripe's only writer: no update can be lost between the two.
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    } else {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 impl StripedCounter {
+    #[inline]
     pub(crate) fn add(&self, n: u64) {
-        self.stripes[this_threads_stripe()]
-            .0
-            .fetch_add(n, Ordering::Relaxed);
+        let slot = this_threads_slot();
+        add_to(&self.stripes[slot & STRIPE_MASK].0, slot, n);
     }
 
     pub(crate) fn get(&self) -> u64 {
@@ -72,9 +103,11 @@ impl<const N: usize> Default for StripedCounts<N> {
 #[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
 impl<const N: usize> StripedCounts<N> {
     /// Adds 1 to counter `i` (ignored when out of range).
+    #[inline]
     pub(crate) fn bump(&self, i: usize) {
-        if let Some(counter) = self.stripes[this_threads_stripe()].0.get(i) {
-            counter.fetch_add(1, Ordering::Relaxed);
+        let slot = this_threads_slot();
+        if let Some(counter) = self.stripes[slot & STRIPE_MASK].0.get(i) {
+            add_to(counter, slot, 1);
         }
     }
 

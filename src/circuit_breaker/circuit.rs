@@ -162,6 +162,7 @@ impl fmt::Debug for Permit {
 
 impl Permit {
     /// Records the call's outcome.
+    #[inline]
     pub(crate) fn settle(mut self, failure: bool) {
         self.settled = true;
         let outcome = if failure {
@@ -175,6 +176,7 @@ impl Permit {
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         if self.settled {
             return;
@@ -365,6 +367,7 @@ impl Circuit {
     }
 
     /// Asks to make a call: a permit, or how long to wait.
+    #[inline]
     pub(crate) fn acquire(self: &Arc<Self>) -> Result<Permit, Duration> {
         let mut now = None;
         loop {
@@ -466,6 +469,7 @@ impl Circuit {
 
     /// True when slow calls are detected and a call started at `started_ns` has run past the
     /// threshold.
+    #[inline]
     fn ran_slow(&self, started_ns: u64) -> bool {
         self.config
             .slow
@@ -473,6 +477,7 @@ impl Circuit {
             .is_some_and(|slow| self.now_ns().saturating_sub(started_ns) > slow.threshold_ns)
     }
 
+    #[inline]
     fn record(&self, generation: u64, probe: bool, started_ns: u64, outcome: Outcome) {
         let slow = outcome == Outcome::CancelledSlow || self.ran_slow(started_ns);
         let failure = outcome == Outcome::Failure;
@@ -518,6 +523,7 @@ impl Circuit {
         }
     }
 
+    #[inline]
     fn record_closed(&self, word: u64, failure: bool, slow: bool) {
         let trip = match self.config.trip {
             Trip::Consecutive { failures } => {

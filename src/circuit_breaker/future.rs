@@ -46,9 +46,15 @@ pin_project! {
             future: F,
             permit: Option<Permit>,
             classify: Option<ClassifyFn>,
+            // Set once the inner future has completed, so it is never polled again. (A flag
+            // rather than a move to another variant: that would write a whole future's worth
+            // of bytes on every call.)
+            done: bool,
         },
         Refused {
-            response: Option<Response<ResponseBody<B>>>,
+            // Boxed: a whole response in here would make every future, the admitted ones
+            // too, as large as a response, and each call moves its future.
+            response: Option<Box<Response<ResponseBody<B>>>>,
         },
     }
 }
@@ -60,6 +66,7 @@ impl<F, B> ResponseFuture<F, B> {
                 future,
                 permit: Some(permit),
                 classify,
+                done: false,
             },
         }
     }
@@ -67,7 +74,7 @@ impl<F, B> ResponseFuture<F, B> {
     pub(crate) fn refused(response: Response<ResponseBody<B>>) -> Self {
         Self {
             kind: Kind::Refused {
-                response: Some(response),
+                response: Some(Box::new(response)),
             },
         }
     }
@@ -80,17 +87,18 @@ where
     type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut kind = self.project().kind;
-        match kind.as_mut().project() {
+        match self.project().kind.project() {
+            // Polled again after completing: answer rather than panic on a request path.
+            KindProj::Admitted { done: true, .. } => Poll::Ready(Ok(polled_after_completion())),
             KindProj::Admitted {
                 future,
                 permit,
                 classify,
+                done,
             } => {
                 let result = ready!(future.poll(cx));
+                *done = true;
                 let (permit, classify) = (permit.take(), classify.take());
-                // Done: a poll after completion must not poll the inner future again.
-                kind.set(Kind::Refused { response: None });
                 let Some(permit) = permit else {
                     return Poll::Ready(result.map(|response| response.map(ResponseBody::inner)));
                 };
@@ -140,9 +148,9 @@ where
                 Poll::Ready(Ok(response.map(ResponseBody::inner)))
             }
             // Polled again after completing: answer rather than panic on a request path.
-            KindProj::Refused { response } => {
-                Poll::Ready(Ok(response.take().unwrap_or_else(polled_after_completion)))
-            }
+            KindProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .map_or_else(polled_after_completion, |response| *response))),
         }
     }
 }
