@@ -1166,3 +1166,33 @@ fn a_trip_after_closing_on_probes_reopens_the_fleet() {
     );
     assert_eq!((reply[0], reply[1]), (1, g + 4), "closed, then open again");
 }
+
+/// Deciding alone, trips and new keys do not make the sync task knock on Redis each time:
+/// only the interval's rounds try it (a back-off of one interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deciding_alone_it_tries_redis_once_an_interval() {
+    let mut server = start_redis!();
+    let layer = CircuitBreakerLayer::consecutive_failures(1)
+        .backend(redis(&server).await)
+        .sync_interval(NEVER)
+        .deadline(DEADLINE)
+        .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    while layer.sync_fleet().await.is_err() {
+        assert!(started.elapsed() < PATIENCE, "Redis never answered");
+    }
+    server.kill();
+    assert!(layer.sync_fleet().await.is_err());
+    let errors = layer.fleet_stats().unwrap().errors;
+    // Twenty new keys, each tripping at once: each would wake a round.
+    let svc = layer.layer(Upstream::new(500).service());
+    for i in 0..20 {
+        call(&svc, req_for(&format!("k{i}"))).await;
+        tokio::time::sleep(Duration::from_millis(15)).await; // past the pause between rounds
+    }
+    let stats = layer.fleet_stats().unwrap();
+    assert!(stats.in_fallback);
+    assert_eq!(stats.errors, errors, "woken rounds called a dead Redis");
+}

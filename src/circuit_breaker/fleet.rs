@@ -551,8 +551,8 @@ impl Drop for FleetLink {
 }
 
 /// The sync task: a round every interval, or sooner when woken (then after a pause of a
-/// tenth of the interval, at most 10 ms, so a burst of wakes makes one round), until the
-/// layer is dropped. It holds the link only while a round runs.
+/// tenth of the interval, at most 10 ms, so a burst of wakes makes one round; not while
+/// deciding alone), until the layer is dropped. It holds the link only while a round runs.
 async fn run(link: Weak<FleetLink>, wake: Arc<Notify>, interval: Duration) {
     let pause = (interval / 10).min(Duration::from_millis(10));
     let mut which = Which::Every;
@@ -562,7 +562,10 @@ async fn run(link: Weak<FleetLink>, wake: Arc<Notify>, interval: Duration) {
         if which == Which::Every {
             next_full = tokio::time::Instant::now() + interval;
         }
-        if strong.round(which).await.is_none() {
+        // Deciding alone, only the interval's rounds try Redis (and the first failed call
+        // ends one): a back-off of one interval, however many trips or new keys wake the task.
+        let try_redis = which == Which::Every || !strong.in_fallback();
+        if try_redis && strong.round(which).await.is_none() {
             return;
         }
         drop(strong);
