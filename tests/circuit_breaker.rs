@@ -1593,3 +1593,146 @@ proptest! {
         prop_assert_eq!(stats.admitted, seed.len() as u64 + openings);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. Readiness: an open breaker answers at once, even when the inner service is not ready
+// ---------------------------------------------------------------------------------------------
+
+/// An inner service that is ready only when told (a full concurrency limit in front of a hung
+/// upstream, say), counting the calls it gets.
+#[derive(Clone)]
+struct Stuck {
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Stuck {
+    fn new(ready: bool) -> Self {
+        Self {
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(ready)),
+            calls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl<R> Service<R> for Stuck {
+    type Response = Response<Body>;
+    type Error = InnerError;
+    type Future = std::future::Ready<Result<Response<Body>, InnerError>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> Poll<Result<(), InnerError>> {
+        if self.ready.load(Ordering::SeqCst) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, _req: R) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(response(200)))
+    }
+}
+
+#[tokio::test]
+async fn an_open_breaker_answers_at_once_while_the_inner_service_is_not_ready() {
+    let layer = CircuitBreakerLayer::consecutive_failures(5)
+        .open_for(secs(30))
+        .build()
+        .unwrap();
+    let stuck = Stuck::new(false);
+    let svc = layer.layer(stuck.clone());
+    // Closed: the inner service's backpressure holds the caller, as it should.
+    assert!(ServiceExt::<Request<Body>>::ready(&mut svc.clone())
+        .now_or_never()
+        .is_none());
+    layer.circuit().force_open();
+    let res = svc
+        .clone()
+        .oneshot(get("/"))
+        .now_or_never()
+        .expect("an open breaker must not wait on the inner service")
+        .unwrap();
+    assert_refused(res, 30).await;
+    assert_eq!(stuck.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn let_through_after_a_skipped_poll_it_is_told_to_come_back_not_sent_on() {
+    let layer = CircuitBreakerLayer::consecutive_failures(5)
+        .build()
+        .unwrap();
+    let stuck = Stuck::new(false);
+    let mut svc = layer.layer(stuck.clone());
+    layer.circuit().force_open();
+    assert!(
+        ServiceExt::<Request<Body>>::ready(&mut svc)
+            .now_or_never()
+            .is_some(),
+        "ready: it will refuse"
+    );
+    layer.circuit().reset(); // closed before the call comes
+    let res = svc.call(get("/")).await.unwrap();
+    assert_refused(res, 1).await;
+    assert_eq!(
+        stuck.calls.load(Ordering::SeqCst),
+        0,
+        "the inner was never ready"
+    );
+    assert_eq!(
+        layer.circuit().stats().admitted,
+        1,
+        "counted as a cancelled call"
+    );
+    assert_eq!(layer.circuit().stats().successes, 0);
+}
+
+#[tokio::test]
+async fn a_call_without_poll_ready_and_clones_keep_the_old_behaviour() {
+    let layer = CircuitBreakerLayer::consecutive_failures(5)
+        .build()
+        .unwrap();
+    let stuck = Stuck::new(true);
+    let mut svc = layer.layer(stuck.clone());
+    // No poll_ready at all (outside tower's contract, but it used to work): the call goes on.
+    assert_eq!(svc.call(get("/")).await.unwrap().status(), 200);
+    // A clone of a service whose poll was skipped has not been polled itself.
+    layer.circuit().force_open();
+    assert!(ServiceExt::<Request<Body>>::ready(&mut svc)
+        .now_or_never()
+        .is_some());
+    let mut clone = svc.clone();
+    layer.circuit().reset();
+    assert_eq!(clone.call(get("/")).await.unwrap().status(), 200);
+    assert_eq!(stuck.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_generic_variant_answers_at_once_too() {
+    let layer = CircuitBreakerLayer::consecutive_failures(5)
+        .open_for(secs(30))
+        .build_generic()
+        .unwrap();
+    let stuck = Stuck::new(false);
+    let svc = layer.layer(stuck.clone());
+    layer.circuit().force_open();
+    let err = svc
+        .clone()
+        .oneshot(())
+        .now_or_never()
+        .expect("an open breaker must not wait on the inner service")
+        .unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<CircuitOpen>().unwrap().retry_after(),
+        secs(30)
+    );
+    let mut svc = svc;
+    assert!(ServiceExt::<()>::ready(&mut svc).now_or_never().is_some());
+    layer.circuit().reset();
+    let err = svc.call(()).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<CircuitOpen>().unwrap().retry_after(),
+        secs(1)
+    );
+    assert_eq!(stuck.calls.load(Ordering::SeqCst), 0);
+}

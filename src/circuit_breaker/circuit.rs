@@ -266,6 +266,20 @@ impl Circuit {
         public(state)
     }
 
+    /// When a call now would be refused for the open time (open and its time not over, or
+    /// forced open): the clock reading it was judged at, for [`acquire_at`](Self::acquire_at)
+    /// to reuse. One load on the closed path.
+    #[inline]
+    pub(crate) fn refusing_at(&self) -> Option<u64> {
+        if state_of(self.word.load(Ordering::Acquire)) != OPEN {
+            return None;
+        }
+        let now = self.now_ns();
+        (self.forced.load(Ordering::Acquire) == FORCED_OPEN
+            || now < self.open_until.load(Ordering::Acquire))
+        .then_some(now)
+    }
+
     /// Counts of calls, outcomes and openings.
     ///
     /// ```
@@ -369,7 +383,13 @@ impl Circuit {
     /// Asks to make a call: a permit, or how long to wait.
     #[inline]
     pub(crate) fn acquire(self: &Arc<Self>) -> Result<Permit, Duration> {
-        let mut now = None;
+        self.acquire_at(None)
+    }
+
+    /// As [`acquire`](Self::acquire), with the clock already read at `now` (an instant ago,
+    /// by `poll_ready`: a reading a little old can only refuse a little longer).
+    #[inline]
+    pub(crate) fn acquire_at(self: &Arc<Self>, mut now: Option<u64>) -> Result<Permit, Duration> {
         loop {
             let word = self.word.load(Ordering::Acquire);
             let permit = |probe: bool, started_ns: u64| Permit {

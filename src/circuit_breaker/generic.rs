@@ -12,6 +12,7 @@ use tower_service::Service;
 
 use super::circuit::{Circuit, Permit};
 use super::config::CircuitOpen;
+use super::service::{Readiness, NOT_READY_RETRY};
 use crate::error::BoxError;
 
 /// A circuit breaker for any `tower::Service` (a reqwest-style client, a database call): an
@@ -186,6 +187,7 @@ impl<S, C: Clone> Layer<S> for GenericCircuitBreakerLayer<C> {
             inner,
             circuit: self.circuit.clone(),
             classify: self.classify.clone(),
+            readiness: Readiness::Unknown,
         }
     }
 }
@@ -205,11 +207,23 @@ impl<S, C: Clone> Layer<S> for GenericCircuitBreakerLayer<C> {
 /// assert_eq!(svc.oneshot(41).await.unwrap(), 42);
 /// # }
 /// ```
-#[derive(Clone)]
 pub struct GenericCircuitBreaker<S, C = ErrorsFail> {
     inner: S,
     circuit: Arc<Circuit>,
     classify: C,
+    readiness: Readiness,
+}
+
+impl<S: Clone, C: Clone> Clone for GenericCircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            circuit: self.circuit.clone(),
+            classify: self.classify.clone(),
+            // The clone's inner service has not been polled.
+            readiness: Readiness::Unknown,
+        }
+    }
 }
 
 impl<S: fmt::Debug, C> fmt::Debug for GenericCircuitBreaker<S, C> {
@@ -232,11 +246,25 @@ where
     type Future = GenericResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.readiness
+            .poll(&self.circuit, &mut self.inner, cx)
+            .map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.circuit.acquire() {
+        let readiness = self.readiness.take();
+        match readiness.acquire(&self.circuit) {
+            // Let through, but the inner service was not polled (the breaker was open then):
+            // it may not be called. The permit goes back unused.
+            Ok(permit) if matches!(readiness, Readiness::Skipped(_)) => {
+                drop(permit);
+                GenericResponseFuture {
+                    future: None,
+                    permit: None,
+                    refused: Some(CircuitOpen::new(NOT_READY_RETRY)),
+                    classify: None,
+                }
+            }
             Ok(permit) => GenericResponseFuture {
                 future: Some(self.inner.call(req)),
                 permit: Some(permit),

@@ -15,7 +15,7 @@ use super::circuit::Circuit;
 use super::config::{CircuitEvent, CircuitState, Config};
 use super::future::ResponseFuture;
 use super::layer::ClassifyFn;
-use super::service::admit;
+use super::service::{admit, Readiness};
 use crate::key::{Key, KeyExtractor};
 use crate::response::ResponseBody;
 
@@ -369,6 +369,13 @@ where
         let (parts, body) = req.into_parts();
         let circuit = self.layer.circuits.circuit(self.layer.key.extract(&parts));
         let req = Request::from_parts(parts, body);
-        admit(&circuit, &mut self.inner, req, &self.layer.classify)
+        // The key, and so the circuit, is known only here: the inner service was polled.
+        admit(
+            &circuit,
+            &mut self.inner,
+            req,
+            &self.layer.classify,
+            Readiness::Ready,
+        )
     }
 }

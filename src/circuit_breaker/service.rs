@@ -7,7 +7,7 @@ use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use tower_service::Service;
 
-use super::circuit::Circuit;
+use super::circuit::{Circuit, Permit};
 use super::future::ResponseFuture;
 use super::layer::ClassifyFn;
 use crate::response::{ceil_secs, grpc_rejection, is_grpc, retry_json, GrpcCode, ResponseBody};
@@ -40,7 +40,62 @@ pub struct CircuitBreaker<S> {
     inner: S,
     circuit: Arc<Circuit>,
     classify: Option<ClassifyFn>,
+    readiness: Readiness,
 }
+
+/// What the last `poll_ready` did about the inner service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Readiness {
+    /// Not polled since the last call (or a clone): call the inner service as asked.
+    Unknown,
+    /// The inner service said it was ready.
+    Ready,
+    /// The breaker was open at this clock reading, so the inner service was not asked (it
+    /// may be the very thing that hangs): the call is refused, or, if the breaker let it
+    /// through meanwhile, told to come back.
+    Skipped(u64),
+}
+
+impl Readiness {
+    /// Polls `inner` only when `circuit` would let a call through: an open breaker answers at
+    /// once, even while the inner service applies backpressure (a full concurrency limit in
+    /// front of a hung upstream).
+    pub(super) fn poll<S, R>(
+        &mut self,
+        circuit: &Circuit,
+        inner: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), S::Error>>
+    where
+        S: Service<R>,
+    {
+        if let Some(now) = circuit.refusing_at() {
+            *self = Readiness::Skipped(now);
+            return Poll::Ready(Ok(()));
+        }
+        let ready = inner.poll_ready(cx);
+        if let Poll::Ready(Ok(())) = ready {
+            *self = Readiness::Ready;
+        }
+        ready
+    }
+
+    /// What the coming call may do; the next call starts afresh.
+    pub(super) fn take(&mut self) -> Readiness {
+        std::mem::replace(self, Readiness::Unknown)
+    }
+
+    /// Asks `circuit` for a permit, reusing the clock reading of a skipped poll.
+    pub(super) fn acquire(self, circuit: &Arc<Circuit>) -> Result<Permit, Duration> {
+        match self {
+            Readiness::Skipped(now) => circuit.acquire_at(Some(now)),
+            _ => circuit.acquire(),
+        }
+    }
+}
+
+/// How long a caller let through after `poll_ready` skipped the inner service is told to wait.
+pub(super) const NOT_READY_RETRY: Duration = Duration::from_secs(1);
 
 impl<S> CircuitBreaker<S> {
     pub(crate) fn new(inner: S, circuit: Arc<Circuit>, classify: Option<ClassifyFn>) -> Self {
@@ -48,6 +103,7 @@ impl<S> CircuitBreaker<S> {
             inner,
             circuit,
             classify,
+            readiness: Readiness::Unknown,
         }
     }
 
@@ -72,6 +128,8 @@ impl<S: Clone> Clone for CircuitBreaker<S> {
             inner: self.inner.clone(),
             circuit: self.circuit.clone(),
             classify: self.classify.clone(),
+            // The clone's inner service has not been polled.
+            readiness: Readiness::Unknown,
         }
     }
 }
@@ -94,11 +152,18 @@ where
     type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.readiness.poll(&self.circuit, &mut self.inner, cx)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        admit(&self.circuit, &mut self.inner, req, &self.classify)
+        let readiness = self.readiness.take();
+        admit(
+            &self.circuit,
+            &mut self.inner,
+            req,
+            &self.classify,
+            readiness,
+        )
     }
 }
 
@@ -109,11 +174,18 @@ pub(crate) fn admit<S, ReqBody, ResBody>(
     inner: &mut S,
     req: Request<ReqBody>,
     classify: &Option<ClassifyFn>,
+    readiness: Readiness,
 ) -> ResponseFuture<S::Future, ResBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    match circuit.acquire() {
+    match readiness.acquire(circuit) {
+        // Let through, but the inner service was not polled (the breaker was open then): it
+        // may not be called. The permit goes back unused.
+        Ok(permit) if matches!(readiness, Readiness::Skipped(_)) => {
+            drop(permit);
+            ResponseFuture::refused(unavailable(req.headers(), NOT_READY_RETRY))
+        }
         Ok(permit) => ResponseFuture::admitted(inner.call(req), permit, classify.clone()),
         Err(retry_after) => {
             tracing::debug!(uri = %req.uri(), ?retry_after, "circuit breaker: refused");
