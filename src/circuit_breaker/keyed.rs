@@ -1,10 +1,11 @@
 //! Keyed breakers: one circuit per key (per upstream host, per tenant), bounded in number.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use http::request::Parts;
 use http::{Request, Response};
@@ -29,6 +30,9 @@ pub(crate) struct Circuits {
     config: Config,
     on_keyed_event: Option<KeyedEventFn>,
     map: DashMap<Key, Arc<Circuit>>,
+    /// About how many circuits the map holds: counted on insert, recounted after a sweep, so
+    /// a miss does not read-lock every shard (`DashMap::len`) to check the bound.
+    count: AtomicUsize,
     max_keys: usize,
     /// Shared by requests with no key, and by new keys while the map is full.
     overflow: Arc<Circuit>,
@@ -48,6 +52,7 @@ impl Circuits {
             config,
             on_keyed_event,
             map: DashMap::new(),
+            count: AtomicUsize::new(0),
             max_keys,
             overflowed: AtomicU64::new(0),
             last_sweep: AtomicU64::new(NEVER),
@@ -61,9 +66,9 @@ impl Circuits {
         if let Some(circuit) = self.map.get(&key) {
             return circuit.clone();
         }
-        if self.map.len() >= self.max_keys {
+        if self.count.load(Ordering::Relaxed) >= self.max_keys {
             self.sweep();
-            if self.map.len() >= self.max_keys {
+            if self.count.load(Ordering::Relaxed) >= self.max_keys {
                 let n = self.overflowed.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
                     tracing::warn!(
@@ -75,9 +80,13 @@ impl Circuits {
                 return self.overflow.clone();
             }
         }
-        self.map
-            .entry(key.clone())
-            .or_insert_with(|| {
+        let entry = match self.map.entry(key.clone()) {
+            Entry::Occupied(entry) => return entry.get().clone(),
+            Entry::Vacant(entry) => entry,
+        };
+        self.count.fetch_add(1, Ordering::Relaxed);
+        entry
+            .insert({
                 let mut config = self.config.clone();
                 if let Some(on_keyed_event) = &self.on_keyed_event {
                     let (on_keyed_event, user_event) =
@@ -137,6 +146,7 @@ impl Circuits {
         {
             self.map
                 .retain(|_, circuit| Arc::strong_count(circuit) > 1 || !circuit.is_idle());
+            self.count.store(self.map.len(), Ordering::Relaxed);
         }
     }
 }
