@@ -1,6 +1,5 @@
 //! The layer on an axum `Router`, with no `HandleErrorLayer`: a refusal is a real 429 response.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -120,6 +119,7 @@ async fn route_layers_and_service_builder_stacks_limit_each_route() {
 #[tokio::test]
 async fn peer_ip_reads_connect_info() {
     use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
     use tower_bulwark::key::PeerIp;
 
     let limit = RateLimitLayer::fixed_window(1, Duration::from_secs(60))

@@ -11,24 +11,17 @@
 
 mod common;
 
-use std::convert::Infallible;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::fleet::*;
 use common::redis_server::RedisServer;
+use std::convert::Infallible;
+
 use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_bulwark::backend::redis::RedisBackend;
 use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState, FleetStats};
 use tower_bulwark::key::{HeaderKey, Key};
-
-/// No automatic sync during a test: the tests sync by hand.
-const NEVER: Duration = Duration::from_secs(3600);
-/// The bound on every wait for something outside the layer.
-const PATIENCE: Duration = Duration::from_secs(20);
-/// The deadline the tests configure: a healthy Redis on a loaded machine must make it.
-const PATIENT_DEADLINE: Duration = Duration::from_secs(5);
 
 macro_rules! start_redis {
     () => {
@@ -39,75 +32,10 @@ macro_rules! start_redis {
     };
 }
 
-/// An upstream answering with whatever status its handle holds.
-#[derive(Clone)]
-struct Upstream(Arc<AtomicU16>);
-
-impl Upstream {
-    fn new(status: u16) -> Self {
-        Self(Arc::new(AtomicU16::new(status)))
-    }
-
-    fn set(&self, status: u16) {
-        self.0.store(status, Ordering::SeqCst);
-    }
-
-    fn service(
-        &self,
-    ) -> impl Service<Request<()>, Response = Response<String>, Error = Infallible, Future = impl Send>
-           + Clone
-           + Send {
-        let status = self.0.clone();
-        service_fn(move |_req: Request<()>| {
-            let status = status.load(Ordering::SeqCst);
-            async move {
-                let mut res = Response::new(String::new());
-                *res.status_mut() = StatusCode::from_u16(status).unwrap();
-                Ok::<_, Infallible>(res)
-            }
-        })
-    }
-}
-
-async fn call<S>(svc: &S, req: Request<()>) -> StatusCode
-where
-    S: Service<Request<()>, Error = Infallible> + Clone,
-    S::Response: HasStatus,
-{
-    svc.clone().oneshot(req).await.unwrap().status()
-}
-
-trait HasStatus {
-    fn status(&self) -> StatusCode;
-}
-
-impl<B> HasStatus for Response<B> {
-    fn status(&self) -> StatusCode {
-        Response::status(self)
-    }
-}
-
-fn req() -> Request<()> {
-    Request::new(())
-}
-
-fn req_for(upstream: &str) -> Request<()> {
-    Request::builder()
-        .header("x-upstream", upstream)
-        .body(())
-        .unwrap()
-}
-
-async fn redis(server: &RedisServer) -> RedisBackend {
-    RedisBackend::connect(&server.url()).await.unwrap()
-}
-
 /// Ends the fleet's open time for `key` (an encoded hash name), as the server clock would.
 fn end_open_time(server: &RedisServer, hash: &str) {
     assert_eq!(server.cli(&["HSET", hash, "u", "0"]), "0");
 }
-
-const GLOBAL: &str = "{bulwark:global}:cb";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_through_a_open_b_within_one_sync() {

@@ -7,22 +7,15 @@
 
 mod common;
 
-use std::convert::Infallible;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::fleet::*;
 use common::redis_server::RedisServer;
-use http::{Request, Response, StatusCode};
-use tokio::sync::Semaphore;
-use tower::{service_fn, Layer, Service, ServiceExt};
+use http::{Request, StatusCode};
+use tower::{Layer, ServiceExt};
 use tower_bulwark::backend::redis::RedisBackend;
 use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
 use tower_bulwark::key::HeaderKey;
-
-const NEVER: Duration = Duration::from_secs(3600);
-const PATIENT_DEADLINE: Duration = Duration::from_secs(5);
-const GLOBAL: &str = "{bulwark:global}:cb";
 
 macro_rules! start_redis {
     () => {
@@ -31,63 +24,6 @@ macro_rules! start_redis {
             None => return,
         }
     };
-}
-
-async fn redis(server: &RedisServer) -> RedisBackend {
-    RedisBackend::connect(&server.url()).await.unwrap()
-}
-
-/// An upstream answering `status`; while `gate` has no permits, calls hang (counted in flight).
-#[derive(Clone)]
-struct Upstream {
-    status: Arc<AtomicU16>,
-    gate: Arc<Semaphore>,
-    gated: Arc<AtomicU16>,
-    in_flight: Arc<AtomicUsize>,
-}
-
-impl Upstream {
-    fn new(status: u16) -> Self {
-        Self {
-            status: Arc::new(AtomicU16::new(status)),
-            gate: Arc::new(Semaphore::new(0)),
-            gated: Arc::new(AtomicU16::new(0)),
-            in_flight: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-    fn service(
-        &self,
-    ) -> impl Service<Request<()>, Response = Response<String>, Error = Infallible, Future = impl Send>
-           + Clone
-           + Send
-           + 'static {
-        let this = self.clone();
-        service_fn(move |_req: Request<()>| {
-            let this = this.clone();
-            async move {
-                this.in_flight.fetch_add(1, Ordering::SeqCst);
-                if this.gated.load(Ordering::SeqCst) == 1 {
-                    let _ = this.gate.acquire().await.map(|p| p.forget());
-                }
-                this.in_flight.fetch_sub(1, Ordering::SeqCst);
-                let mut res = Response::new(String::new());
-                *res.status_mut() =
-                    StatusCode::from_u16(this.status.load(Ordering::SeqCst)).unwrap();
-                Ok::<_, Infallible>(res)
-            }
-        })
-    }
-}
-
-async fn call<S, B>(svc: &S) -> StatusCode
-where
-    S: Service<Request<()>, Response = Response<B>, Error = Infallible> + Clone,
-{
-    svc.clone()
-        .oneshot(Request::new(()))
-        .await
-        .unwrap()
-        .status()
 }
 
 fn one_probe_fleet(redis: RedisBackend) -> CircuitBreakerLayer {
@@ -118,7 +54,7 @@ async fn the_fleet_never_runs_more_probes_than_half_open_probes() {
     // Fleet open through A, then half-open on both.
     a.sync_fleet().await.unwrap();
     b.sync_fleet().await.unwrap();
-    call(&svc_a).await;
+    call(&svc_a, req()).await;
     a.sync_fleet().await.unwrap();
     b.sync_fleet().await.unwrap();
     server.cli(&["HSET", GLOBAL, "u", "0"]);
@@ -126,27 +62,27 @@ async fn the_fleet_never_runs_more_probes_than_half_open_probes() {
     b.sync_fleet().await.unwrap();
     assert_eq!(a.circuit().state(), CircuitState::HalfOpen);
     // A asks for the lease and gets it; its probe hangs on a slow upstream.
-    up.status.store(200, Ordering::SeqCst);
-    up.gated.store(1, Ordering::SeqCst);
-    assert_eq!(call(&svc_a).await, StatusCode::SERVICE_UNAVAILABLE);
+    up.set(200);
+    up.hold();
+    assert_eq!(call(&svc_a, req()).await, StatusCode::SERVICE_UNAVAILABLE);
     a.sync_fleet().await.unwrap();
     let probe_a = tokio::spawn({
         let svc_a = svc_a.clone();
-        async move { call(&svc_a).await }
+        async move { call(&svc_a, req()).await }
     });
-    while up.in_flight.load(Ordering::SeqCst) == 0 {
+    while up.in_flight() == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Two ordinary syncs of A while its probe runs (no new request reaches A).
     a.sync_fleet().await.unwrap();
     a.sync_fleet().await.unwrap();
     // B asks, and is granted the lease A still needs.
-    let _ = call(&svc_b).await;
+    let _ = call(&svc_b, req()).await;
     b.sync_fleet().await.unwrap();
     // B must refuse at once; admitted, its probe would hang on the gate like A's.
-    let b_answer = tokio::time::timeout(Duration::from_secs(2), call(&svc_b)).await;
-    let in_flight = up.in_flight.load(Ordering::SeqCst);
-    up.gate.add_permits(10);
+    let b_answer = tokio::time::timeout(Duration::from_secs(2), call(&svc_b, req())).await;
+    let in_flight = up.in_flight();
+    up.release();
     let _ = probe_a.await;
     assert_eq!(
         b_answer.ok(),
@@ -167,7 +103,7 @@ async fn a_trip_survives_the_loss_of_the_fleets_hash() {
     server.cli(&["HSET", GLOBAL, "st", "0", "g", "5"]); // the fleet has been through 5 changes
     a.sync_fleet().await.unwrap();
     server.cli(&["DEL", GLOBAL]); // as a restart with `--save ''` would
-    call(&svc_a).await; // trips A
+    call(&svc_a, req()).await; // trips A
     assert_eq!(a.circuit().state(), CircuitState::Open);
     a.sync_fleet().await.unwrap();
     assert_eq!(
@@ -260,7 +196,7 @@ async fn a_trip_survives_another_instance_making_the_fresh_hash() {
     a.sync_fleet().await.unwrap();
     b.sync_fleet().await.unwrap();
     server.cli(&["DEL", GLOBAL]); // Redis restarted empty
-    call(&svc_b).await; // B trips
+    call(&svc_b, req()).await; // B trips
     assert_eq!(b.circuit().state(), CircuitState::Open);
     a.sync_fleet().await.unwrap(); // A's sync makes the fresh hash
     b.sync_fleet().await.unwrap();
@@ -286,13 +222,13 @@ async fn a_kept_lease_is_not_relied_on_past_its_end() {
     let svc_a = CircuitBreakerLayer::layer(&a, up.service());
     a.sync_fleet().await.unwrap();
     b.sync_fleet().await.unwrap();
-    call(&svc_a).await;
+    call(&svc_a, req()).await;
     a.sync_fleet().await.unwrap();
     server.cli(&["HSET", GLOBAL, "u", "0"]);
     a.sync_fleet().await.unwrap();
-    up.status.store(200, Ordering::SeqCst);
-    up.gated.store(1, Ordering::SeqCst);
-    assert_eq!(call(&svc_a).await, StatusCode::SERVICE_UNAVAILABLE);
+    up.set(200);
+    up.hold();
+    assert_eq!(call(&svc_a, req()).await, StatusCode::SERVICE_UNAVAILABLE);
     a.sync_fleet().await.unwrap(); // A holds the lease: three hours of it (the interval is 1 h)
                                    // As if the lease had been renewed long ago: 1 s left in Redis.
     let time = server.cli(&["TIME"]);
@@ -301,7 +237,7 @@ async fn a_kept_lease_is_not_relied_on_past_its_end() {
     server.cli(&["HSET", GLOBAL, "lu", &(now_us + 1_000_000).to_string()]);
     a.sync_fleet().await.unwrap(); // nothing to probe: kept, not renewed
                                    // 1 s left is less than the margin (an interval): A must not probe on it.
-    let answer = tokio::time::timeout(Duration::from_secs(2), call(&svc_a)).await;
-    up.gate.add_permits(10);
+    let answer = tokio::time::timeout(Duration::from_secs(2), call(&svc_a, req())).await;
+    up.release();
     assert_eq!(answer.ok(), Some(StatusCode::SERVICE_UNAVAILABLE));
 }

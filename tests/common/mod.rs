@@ -2,6 +2,8 @@
 //! response readers. No helper sleeps; time moves only through a `ManualClock`.
 #![allow(dead_code)]
 
+#[cfg(all(feature = "redis", feature = "circuit-breaker"))]
+pub mod fleet;
 pub mod redis_server;
 use std::fmt;
 use std::future::{ready, Ready};
