@@ -407,6 +407,7 @@ impl FleetLink {
         let _one_at_a_time = self.round.lock().await;
         // Every circuit is synced either way: what they asked for is done.
         circuits.retain(|(_, circuit)| circuit.take_due() || which == Which::Every);
+        let synced = circuits.len();
         self.round_failed.store(false, Ordering::Release);
         let mut first_error = None;
         let mut answered = false;
@@ -437,6 +438,12 @@ impl FleetLink {
                 }
             }
         }
+        tracing::debug!(
+            circuits = synced,
+            every = which == Which::Every,
+            failed = first_error.is_some(),
+            "circuit breaker: sync round with the fleet"
+        );
         Some(self.settle_round(first_error, answered))
     }
 
