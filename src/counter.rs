@@ -8,7 +8,8 @@
 //! The first threads to count each own a stripe outright: only they write it, so they add
 //! with a plain load and store, not a locked read-modify-write (which costs several
 //! nanoseconds even uncontended). Threads that come later share the last stripes and add
-//! atomically.
+//! atomically. (Owned for the life of the process: in a program whose first threads are
+//! short-lived, every later thread shares two stripes.)
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -39,7 +40,12 @@ fn this_threads_slot() -> usize {
     }
     SLOT.with(|slot| {
         if slot.get() == usize::MAX {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            // Saturating: a count that wrapped would hand an owned stripe out twice.
+            let n = NEXT
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_add(1))
+                })
+                .unwrap_or(usize::MAX);
             slot.set(if n < OWNED {
                 n | OWNER
             } else {

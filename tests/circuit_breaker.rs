@@ -1679,12 +1679,69 @@ async fn let_through_after_a_skipped_poll_it_is_told_to_come_back_not_sent_on() 
         0,
         "the inner was never ready"
     );
+    let stats = layer.circuit().stats();
     assert_eq!(
-        layer.circuit().stats().admitted,
-        1,
-        "counted as a cancelled call"
+        (stats.admitted, stats.rejected),
+        (0, 1),
+        "a refusal, no permit"
     );
-    assert_eq!(layer.circuit().stats().successes, 0);
+}
+
+/// A call whose poll was skipped (open then) must not take a probe slot when it lands in
+/// half-open: with slow calls on, its stale clock reading would make it a "slow probe" that
+/// reopens the breaker and voids the real probe.
+#[tokio::test]
+async fn a_skipped_call_that_lands_in_half_open_takes_no_probe_slot() {
+    let clock = clock();
+    let (events, on_event) = event_log();
+    let layer = CircuitBreakerLayer::consecutive_failures(1)
+        .open_for(secs(30))
+        .half_open_probes(1)
+        .half_open_successes(1)
+        .slow_calls(ms(500), 1.0)
+        .clock(clock.clone())
+        .on_event(on_event)
+        .build()
+        .unwrap();
+    let stuck = Stuck::new(true);
+    let svc = layer.layer(stuck.clone());
+    layer.circuit().force_open();
+    clock.advance(ms(1_000));
+    let mut a = svc.clone();
+    // A polls while open: skipped, at this clock reading.
+    assert!(ServiceExt::<Request<Body>>::ready(&mut a)
+        .now_or_never()
+        .is_some());
+    layer.circuit().reset();
+    // A real failure opens it again now, for 30 s.
+    let failing = layer.layer(tower::service_fn(|_: Request<Body>| {
+        std::future::ready(Ok::<_, InnerError>(response(502)))
+    }));
+    assert_eq!(failing.oneshot(get("/")).await.unwrap().status(), 502);
+    assert_eq!(layer.circuit().state(), Open);
+    clock.advance(secs(31)); // over: the next call probes
+    let mut b = svc.clone();
+    let probe = ServiceExt::<Request<Body>>::ready(&mut b)
+        .now_or_never()
+        .unwrap()
+        .unwrap()
+        .call(get("/"));
+    assert_eq!(layer.circuit().state(), HalfOpen);
+    let res = a.call(get("/")).await.unwrap();
+    assert_refused(res, 1).await;
+    assert_eq!(
+        layer.circuit().state(),
+        HalfOpen,
+        "a call never sent reopened it"
+    );
+    assert!(events
+        .lock()
+        .unwrap()
+        .contains(&rejected(HalfOpen, secs(1))));
+    // B's probe still counts: it closes the breaker.
+    assert_eq!(probe.await.unwrap().status(), 200);
+    assert_eq!(layer.circuit().state(), Closed);
+    assert_eq!(stuck.calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -267,8 +267,8 @@ impl Circuit {
     }
 
     /// When a call now would be refused for the open time (open and its time not over, or
-    /// forced open): the clock reading it was judged at, for [`acquire_at`](Self::acquire_at)
-    /// to reuse. One load on the closed path.
+    /// forced open): the clock reading it was judged at, for
+    /// [`refuse_unpolled`](Self::refuse_unpolled) to reuse. One load on the closed path.
     #[inline]
     pub(crate) fn refusing_at(&self) -> Option<u64> {
         if state_of(self.word.load(Ordering::Acquire)) != OPEN {
@@ -383,13 +383,7 @@ impl Circuit {
     /// Asks to make a call: a permit, or how long to wait.
     #[inline]
     pub(crate) fn acquire(self: &Arc<Self>) -> Result<Permit, Duration> {
-        self.acquire_at(None)
-    }
-
-    /// As [`acquire`](Self::acquire), with the clock already read at `now` (an instant ago,
-    /// by `poll_ready`: a reading a little old can only refuse a little longer).
-    #[inline]
-    pub(crate) fn acquire_at(self: &Arc<Self>, mut now: Option<u64>) -> Result<Permit, Duration> {
+        let mut now = None;
         loop {
             let word = self.word.load(Ordering::Acquire);
             let permit = |probe: bool, started_ns: u64| Permit {
@@ -466,6 +460,27 @@ impl Circuit {
                 }
             }
         }
+    }
+
+    /// Refuses a call whose `poll_ready` found the breaker refusing at `now` and so never
+    /// polled the inner service: the call may not go on whatever the breaker says now, and it
+    /// takes no permit (it must not hold a probe slot, nor count as a call). Told the open
+    /// time left if the breaker still refuses, else `retry` (it let calls through meanwhile:
+    /// come back and be polled properly). Counted and reported as a refusal.
+    pub(crate) fn refuse_unpolled(&self, now: u64, retry: Duration) -> Duration {
+        let state = state_of(self.word.load(Ordering::Acquire));
+        if state == OPEN {
+            if self.forced.load(Ordering::Acquire) == FORCED_OPEN {
+                return self.reject(CircuitState::Open, self.config.open_for);
+            }
+            let until = self.open_until.load(Ordering::Acquire);
+            if now < until {
+                let wait = Duration::from_nanos(until - now).min(self.config.open_for);
+                return self.reject(CircuitState::Open, wait);
+            }
+            return self.reject(CircuitState::HalfOpen, retry);
+        }
+        self.reject(public(state), retry)
     }
 
     fn reject(&self, state: CircuitState, retry_after: Duration) -> Duration {

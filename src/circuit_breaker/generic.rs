@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::circuit::{Circuit, Permit};
 use super::config::CircuitOpen;
-use super::service::{Readiness, NOT_READY_RETRY};
+use super::service::Readiness;
 use crate::error::BoxError;
 
 /// A circuit breaker for any `tower::Service` (a reqwest-style client, a database call): an
@@ -101,6 +101,10 @@ impl<C> GenericCircuitBreakerLayer<C> {
     /// "every error fails": an error that is the caller's fault need not open the breaker,
     /// and a response can be a failure (a client whose `Ok` holds a 503). Cancelled calls
     /// still record nothing.
+    ///
+    /// Write the closure's parameter type out (`|result: &Result<Response, Error>|`): it
+    /// cannot be inferred from the layer, which does not know its service yet. The classifier
+    /// is cloned into each call's future: capture `Arc`s rather than owned data.
     ///
     /// ```
     /// use std::io::{Error, ErrorKind};
@@ -254,17 +258,6 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let readiness = self.readiness.take();
         match readiness.acquire(&self.circuit) {
-            // Let through, but the inner service was not polled (the breaker was open then):
-            // it may not be called. The permit goes back unused.
-            Ok(permit) if matches!(readiness, Readiness::Skipped(_)) => {
-                drop(permit);
-                GenericResponseFuture {
-                    future: None,
-                    permit: None,
-                    refused: Some(CircuitOpen::new(NOT_READY_RETRY)),
-                    classify: None,
-                }
-            }
             Ok(permit) => GenericResponseFuture {
                 future: Some(self.inner.call(req)),
                 permit: Some(permit),

@@ -85,10 +85,11 @@ impl Readiness {
         std::mem::replace(self, Readiness::Unknown)
     }
 
-    /// Asks `circuit` for a permit, reusing the clock reading of a skipped poll.
+    /// A permit for the call, or how long it is told to wait: a call whose poll skipped the
+    /// inner service is refused without a permit (reusing that poll's clock reading).
     pub(super) fn acquire(self, circuit: &Arc<Circuit>) -> Result<Permit, Duration> {
         match self {
-            Readiness::Skipped(now) => circuit.acquire_at(Some(now)),
+            Readiness::Skipped(now) => Err(circuit.refuse_unpolled(now, NOT_READY_RETRY)),
             _ => circuit.acquire(),
         }
     }
@@ -180,12 +181,6 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
     match readiness.acquire(circuit) {
-        // Let through, but the inner service was not polled (the breaker was open then): it
-        // may not be called. The permit goes back unused.
-        Ok(permit) if matches!(readiness, Readiness::Skipped(_)) => {
-            drop(permit);
-            ResponseFuture::refused(unavailable(req.headers(), NOT_READY_RETRY))
-        }
         Ok(permit) => ResponseFuture::admitted(inner.call(req), permit, classify.clone()),
         Err(retry_after) => {
             tracing::debug!(uri = %req.uri(), ?retry_after, "circuit breaker: refused");
