@@ -544,7 +544,7 @@ pub(crate) fn start_one(circuit: &Arc<Circuit>) -> Result<(), ConfigError> {
 
 /// Starts the sync task of a keyed layer, if it is shared through Redis.
 pub(crate) fn start_keyed(circuits: &Arc<Circuits>) -> Result<(), ConfigError> {
-    match circuits.overflow().fleet_link() {
+    match circuits.overflow_circuit().fleet_link() {
         Some(link) => link.start(Source::Keyed(Arc::downgrade(circuits))),
         None => Ok(()),
     }

@@ -1,7 +1,7 @@
 //! Keyed breakers: one circuit per key (per upstream host, per tenant), bounded in number.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -36,6 +36,8 @@ pub(crate) struct Circuits {
     max_keys: usize,
     /// Shared by requests with no key, and by new keys while the map is full.
     overflow: Arc<Circuit>,
+    /// The overflow circuit has had a call: only then is it worth syncing with a fleet.
+    overflow_used: AtomicBool,
     overflowed: AtomicU64,
     /// When the map was last swept (clock nanoseconds; `NEVER` before the first).
     last_sweep: AtomicU64,
@@ -53,6 +55,7 @@ impl Circuits {
             on_keyed_event,
             map: DashMap::new(),
             count: AtomicUsize::new(0),
+            overflow_used: AtomicBool::new(false),
             max_keys,
             overflowed: AtomicU64::new(0),
             last_sweep: AtomicU64::new(NEVER),
@@ -61,7 +64,7 @@ impl Circuits {
 
     fn circuit(&self, key: Option<Key>) -> Arc<Circuit> {
         let Some(key) = key else {
-            return self.overflow.clone();
+            return self.overflow();
         };
         if let Some(circuit) = self.map.get(&key) {
             return circuit.clone();
@@ -77,7 +80,7 @@ impl Circuits {
                         "circuit breaker: too many keys, newcomers share one circuit"
                     );
                 }
-                return self.overflow.clone();
+                return self.overflow();
             }
         }
         let entry = match self.map.entry(key.clone()) {
@@ -105,8 +108,17 @@ impl Circuits {
 }
 
 impl Circuits {
+    /// The overflow circuit, for a call.
+    fn overflow(&self) -> Arc<Circuit> {
+        if !self.overflow_used.load(Ordering::Relaxed) {
+            self.overflow_used.store(true, Ordering::Relaxed);
+        }
+        self.overflow.clone()
+    }
+
+    /// The overflow circuit, to look at (its fleet link).
     #[cfg(feature = "redis")]
-    pub(crate) fn overflow(&self) -> &Arc<Circuit> {
+    pub(crate) fn overflow_circuit(&self) -> &Arc<Circuit> {
         &self.overflow
     }
 
@@ -114,7 +126,10 @@ impl Circuits {
     #[cfg(feature = "redis")]
     pub(crate) fn snapshot(&self) -> Vec<(Option<Key>, Arc<Circuit>)> {
         let mut all = Vec::with_capacity(self.map.len() + 1);
-        all.push((None, self.overflow.clone()));
+        // Never used, it has nothing to tell and nobody to follow for.
+        if self.overflow_used.load(Ordering::Relaxed) {
+            all.push((None, self.overflow.clone()));
+        }
         all.extend(
             self.map
                 .iter()
