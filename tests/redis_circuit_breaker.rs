@@ -558,8 +558,10 @@ async fn the_overflow_circuit_is_shared_too() {
             .unwrap()
     };
     let (a, b) = (build(redis(&server).await), build(redis(&server).await));
-    let upstream = Upstream::new(502);
-    let (svc_a, svc_b) = (a.layer(upstream.service()), b.layer(upstream.service()));
+    let (bad, good) = (Upstream::new(502), Upstream::new(200));
+    let (svc_a, svc_b) = (a.layer(bad.service()), b.layer(good.service()));
+    // B's overflow circuit has had a call (an unused one is not synced).
+    assert_eq!(call(&svc_b, req()).await, StatusCode::OK);
     call(&svc_a, req()).await; // no key: the overflow circuit
     a.sync_fleet().await.unwrap();
     assert_eq!(
@@ -1107,6 +1109,8 @@ async fn deciding_alone_it_tries_redis_once_an_interval() {
         .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
         .build()
         .unwrap();
+    // One key to sync (a layer with no circuit has nothing to ask Redis).
+    call(&layer.layer(Upstream::new(200).service()), req_for("first")).await;
     let started = Instant::now();
     while layer.sync_fleet().await.is_err() {
         assert!(started.elapsed() < PATIENCE, "Redis never answered");

@@ -699,7 +699,7 @@ impl Circuit {
 
     /// Asks for a sync of this circuit now, not at the next interval.
     #[cfg(feature = "redis")]
-    fn wake_fleet(&self) {
+    pub(super) fn wake_fleet(&self) {
         if let (Some(link), Some(tally)) = (&self.config.fleet, &self.tally) {
             tally.mark_due();
             link.wake();

@@ -110,8 +110,12 @@ impl Circuits {
 impl Circuits {
     /// The overflow circuit, for a call.
     fn overflow(&self) -> Arc<Circuit> {
-        if !self.overflow_used.load(Ordering::Relaxed) {
-            self.overflow_used.store(true, Ordering::Relaxed);
+        if !self.overflow_used.load(Ordering::Relaxed)
+            && !self.overflow_used.swap(true, Ordering::AcqRel)
+        {
+            // From now on it is synced: learn the fleet's state at once.
+            #[cfg(feature = "redis")]
+            self.overflow.wake_fleet();
         }
         self.overflow.clone()
     }
