@@ -164,8 +164,9 @@ impl CircuitBreakerBuilder {
 /// `half_open_probes` probes at once.
 ///
 /// While Redis is down, or slower than the [`deadline`](Self::deadline), each instance
-/// decides alone, as a breaker in memory would (its own trips, its own probes), and says so:
-/// a `warn` log and [`FleetStats`](super::FleetStats). [`Circuit::force_open`](super::Circuit::force_open),
+/// decides alone, as a breaker in memory would (its own trips; its own probes once any lease
+/// granted before has run out), tries Redis again once an interval, and says so: a `warn` log
+/// and [`FleetStats`](super::FleetStats). [`Circuit::force_open`](super::Circuit::force_open),
 /// `force_closed` and `reset` act on this instance only.
 ///
 /// Give each breaker its own [`prefix`](Self::prefix): two layers with the same prefix and
