@@ -242,7 +242,35 @@ fn closed(c: &mut Criterion) {
     g.bench_function("ours", |b| bench_service(b, &mut svc));
     assert_eq!(layer.circuit().state(), BulwarkState::Closed);
     assert_eq!(layer.circuit().stats().rejected, 0);
+
+    // Our failure-rate policies (no peer row: the comparison is the consecutive one above):
+    // every outcome goes into the window, under its lock.
+    for (row, layer) in rate_layers() {
+        let mut svc = layer.layer(tower::service_fn(noop));
+        g.bench_function(row, |b| bench_service(b, &mut svc));
+        assert_eq!(layer.circuit().state(), BulwarkState::Closed);
+    }
     g.finish();
+}
+
+/// Our failure-rate breakers: over the last 100 calls, and over the last minute.
+fn rate_layers() -> [(&'static str, BulwarkBreakerLayer); 2] {
+    [
+        (
+            "ours_rate_count",
+            BulwarkBreakerLayer::failure_rate(0.5)
+                .window_calls(100)
+                .build()
+                .unwrap(),
+        ),
+        (
+            "ours_rate_time",
+            BulwarkBreakerLayer::failure_rate(0.5)
+                .window_time(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        ),
+    ]
 }
 
 fn open(c: &mut Criterion) {
@@ -444,6 +472,19 @@ fn closed_2_threads(c: &mut Criterion) {
     report_repolled("ours");
     assert_eq!(layer.circuit().state(), BulwarkState::Closed);
     assert_eq!(layer.circuit().stats().rejected, 0);
+
+    for (row, layer) in rate_layers() {
+        let svc = layer.layer(tower::service_fn(noop));
+        g.bench_function(row, |b| {
+            bench_threads(b, || {
+                let mut svc = svc.clone();
+                move || {
+                    black_box(drive_spin(&mut svc, Request::new(()))).ok();
+                }
+            })
+        });
+        report_repolled(row);
+    }
     g.finish();
 }
 

@@ -44,10 +44,12 @@ const FORCED_CLOSED: u8 = 2;
 /// How long a caller refused in half-open (every probe slot taken) is told to wait.
 const HALF_OPEN_RETRY: Duration = Duration::from_secs(1);
 
+/// A failure-rate window. The count window takes no lock; the time window's buckets move
+/// with the clock and are kept under one.
 enum Window {
     None,
     Count(CountWindow),
-    Time(TimeWindow),
+    Time(Mutex<TimeWindow>),
 }
 
 /// A circuit breaker's shared state: query it, force it, reset it. Every clone of a layer and
@@ -86,7 +88,7 @@ pub struct Circuit {
     /// no new probe. `u64::MAX` in memory.
     cap_until: AtomicU64,
     successes: AtomicU32,
-    window: Mutex<Window>,
+    window: Window,
     transition: Mutex<()>,
     counters: Counters,
     /// Outcomes not yet told to the fleet (a breaker shared through Redis).
@@ -216,7 +218,7 @@ impl Circuit {
             } => Window::Count(CountWindow::new(n)),
             Trip::Rate {
                 window_period_ns, ..
-            } => Window::Time(TimeWindow::new(window_period_ns)),
+            } => Window::Time(Mutex::new(TimeWindow::new(window_period_ns))),
         };
         Self {
             word: AtomicU64::new(CLOSED),
@@ -227,7 +229,7 @@ impl Circuit {
             probe_cap: AtomicU32::new(config.half_open_probes),
             cap_until: AtomicU64::new(u64::MAX),
             successes: AtomicU32::new(0),
-            window: Mutex::new(window),
+            window,
             transition: Mutex::new(()),
             counters: Counters::default(),
             #[cfg(feature = "redis")]
@@ -360,13 +362,13 @@ impl Circuit {
         state_of(self.word.load(Ordering::Acquire)) == CLOSED
             && self.forced.load(Ordering::Acquire) == FREE
             && self.consecutive.load(Ordering::Acquire) == 0
-            && match self.window.try_lock() {
-                Ok(mut window) => match &mut *window {
-                    Window::None => true,
-                    Window::Count(w) => w.is_harmless(),
-                    Window::Time(w) => w.is_harmless(self.now_ns()),
+            && match &self.window {
+                Window::None => true,
+                Window::Count(w) => w.is_harmless(),
+                Window::Time(w) => match w.try_lock() {
+                    Ok(mut w) => w.is_harmless(self.now_ns()),
+                    Err(_) => false,
                 },
-                Err(_) => false,
             }
             && self.fleet_told()
     }
@@ -576,13 +578,10 @@ impl Circuit {
                 minimum_calls,
                 ..
             } => {
-                let totals = {
-                    let mut window = self.lock_window();
-                    match &mut *window {
-                        Window::Count(w) => w.record(failure, slow),
-                        Window::Time(w) => w.record(self.now_ns(), failure, slow),
-                        Window::None => Totals::default(),
-                    }
+                let totals = match &self.window {
+                    Window::Count(w) => w.record(failure, slow),
+                    Window::Time(w) => lock(w).record(self.now_ns(), failure, slow),
+                    Window::None => Totals::default(),
                 };
                 totals.calls >= minimum_calls
                     && (rate_reached(totals.failures, totals.calls, failure_rate)
@@ -601,10 +600,6 @@ impl Circuit {
             }
             self.move_to(Some(word), OPEN, self.now_ns());
         }
-    }
-
-    fn lock_window(&self) -> MutexGuard<'_, Window> {
-        self.window.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Moves to `to` if the word is still `expected` (any word when `None`: a manual move).
@@ -650,9 +645,9 @@ impl Circuit {
                 }
                 _ => {
                     self.consecutive.store(0, Ordering::Release);
-                    match &mut *self.lock_window() {
+                    match &self.window {
                         Window::Count(w) => w.clear(),
-                        Window::Time(w) => w.clear(),
+                        Window::Time(w) => lock(w).clear(),
                         Window::None => {}
                     }
                 }
@@ -806,6 +801,11 @@ impl Circuit {
     pub(super) fn now_nanos(&self) -> u64 {
         self.now_ns()
     }
+}
+
+/// The time window, even if a thread panicked holding it (its totals stay usable).
+fn lock(window: &Mutex<TimeWindow>) -> MutexGuard<'_, TimeWindow> {
+    window.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `part / whole >= rate`. The quotient is rounded once, to the double nearest the true

@@ -1,6 +1,7 @@
 //! The failure-rate windows: the last N calls, or the calls of the last period (in buckets).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 /// Totals over a window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,46 +25,99 @@ impl Totals {
     }
 }
 
-/// The last `size` calls.
+/// The last `size` calls, without a lock: a ring of one byte per call, and the totals packed
+/// in one word, so that concurrent calls never wait for each other and a reading of the
+/// totals is one load.
+///
+/// Every change to the totals goes with a swap in the ring (a call in, the one it replaces
+/// out; `clear` takes each out the same way), so the totals always come back to the sum of
+/// the ring. While two changes to one slot are in flight a reading may be off, even with a
+/// field borrowed from its neighbour: such a reading is recognised (a field above the window
+/// size, failures above calls) and judged as nothing, never as a rate reached.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
-    size: usize,
-    /// One entry per call, oldest first: (failure, slow).
-    calls: VecDeque<(bool, bool)>,
-    totals: Totals,
+    ring: Box<[AtomicU8]>,
+    /// Calls recorded so far: the next slot is `next % size`.
+    next: AtomicU64,
+    /// `calls | failures << 21 | slow << 42`.
+    totals: AtomicU64,
+}
+
+/// A ring entry: empty, or a call and what it was.
+const PRESENT: u8 = 1;
+const FAILED: u8 = 2;
+const SLOW: u8 = 4;
+/// Bits of one field of the packed totals (the window holds at most 100 000 calls).
+const FIELD: u32 = 21;
+const FIELD_MASK: u64 = (1 << FIELD) - 1;
+
+/// The packed totals one ring entry stands for.
+fn packed(entry: u8) -> u64 {
+    u64::from(entry & PRESENT)
+        | u64::from((entry & FAILED) >> 1) << FIELD
+        | u64::from((entry & SLOW) >> 2) << (2 * FIELD)
 }
 
 impl CountWindow {
     pub(crate) fn new(size: usize) -> Self {
         Self {
-            size,
-            calls: VecDeque::with_capacity(size),
-            totals: Totals::default(),
+            ring: (0..size.max(1)).map(|_| AtomicU8::new(0)).collect(),
+            next: AtomicU64::new(0),
+            totals: AtomicU64::new(0),
         }
     }
 
-    pub(crate) fn record(&mut self, failure: bool, slow: bool) -> Totals {
-        if self.calls.len() == self.size {
-            if let Some((f, s)) = self.calls.pop_front() {
-                let mut gone = Totals::default();
-                gone.add(f, s);
-                self.totals.sub(gone);
-            }
+    /// Puts `entry` in `slot` and the totals with it; the totals after.
+    fn put(&self, slot: usize, entry: u8) -> u64 {
+        let Some(cell) = self.ring.get(slot) else {
+            return self.totals.load(Ordering::Acquire);
+        };
+        let old = cell.swap(entry, Ordering::AcqRel);
+        let delta = packed(entry).wrapping_sub(packed(old));
+        if delta == 0 {
+            return self.totals.load(Ordering::Acquire);
         }
-        self.calls.push_back((failure, slow));
-        self.totals.add(failure, slow);
         self.totals
+            .fetch_add(delta, Ordering::AcqRel)
+            .wrapping_add(delta)
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.calls.clear();
-        self.totals = Totals::default();
+    /// The totals a packed word says, or nothing if it was read mid-change.
+    fn unpack(&self, word: u64) -> Totals {
+        let totals = Totals {
+            calls: word & FIELD_MASK,
+            failures: (word >> FIELD) & FIELD_MASK,
+            slow: (word >> (2 * FIELD)) & FIELD_MASK,
+        };
+        let size = self.ring.len() as u64;
+        if word >> (3 * FIELD) != 0
+            || totals.calls > size
+            || totals.failures > totals.calls
+            || totals.slow > totals.calls
+        {
+            return Totals::default();
+        }
+        totals
+    }
+
+    pub(crate) fn record(&self, failure: bool, slow: bool) -> Totals {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let slot = (n % self.ring.len() as u64) as usize;
+        let entry = PRESENT | if failure { FAILED } else { 0 } | if slow { SLOW } else { 0 };
+        self.unpack(self.put(slot, entry))
+    }
+
+    pub(crate) fn clear(&self) {
+        for slot in 0..self.ring.len() {
+            self.put(slot, 0);
+        }
     }
 
     /// True when the window holds nothing that could open the breaker: no failure, no slow
     /// call. (Forgetting successes only makes a later minimum take longer to reach.)
     pub(crate) fn is_harmless(&self) -> bool {
-        self.totals.failures == 0 && self.totals.slow == 0
+        let word = self.totals.load(Ordering::Acquire);
+        (word >> FIELD) & FIELD_MASK == 0 && (word >> (2 * FIELD)) & FIELD_MASK == 0
     }
 }
 
@@ -136,7 +190,7 @@ mod tests {
 
     #[test]
     fn count_window_keeps_the_last_n_calls() {
-        let mut w = CountWindow::new(3);
+        let w = CountWindow::new(3);
         w.record(true, false);
         w.record(false, true);
         w.record(false, false);
@@ -144,6 +198,50 @@ mod tests {
         assert_eq!((t.calls, t.failures, t.slow), (3, 0, 1));
         let t = w.record(true, false);
         assert_eq!((t.calls, t.failures, t.slow), (3, 1, 0));
+    }
+
+    /// The totals the ring itself holds, counted slot by slot.
+    fn recount(w: &CountWindow) -> Totals {
+        let mut totals = Totals::default();
+        for cell in w.ring.iter() {
+            let entry = cell.load(Ordering::Acquire);
+            if entry & PRESENT != 0 {
+                totals.add(entry & FAILED != 0, entry & SLOW != 0);
+            }
+        }
+        totals
+    }
+
+    /// Threads recording (and clearing) at once: once they are done, the packed totals are
+    /// exactly what the ring holds, and the ring is full.
+    #[test]
+    fn count_window_totals_match_the_ring_after_concurrent_records_and_clears() {
+        let w = std::sync::Arc::new(CountWindow::new(64));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        let totals = w.record(i % 3 == 0, (i + t) % 5 == 0);
+                        // A reading mid-change is judged as nothing, never as more than the
+                        // window holds.
+                        assert!(totals.calls <= 64 && totals.failures <= totals.calls);
+                        if t == 0 && i % 5_000 == 0 {
+                            w.clear();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let totals = w.unpack(w.totals.load(Ordering::Acquire));
+        assert_eq!(totals, recount(&w));
+        assert_eq!(totals.calls, 64);
+        w.clear();
+        assert_eq!(w.totals.load(Ordering::Acquire), 0);
+        assert!(w.is_harmless());
     }
 
     #[test]
