@@ -30,16 +30,18 @@ impl Totals {
 /// totals is one load.
 ///
 /// Every change to the totals goes with a swap in the ring (a call in, the one it replaces
-/// out; `clear` takes each out the same way), so the totals always come back to the sum of
-/// the ring. While two changes to one slot are in flight a reading may be off, even with a
-/// field borrowed from its neighbour: such a reading is recognised (a field above the window
-/// size, failures above calls) and judged as nothing, never as a rate reached.
+/// out; `clear` takes each out the same way), so once no change is under way the totals are
+/// the sum of the ring. A change counts itself in flight in the same word before its swap and
+/// out with its difference after, so a reading says whether it is whole: one taken while any
+/// change is under way (a swap done, its difference not yet added: it could show a failure
+/// put in and not the one it replaced) is judged as nothing, never as a rate reached. The
+/// next call judges again.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     ring: Box<[AtomicU8]>,
     /// Calls recorded so far: the next slot is `next % size`.
     next: AtomicU64,
-    /// `calls | failures << 21 | slow << 42`.
+    /// `calls | failures << 17 | slow << 34 | changes in flight << 51`.
     totals: AtomicU64,
 }
 
@@ -47,9 +49,11 @@ pub(crate) struct CountWindow {
 const PRESENT: u8 = 1;
 const FAILED: u8 = 2;
 const SLOW: u8 = 4;
-/// Bits of one field of the packed totals (the window holds at most 100 000 calls).
-const FIELD: u32 = 21;
+/// Bits of one count of the packed totals (the window holds at most 100 000 calls).
+const FIELD: u32 = 17;
 const FIELD_MASK: u64 = (1 << FIELD) - 1;
+/// One change in flight, in the top 13 bits (8 191 at once).
+const IN_FLIGHT: u64 = 1 << (3 * FIELD);
 
 /// The packed totals one ring entry stands for.
 fn packed(entry: u8) -> u64 {
@@ -69,20 +73,30 @@ impl CountWindow {
 
     /// Puts `entry` in `slot` and the totals with it; the totals after.
     fn put(&self, slot: usize, entry: u8) -> u64 {
-        let Some(cell) = self.ring.get(slot) else {
-            return self.totals.load(Ordering::Acquire);
-        };
-        let old = cell.swap(entry, Ordering::AcqRel);
-        let delta = packed(entry).wrapping_sub(packed(old));
-        if delta == 0 {
-            return self.totals.load(Ordering::Acquire);
+        match self.begin(slot, entry) {
+            Some(old) => self.finish(entry, old),
+            None => self.totals.load(Ordering::Acquire),
         }
-        self.totals
-            .fetch_add(delta, Ordering::AcqRel)
-            .wrapping_add(delta)
     }
 
-    /// The totals a packed word says, or nothing if it was read mid-change.
+    /// The first half of a change: counted in flight, then swapped in. The entry it replaced.
+    fn begin(&self, slot: usize, entry: u8) -> Option<u8> {
+        let cell = self.ring.get(slot)?;
+        self.totals.fetch_add(IN_FLIGHT, Ordering::AcqRel);
+        Some(cell.swap(entry, Ordering::AcqRel))
+    }
+
+    /// The second half: the difference added, and the change counted out of flight at once.
+    fn finish(&self, entry: u8, old: u8) -> u64 {
+        let change = packed(entry)
+            .wrapping_sub(packed(old))
+            .wrapping_sub(IN_FLIGHT);
+        self.totals
+            .fetch_add(change, Ordering::AcqRel)
+            .wrapping_add(change)
+    }
+
+    /// The totals a packed word says, or nothing if it was read with a change under way.
     fn unpack(&self, word: u64) -> Totals {
         let totals = Totals {
             calls: word & FIELD_MASK,
@@ -116,8 +130,8 @@ impl CountWindow {
     /// True when the window holds nothing that could open the breaker: no failure, no slow
     /// call. (Forgetting successes only makes a later minimum take longer to reach.)
     pub(crate) fn is_harmless(&self) -> bool {
-        let word = self.totals.load(Ordering::Acquire);
-        (word >> FIELD) & FIELD_MASK == 0 && (word >> (2 * FIELD)) & FIELD_MASK == 0
+        // No failure, no slow call, and no change under way.
+        self.totals.load(Ordering::Acquire) >> FIELD == 0
     }
 }
 
@@ -210,6 +224,32 @@ mod tests {
             }
         }
         totals
+    }
+
+    /// A change swapped in but not yet counted (its thread preempted between the two): a
+    /// reading taken then could show more failures than the ring ever held, so it is judged
+    /// as nothing.
+    #[test]
+    fn a_reading_with_a_change_under_way_is_judged_as_nothing() {
+        let w = CountWindow::new(4);
+        for i in 0..4 {
+            w.record(i % 2 == 0, false); // failure, success, failure, success
+        }
+        assert_eq!(w.unpack(w.totals.load(Ordering::Acquire)).failures, 2);
+        // A: a success replaces the failure in slot 0, then A is preempted.
+        let old = w.begin(0, PRESENT).unwrap();
+        // B: a failure replaces the success in slot 1, and B reads the totals.
+        let during = w.record(true, false);
+        assert_eq!(
+            during,
+            Totals::default(),
+            "3 of 4 failed: a state that never was"
+        );
+        // A finishes: the totals are whole again.
+        w.finish(PRESENT, old);
+        let after = w.unpack(w.totals.load(Ordering::Acquire));
+        assert_eq!((after.calls, after.failures), (4, 2));
+        assert_eq!(after, recount(&w));
     }
 
     /// Threads recording (and clearing) at once: once they are done, the packed totals are
