@@ -50,6 +50,8 @@
 //! `Retry-After` and a JSON body) and `ours_generic` (`build_generic()`: a boxed `CircuitOpen`
 //! error, like for like with the peers' error values).
 
+mod breaker_common;
+
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
 use std::hint::black_box;
@@ -59,8 +61,8 @@ use std::sync::Barrier;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BatchSize, Bencher, Criterion};
+use breaker_common::*;
+use criterion::{criterion_group, criterion_main, Bencher, Criterion};
 use failsafe::{backoff, failure_policy, CircuitBreaker as _};
 use futures_util::task::noop_waker_ref;
 use http::{Request, Response, StatusCode};
@@ -69,42 +71,13 @@ use tower::{Layer, Service};
 use tower_bulwark::circuit_breaker::{
     CircuitBreakerLayer as BulwarkBreakerLayer, CircuitState as BulwarkState,
 };
-use tower_resilience::circuitbreaker::{CircuitBreakerError, CircuitBreakerLayer};
-
-type Req = Request<()>;
-type Res = Response<Empty<Bytes>>;
-
-/// Our defaults, given to every breaker: 5 consecutive failures open it, for 60 s; in half-open,
-/// 5 successes close it (where the peer lets us say so).
-const FAILURES: u32 = 5;
-const OPEN_FOR: Duration = Duration::from_secs(60);
-const HALF_OPEN_SUCCESSES: u32 = 5;
-/// Requests are built 1 000 at a time, outside the timed part, as in `benches/rate_limit.rs`.
-const BATCH: BatchSize = BatchSize::NumIterations(1_000);
-
-/// The no-op inner service: immediately ready, answers 200 at once.
-fn noop(_req: Req) -> Ready<Result<Res, Infallible>> {
-    ready(Ok(Response::new(Empty::new())))
-}
+use tower_resilience::circuitbreaker::CircuitBreakerError;
 
 /// An inner service that answers 500 at once: five of these open every breaker here.
 fn server_error(_req: Req) -> Ready<Result<Res, Infallible>> {
     let mut response = Response::new(Empty::new());
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     ready(Ok(response))
-}
-
-/// `poll_ready`, `call`, one poll: the whole of one request through a synchronous stack.
-fn drive<S: Service<R>, R>(svc: &mut S, req: R) -> Result<S::Response, S::Error> {
-    let mut cx = Context::from_waker(noop_waker_ref());
-    assert!(
-        matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))),
-        "service not ready"
-    );
-    match pin!(svc.call(req)).poll(&mut cx) {
-        Poll::Ready(result) => result,
-        Poll::Pending => panic!("the response future did not complete at once"),
-    }
 }
 
 /// Calls that had to be polled more than once in `drive_spin`, in all threads.
@@ -135,41 +108,6 @@ fn drive_spin<S: Service<R>, R>(svc: &mut S, req: R) -> Result<S::Response, S::E
         REPOLLED.fetch_add(1, Ordering::Relaxed);
     }
     result
-}
-
-/// Times `svc` on requests built outside the timed part.
-fn bench_service<S: Service<Req>>(b: &mut Bencher<'_>, svc: &mut S) {
-    b.iter_batched(
-        || Request::new(()),
-        |req| {
-            black_box(drive(svc, req)).ok();
-        },
-        BATCH,
-    );
-}
-
-/// What our default classifier counts as a failure: an answer of 5xx.
-fn is_failure(response: &Res) -> bool {
-    response.status().is_server_error()
-}
-
-/// tower-resilience's breaker with our defaults around `inner`. Clones of the returned service
-/// share one breaker (its `build()` layer makes a new breaker for each `layer` call).
-fn resilience<S>(
-    inner: S,
-) -> impl Service<Req, Response = Res, Error = CircuitBreakerError<Infallible>> + Clone
-where
-    S: Service<Req, Response = Res, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    CircuitBreakerLayer::builder()
-        .consecutive_failures(FAILURES as usize)
-        .wait_duration_in_open(OPEN_FOR)
-        .permitted_calls_in_half_open(HALF_OPEN_SUCCESSES as usize)
-        .classify_response(is_failure)
-        .build()
-        .unwrap()
-        .layer(inner)
 }
 
 /// failsafe's breaker with our defaults (its half-open closes on the first success).

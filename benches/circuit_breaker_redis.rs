@@ -31,21 +31,17 @@
 //! rows that need none. Every key lives under the prefix `bench-cb-<pid>-…`, deleted at the end.
 //! Results: BENCHMARKS.md.
 
-use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
-use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll};
+mod breaker_common;
+
+use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use breaker_common::*;
 use criterion::measurement::WallTime;
-use criterion::{BatchSize, Bencher, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode};
-use futures_util::task::noop_waker_ref;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::Empty;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode};
+use http::{HeaderName, HeaderValue, Request, StatusCode};
 use tokio::runtime::Runtime;
-use tower::{Layer, Service};
+use tower::Layer;
 use tower_bulwark::backend::redis::RedisBackend;
 use tower_bulwark::backend::BackendError;
 use tower_bulwark::circuit_breaker::{
@@ -53,16 +49,6 @@ use tower_bulwark::circuit_breaker::{
     KeyedCircuitBreakerLayer,
 };
 use tower_bulwark::key::HeaderKey;
-use tower_resilience::circuitbreaker::{CircuitBreakerError, CircuitBreakerLayer};
-
-type Req = Request<()>;
-type Res = Response<Empty<Bytes>>;
-
-/// The defaults of `benches/circuit_breaker.rs`, given to every breaker.
-const FAILURES: u32 = 5;
-const OPEN_FOR: Duration = Duration::from_secs(60);
-const HALF_OPEN_SUCCESSES: u32 = 5;
-const BATCH: BatchSize = BatchSize::NumIterations(1_000);
 
 /// Long enough that the sync task stays asleep while a row is timed.
 const SYNC_INTERVAL: Duration = Duration::from_secs(3600);
@@ -70,56 +56,6 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(3600);
 const DEADLINE: Duration = Duration::from_secs(1);
 /// Keys held by the keyed layer in `breaker_fleet_sync`.
 const KEYS: [usize; 3] = [1, 100, 1_000];
-
-fn noop(_req: Req) -> Ready<Result<Res, Infallible>> {
-    ready(Ok(Response::new(Empty::new())))
-}
-
-/// `poll_ready`, `call`, one poll: the whole of one request through a synchronous stack.
-fn drive<S: Service<R>, R>(svc: &mut S, req: R) -> Result<S::Response, S::Error> {
-    let mut cx = Context::from_waker(noop_waker_ref());
-    assert!(
-        matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))),
-        "service not ready"
-    );
-    match pin!(svc.call(req)).poll(&mut cx) {
-        Poll::Ready(result) => result,
-        Poll::Pending => panic!("the response future did not complete at once"),
-    }
-}
-
-/// Times `svc` on requests built outside the timed part.
-fn bench_service<S: Service<Req>>(b: &mut Bencher<'_>, svc: &mut S) {
-    b.iter_batched(
-        || Request::new(()),
-        |req| {
-            black_box(drive(svc, req)).ok();
-        },
-        BATCH,
-    );
-}
-
-fn is_failure(response: &Res) -> bool {
-    response.status().is_server_error()
-}
-
-/// tower-resilience's breaker, configured as in `benches/circuit_breaker.rs`.
-fn resilience<S>(
-    inner: S,
-) -> impl Service<Req, Response = Res, Error = CircuitBreakerError<Infallible>> + Clone
-where
-    S: Service<Req, Response = Res, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    CircuitBreakerLayer::builder()
-        .consecutive_failures(FAILURES as usize)
-        .wait_duration_in_open(OPEN_FOR)
-        .permitted_calls_in_half_open(HALF_OPEN_SUCCESSES as usize)
-        .classify_response(is_failure)
-        .build()
-        .unwrap()
-        .layer(inner)
-}
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL")
