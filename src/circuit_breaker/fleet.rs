@@ -106,18 +106,18 @@ impl Tally {
 
     /// The fleet has heard everything this circuit saw: forgetting it loses nothing.
     pub(super) fn is_told(&self) -> bool {
-        let outcomes = self.outcomes.get();
-        let totals = Self::totals(&outcomes, self.probe_successes.load(Ordering::Acquire));
-        totals
+        self.totals()
             .iter()
             .zip(&self.acked)
             .all(|(total, acked)| *total == acked.load(Ordering::Acquire))
             && !self.trip_pending()
     }
 
-    /// Calls, failures, slow, good, probe successes.
-    fn totals(outcomes: &[u64; 4], probe_successes: u64) -> [u64; 5] {
+    /// Calls, failures, slow, good, probe successes: since the circuit was made.
+    fn totals(&self) -> [u64; 5] {
+        let outcomes = self.outcomes.get();
         let o = |i: usize| outcomes[i];
+        let probe_successes = self.probe_successes.load(Ordering::Acquire);
         [
             o(GOOD) + o(FAILED) + o(SLOW) + o(SLOW_FAILED),
             o(FAILED) + o(SLOW_FAILED),
@@ -137,9 +137,7 @@ impl Tally {
     }
 
     pub(super) fn report(&self, run: u32, half_open: bool, probing: bool) -> Report {
-        let outcomes = self.outcomes.get();
-        let [calls, failures, slow, good, probe_successes] =
-            Self::totals(&outcomes, self.probe_successes.load(Ordering::Acquire));
+        let [calls, failures, slow, good, probe_successes] = self.totals();
         let generation = self.generation.load(Ordering::Acquire);
         Report {
             incarnation: self.incarnation,
