@@ -42,13 +42,13 @@ use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode};
 use http::{HeaderName, HeaderValue, Request, StatusCode};
 use tokio::runtime::Runtime;
 use tower::Layer;
-use tower_bulwark::backend::redis::RedisBackend;
-use tower_bulwark::backend::BackendError;
 use tower_bulwark::circuit_breaker::{
     CircuitBreakerLayer as BulwarkBreakerLayer, CircuitState as BulwarkState, FleetStats,
     KeyedCircuitBreakerLayer,
 };
 use tower_bulwark::key::HeaderKey;
+use tower_bulwark::redis::RedisBackend;
+use tower_bulwark::BackendError;
 
 /// Long enough that the sync task stays asleep while a row is timed.
 const SYNC_INTERVAL: Duration = Duration::from_secs(3600);

@@ -25,10 +25,11 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use http::{Request, Response};
 use http_body_util::Empty;
 use tower::{Layer, ServiceExt};
-use tower_bulwark::backend::redis::{RedisBackend, RedisRateLimiter};
-use tower_bulwark::backend::{Decision, RateLimitBackend};
 use tower_bulwark::key::{Key, PeerIp};
+use tower_bulwark::rate_limit::store::RedisRateLimiter;
+use tower_bulwark::rate_limit::store::{Decision, RateLimitBackend};
 use tower_bulwark::rate_limit::RateLimitLayer;
+use tower_bulwark::redis::RedisBackend;
 
 const KEYS: u64 = 10_000;
 /// Admits everything: a token every microsecond, a burst of a million.

@@ -95,7 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (app, state) = match redis_url {
         #[cfg(feature = "redis")]
         Some(url) => {
-            use tower_bulwark::backend::redis::{FailMode, RedisBackend};
+            use tower_bulwark::redis::{FailMode, RedisBackend};
             // Connects on first use, so the demo starts even while Redis is away; until it
             // answers, each instance limits on its own (the limits as if 2 instances shared them).
             let redis = RedisBackend::connect_lazy(&url)?;

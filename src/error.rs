@@ -66,3 +66,39 @@ impl std::error::Error for ConfigError {}
 
 /// The error type layers use when they wrap a service that is not HTTP, as tower does.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A shared store (Redis) could not be reached or answered wrongly: from connecting, or from
+/// an explicit sync. Request paths never see it: they use the layer's fail mode instead.
+///
+/// ```
+/// use tower_bulwark::BackendError;
+///
+/// let err: Box<dyn std::error::Error> = Box::new(BackendError::new("connection refused"));
+/// assert_eq!(err.to_string(), "backend error: connection refused");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendError {
+    message: String,
+}
+
+impl BackendError {
+    /// An error with a human-readable reason.
+    ///
+    /// ```
+    /// let err = tower_bulwark::BackendError::new("redis timed out after 50ms");
+    /// assert_eq!(err.to_string(), "backend error: redis timed out after 50ms");
+    /// ```
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "backend error: {}", self.message)
+    }
+}
+
+impl std::error::Error for BackendError {}

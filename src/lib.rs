@@ -8,12 +8,15 @@
 //! |---|---|
 //! | [`rate_limit`] | token bucket (GCRA), sliding window log, sliding window counter, fixed window; 429 with headers |
 //! | [`key`] | which bucket a request counts in: global, peer IP, client IP behind trusted proxies, header, closure |
+//! | [`circuit_breaker`] | closed → open → half-open on consecutive failures, failure rates or slow calls; 503 with `Retry-After` |
 //! | [`clock`] | the one time source every layer reads, real or manual (for tests) |
-//! | [`backend`] | where state lives: bounded, lock-light memory |
 //! | [`response`] | how layers answer for themselves: JSON for HTTP, trailers-only for gRPC |
+//! | [`redis`] | (feature `redis`) one connection shared by every layer whose state a fleet shares |
 //!
-//! Circuit breaking, retries, caching, compression, latency metrics and Redis backing for
-//! fleets are planned; the README's status table tracks them.
+//! State lives in memory, bounded in keys, unless a layer is given a Redis backend: then a
+//! fleet of instances shares one limit and one breaker. Retries, caching, compression, latency
+//! metrics and adaptive limits are planned; the README's status table tracks them. How the
+//! crate is put together is in `ARCHITECTURE.md`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -35,18 +38,20 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
-pub mod backend;
 #[cfg(feature = "circuit-breaker")]
 pub mod circuit_breaker;
 pub mod clock;
-mod counter;
 mod error;
 pub mod key;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod response;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+mod util;
 
-pub use error::{BoxError, ConfigError};
+pub use error::{BackendError, BoxError, ConfigError};
 
 // The README's Rust samples are compiled and run as doctests.
 #[cfg(doctest)]

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tower_bulwark::backend::Verdict;
 use tower_bulwark::clock::ManualClock;
 use tower_bulwark::key::Key;
+use tower_bulwark::rate_limit::store::Verdict;
 use tower_bulwark::rate_limit::{Limit, RateLimitLayer};
 
 /// A layer on a manual clock, asked directly through its backend.

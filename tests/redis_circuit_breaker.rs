@@ -19,9 +19,9 @@ use std::convert::Infallible;
 
 use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer, Service, ServiceExt};
-use tower_bulwark::backend::redis::RedisBackend;
 use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState, FleetStats};
 use tower_bulwark::key::{HeaderKey, Key};
+use tower_bulwark::redis::RedisBackend;
 
 macro_rules! start_redis {
     () => {
@@ -315,7 +315,10 @@ async fn keyed_breakers_share_each_key_apart() {
     call(&svc_a, req_for("x")).await;
     call(&svc_a, req_for("x")).await;
     a.sync_fleet().await.unwrap();
-    assert_eq!(server.cli(&["HGET", "{bulwark:h:x}:cb", "st"]), "1");
+    let name_of_x = a
+        .redis_key(&Key::from(http::HeaderValue::from_static("x")))
+        .unwrap();
+    assert_eq!(server.cli(&["HGET", &name_of_x, "st"]), "1");
     b.sync_fleet().await.unwrap();
     let key = |k: &'static str| Key::from(http::HeaderValue::from_static(k));
     assert_eq!(b.state_of(&key("x")), Some(CircuitState::Open));
@@ -604,7 +607,7 @@ async fn the_generic_variant_shares_too() {
 // The script alone, at fixed times (ARGV 21), called as an instance would.
 // ---------------------------------------------------------------------------------------------
 
-const SCRIPT: &str = include_str!("../src/backend/redis/lua/breaker.lua");
+const SCRIPT: &str = include_str!("../src/circuit_breaker/fleet/breaker.lua");
 
 /// What one instance reports: running totals and flags.
 #[derive(Clone, Copy)]
@@ -902,7 +905,8 @@ async fn a_circuit_made_again_for_a_key_counts_afresh() {
     layer.sync_fleet().await.unwrap();
     // Its own totals (3 calls, 1 good, a run of 2) make the fleet's run 2; measured from the
     // old circuit's totals (2 calls, 1 good) they would make it 1.
-    assert_eq!(server.cli(&["HGET", "{bulwark:h:x}:cb", "c"]), "2");
+    let name_of_x = layer.redis_key(&x).unwrap();
+    assert_eq!(server.cli(&["HGET", &name_of_x, "c"]), "2");
 }
 
 /// A keyed layer does not forget a circuit whose outcomes the fleet has not heard yet.
@@ -965,7 +969,10 @@ async fn a_trip_is_told_at_once_for_its_key_only() {
     let before = script_calls(&server);
     call(&svc_bad, req_for("k7")).await;
     let started = Instant::now();
-    while server.cli(&["HGET", "{bulwark:h:k7}:cb", "st"]) != "1" {
+    let name_of_k7 = layer
+        .redis_key(&Key::from(http::HeaderValue::from_static("k7")))
+        .unwrap();
+    while server.cli(&["HGET", &name_of_k7, "st"]) != "1" {
         assert!(started.elapsed() < PATIENCE, "the trip was never told");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -1003,7 +1010,10 @@ async fn keyed_breakers_share_each_key_on_a_cluster() {
     let keys: Vec<String> = (0..12).map(|i| format!("u{i}")).collect();
     let nodes: BTreeSet<usize> = keys
         .iter()
-        .map(|k| cluster.node_for_key(&format!("{{bulwark:h:{k}}}:cb")))
+        .map(|k| {
+            let key = Key::from(http::HeaderValue::from_str(k).unwrap());
+            cluster.node_for_key(&a.redis_key(&key).unwrap())
+        })
         .collect();
     assert_eq!(nodes.len(), 3, "the keys should spread over the 3 nodes");
     for k in &keys {
@@ -1018,11 +1028,9 @@ async fn keyed_breakers_share_each_key_on_a_cluster() {
     for k in &keys {
         let key = Key::from(http::HeaderValue::from_str(k).unwrap());
         assert_eq!(b.state_of(&key), Some(CircuitState::Open), "{k}");
-        let node = &cluster.nodes[cluster.node_for_key(&format!("{{bulwark:h:{k}}}:cb"))];
-        assert_eq!(
-            node.cli(&["HGET", &format!("{{bulwark:h:{k}}}:cb"), "st"]),
-            "1"
-        );
+        let name = b.redis_key(&key).unwrap();
+        let node = &cluster.nodes[cluster.node_for_key(&name)];
+        assert_eq!(node.cli(&["HGET", &name, "st"]), "1");
     }
 }
 

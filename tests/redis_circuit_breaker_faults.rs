@@ -13,9 +13,9 @@ use common::fleet::*;
 use common::redis_server::RedisServer;
 use http::{Request, StatusCode};
 use tower::{Layer, ServiceExt};
-use tower_bulwark::backend::redis::RedisBackend;
 use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
 use tower_bulwark::key::HeaderKey;
+use tower_bulwark::redis::RedisBackend;
 
 macro_rules! start_redis {
     () => {

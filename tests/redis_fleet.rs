@@ -38,11 +38,13 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestCaseResult, TestRunner};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tower::{Layer, ServiceExt};
-use tower_bulwark::backend::redis::{FailMode, RedisBackend, RedisRateLimiter};
-use tower_bulwark::backend::{BackendError, Decision, RateLimitBackend, Verdict};
 use tower_bulwark::clock::ManualClock;
 use tower_bulwark::key::{Global, Key};
+use tower_bulwark::rate_limit::store::RedisRateLimiter;
+use tower_bulwark::rate_limit::store::{Decision, RateLimitBackend, Verdict};
 use tower_bulwark::rate_limit::{Limit, RateLimitLayer};
+use tower_bulwark::redis::{FailMode, RedisBackend};
+use tower_bulwark::BackendError;
 
 // =============================================================================================
 // 1. The Lua scripts against the memory algorithms

@@ -22,11 +22,12 @@ use common::redis_server::RedisServer;
 use common::*;
 use http::{HeaderMap, Request, StatusCode};
 use tower::{Layer, Service, ServiceExt};
-use tower_bulwark::backend::redis::{FailMode, RedisBackend, RedisRateLimiter};
-use tower_bulwark::backend::{Decision, RateLimitBackend, Verdict};
 use tower_bulwark::clock::ManualClock;
 use tower_bulwark::key::Key;
+use tower_bulwark::rate_limit::store::RedisRateLimiter;
+use tower_bulwark::rate_limit::store::{Decision, RateLimitBackend, Verdict};
 use tower_bulwark::rate_limit::{Limit, RateLimitLayer, RateLimited};
+use tower_bulwark::redis::{FailMode, RedisBackend};
 
 /// The Redis call deadline the tests configure (the default).
 const DEADLINE: Duration = Duration::from_millis(50);

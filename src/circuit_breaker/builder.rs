@@ -10,11 +10,12 @@ use http::{HeaderMap, StatusCode};
 use super::circuit::Circuit;
 use super::config::{CircuitEvent, Config, EventFn, Slow, Trip};
 use super::generic::GenericCircuitBreakerLayer;
-use super::keyed::{Circuits, KeyedCircuitBreakerLayer, KeyedEventFn, DEFAULT_MAX_KEYS};
+use super::keyed::{Circuits, KeyedCircuitBreakerLayer, KeyedEventFn};
 use super::layer::{CircuitBreakerLayer, ClassifyFn};
 use crate::clock::{duration_to_nanos, Clock, SystemClock};
 use crate::error::ConfigError;
 use crate::key::{Key, KeyExtractor};
+use crate::util::DEFAULT_MAX_KEYS;
 
 /// Defaults (*seed*): 5 failures in a row open the breaker for 60 s; in half-open, 5 successes
 /// close it and one failure opens it again.
@@ -411,7 +412,6 @@ impl CircuitBreakerBuilder {
             half_open_probes: self.half_open_probes,
             clock: self.clock.clone(),
             on_event: self.on_event.clone(),
-            #[cfg(feature = "redis")]
             fleet: None,
         };
         #[cfg(feature = "redis")]
@@ -452,7 +452,6 @@ impl CircuitBreakerBuilder {
     /// ```
     pub fn build(self) -> Result<CircuitBreakerLayer, ConfigError> {
         let circuit = Arc::new(Circuit::new(self.config()?));
-        #[cfg(feature = "redis")]
         super::fleet::start_one(&circuit)?;
         Ok(CircuitBreakerLayer::new(circuit, self.classify))
     }
@@ -475,7 +474,6 @@ impl CircuitBreakerBuilder {
             ));
         }
         let circuit = Arc::new(Circuit::new(self.config()?));
-        #[cfg(feature = "redis")]
         super::fleet::start_one(&circuit)?;
         Ok(GenericCircuitBreakerLayer::new(circuit))
     }
@@ -561,7 +559,6 @@ impl<K> KeyedCircuitBreakerBuilder<K> {
         }
         let config = self.base.config()?;
         let circuits = Arc::new(Circuits::new(config, self.on_keyed_event, self.max_keys));
-        #[cfg(feature = "redis")]
         super::fleet::start_keyed(&circuits)?;
         Ok(KeyedCircuitBreakerLayer::new(
             self.key,

@@ -175,6 +175,5 @@ pub(crate) struct Config {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) on_event: Option<EventFn>,
     /// Set when the fleet shares this breaker through Redis.
-    #[cfg(feature = "redis")]
     pub(crate) fleet: Option<Arc<super::fleet::FleetLink>>,
 }

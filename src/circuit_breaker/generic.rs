@@ -178,7 +178,7 @@ impl<C> GenericCircuitBreakerLayer<C> {
     /// # }
     /// ```
     #[cfg(feature = "redis")]
-    pub async fn sync_fleet(&self) -> Result<(), crate::backend::BackendError> {
+    pub async fn sync_fleet(&self) -> Result<(), crate::BackendError> {
         super::fleet::sync_now(&self.circuit).await
     }
 }

@@ -1,12 +1,10 @@
 //! Keyed breakers: one circuit per key (per upstream host, per tenant), bounded in number.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use dashmap::mapref::entry::Entry;
-use dashmap::DashMap;
 use http::request::Parts;
 use http::{Request, Response};
 use tower_layer::Layer;
@@ -19,28 +17,24 @@ use super::layer::ClassifyFn;
 use super::service::{admit, Readiness};
 use crate::key::{Key, KeyExtractor};
 use crate::response::ResponseBody;
-
-/// The default bound on circuits one keyed layer holds.
-pub(crate) const DEFAULT_MAX_KEYS: usize = 10_000;
+use crate::util::{Entry, KeyedStore, Sweeping};
 
 pub(crate) type KeyedEventFn = Arc<dyn Fn(&Key, &CircuitEvent) + Send + Sync>;
 
-/// The circuits of a keyed layer.
+/// A full layer sweeps idle circuits at most this often: under a flood of new keys, a sweep
+/// per request would cost O(keys) each.
+const SWEEP_INTERVAL_NS: u64 = 100_000_000;
+
+/// The circuits of a keyed layer, in the crate's one bounded keyed store.
 pub(crate) struct Circuits {
     config: Config,
     on_keyed_event: Option<KeyedEventFn>,
-    map: DashMap<Key, Arc<Circuit>>,
-    /// About how many circuits the map holds: counted on insert, recounted after a sweep, so
-    /// a miss does not read-lock every shard (`DashMap::len`) to check the bound.
-    count: AtomicUsize,
-    max_keys: usize,
-    /// Shared by requests with no key, and by new keys while the map is full.
-    overflow: Arc<Circuit>,
+    /// Requests with no key, and new keys while the store is full, share its one overflow
+    /// circuit (a breaker's overflow is not split: one failing upstream among many unknown
+    /// keys should still trip it).
+    store: KeyedStore<Arc<Circuit>>,
     /// The overflow circuit has had a call: only then is it worth syncing with a fleet.
     overflow_used: AtomicBool,
-    overflowed: AtomicU64,
-    /// When the map was last swept (clock nanoseconds; `NEVER` before the first).
-    last_sweep: AtomicU64,
 }
 
 impl Circuits {
@@ -49,16 +43,17 @@ impl Circuits {
         on_keyed_event: Option<KeyedEventFn>,
         max_keys: usize,
     ) -> Self {
+        let sweeping = Sweeping {
+            every_ns: SWEEP_INTERVAL_NS,
+            when_full_ns: SWEEP_INTERVAL_NS,
+            overflow_slots: 1,
+        };
+        let overflow = Arc::new(Circuit::new(config.clone()));
         Self {
-            overflow: Arc::new(Circuit::new(config.clone())),
+            store: KeyedStore::new(max_keys, sweeping, || overflow.clone()),
             config,
             on_keyed_event,
-            map: DashMap::new(),
-            count: AtomicUsize::new(0),
             overflow_used: AtomicBool::new(false),
-            max_keys,
-            overflowed: AtomicU64::new(0),
-            last_sweep: AtomicU64::new(NEVER),
         }
     }
 
@@ -66,107 +61,72 @@ impl Circuits {
         let Some(key) = key else {
             return self.overflow();
         };
-        if let Some(circuit) = self.map.get(&key) {
-            return circuit.clone();
-        }
-        if self.count.load(Ordering::Relaxed) >= self.max_keys {
-            self.sweep();
-            if self.count.load(Ordering::Relaxed) >= self.max_keys {
-                let n = self.overflowed.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(
-                        max_keys = self.max_keys,
-                        overflowed = n,
-                        "circuit breaker: too many keys, newcomers share one circuit"
-                    );
-                }
-                return self.overflow();
-            }
-        }
-        let entry = match self.map.entry(key.clone()) {
-            Entry::Occupied(entry) => return entry.get().clone(),
-            Entry::Vacant(entry) => entry,
-        };
-        self.count.fetch_add(1, Ordering::Relaxed);
-        entry
-            .insert({
-                let mut config = self.config.clone();
-                if let Some(on_keyed_event) = &self.on_keyed_event {
-                    let (on_keyed_event, user_event) =
-                        (on_keyed_event.clone(), config.on_event.take());
-                    config.on_event = Some(Arc::new(move |event: &CircuitEvent| {
-                        if let Some(user_event) = &user_event {
-                            user_event(event);
-                        }
-                        on_keyed_event(&key, event);
-                    }));
-                }
-                Arc::new(Circuit::new(config))
-            })
-            .clone()
+        let now = crate::clock::duration_to_nanos(self.config.clock.now());
+        let entry = self.store.with(
+            &key,
+            now,
+            || Arc::new(Circuit::new(self.config_for(&key))),
+            // Idle: closed, nothing counted, and held by nothing else (a call in flight keeps
+            // its permit's clone, and its outcome must land in the circuit its key keeps using).
+            |circuit| Arc::strong_count(circuit) == 1 && circuit.is_idle(),
+            |entry| match entry {
+                Entry::Own(circuit) => Some(circuit.clone()),
+                Entry::Overflow(_) => None,
+            },
+        );
+        entry.unwrap_or_else(|| self.overflow())
     }
-}
 
-impl Circuits {
+    /// A new circuit's configuration: the layer's, with the keyed event callback told its key.
+    fn config_for(&self, key: &Key) -> Config {
+        let mut config = self.config.clone();
+        if let Some(on_keyed_event) = &self.on_keyed_event {
+            let (on_keyed_event, user_event, key) =
+                (on_keyed_event.clone(), config.on_event.take(), key.clone());
+            config.on_event = Some(Arc::new(move |event: &CircuitEvent| {
+                if let Some(user_event) = &user_event {
+                    user_event(event);
+                }
+                on_keyed_event(&key, event);
+            }));
+        }
+        config
+    }
+
     /// The overflow circuit, for a call.
     fn overflow(&self) -> Arc<Circuit> {
         if !self.overflow_used.load(Ordering::Relaxed)
             && !self.overflow_used.swap(true, Ordering::AcqRel)
         {
             // From now on it is synced: learn the fleet's state at once.
-            #[cfg(feature = "redis")]
-            self.overflow.wake_fleet();
+            self.overflow_circuit().wake_fleet();
         }
-        self.overflow.clone()
+        self.overflow_circuit().clone()
     }
 
     /// The overflow circuit, to look at (its fleet link).
-    #[cfg(feature = "redis")]
     pub(crate) fn overflow_circuit(&self) -> &Arc<Circuit> {
-        &self.overflow
+        &self.store.overflow_entries()[0]
+    }
+
+    /// The circuit of `key`, if it has one of its own.
+    fn get(&self, key: &Key) -> Option<Arc<Circuit>> {
+        self.store.with_existing(key, Arc::clone)
     }
 
     /// Every circuit with its key (`None`: the overflow circuit), for a fleet sync.
     #[cfg(feature = "redis")]
     pub(crate) fn snapshot(&self) -> Vec<(Option<Key>, Arc<Circuit>)> {
-        let mut all = Vec::with_capacity(self.map.len() + 1);
+        let mut all = Vec::with_capacity(self.store.len() + 1);
         // Never used, it has nothing to tell and nobody to follow for.
         if self.overflow_used.load(Ordering::Relaxed) {
-            all.push((None, self.overflow.clone()));
+            all.push((None, self.overflow_circuit().clone()));
         }
         all.extend(
-            self.map
-                .iter()
-                .map(|entry| (Some(entry.key().clone()), entry.value().clone())),
+            self.store
+                .collect(|key, circuit| (Some(key.clone()), circuit.clone())),
         );
         all
-    }
-}
-
-/// A full map is swept at most this often: under a flood of new keys, a sweep per request
-/// would cost O(keys) each.
-const SWEEP_INTERVAL_NS: u64 = 100_000_000;
-const NEVER: u64 = u64::MAX;
-
-impl Circuits {
-    /// Forgets idle circuits: closed, nothing counted, and held by nothing else (a call in
-    /// flight keeps its permit's clone, and its outcome must land in the circuit its key keeps
-    /// using). At most once per `SWEEP_INTERVAL_NS`.
-    fn sweep(&self) {
-        let now = crate::clock::duration_to_nanos(self.config.clock.now());
-        let last = self.last_sweep.load(Ordering::Relaxed);
-        if last != NEVER && now.saturating_sub(last) < SWEEP_INTERVAL_NS {
-            return;
-        }
-        if self
-            .last_sweep
-            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            self.map
-                .retain(|_, circuit| Arc::strong_count(circuit) > 1 || !circuit.is_idle());
-            self.count.store(self.map.len(), Ordering::Relaxed);
-        }
     }
 }
 
@@ -205,7 +165,7 @@ impl<K> Clone for KeyedCircuitBreakerLayer<K> {
 impl<K> fmt::Debug for KeyedCircuitBreakerLayer<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedCircuitBreakerLayer")
-            .field("keys", &self.circuits.map.len())
+            .field("keys", &self.circuits.store.len())
             .finish_non_exhaustive()
     }
 }
@@ -229,7 +189,7 @@ impl<K> KeyedCircuitBreakerLayer<K> {
     /// # Ok::<(), tower_bulwark::ConfigError>(())
     /// ```
     pub fn circuit_of(&self, key: &Key) -> Option<Arc<Circuit>> {
-        self.circuits.map.get(key).map(|c| c.clone())
+        self.circuits.get(key)
     }
 
     /// The state of `key`'s circuit, if it has one.
@@ -242,7 +202,7 @@ impl<K> KeyedCircuitBreakerLayer<K> {
     /// # Ok::<(), tower_bulwark::ConfigError>(())
     /// ```
     pub fn state_of(&self, key: &Key) -> Option<CircuitState> {
-        self.circuits.map.get(key).map(|c| c.state())
+        self.circuits.get(key).map(|c| c.state())
     }
 
     /// How many keys have a circuit (at most `max_keys`).
@@ -256,7 +216,7 @@ impl<K> KeyedCircuitBreakerLayer<K> {
     /// # Ok::<(), tower_bulwark::ConfigError>(())
     /// ```
     pub fn len(&self) -> usize {
-        self.circuits.map.len()
+        self.circuits.store.len()
     }
 
     /// True when no key has a circuit yet.
@@ -269,7 +229,7 @@ impl<K> KeyedCircuitBreakerLayer<K> {
     /// # Ok::<(), tower_bulwark::ConfigError>(())
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.circuits.map.is_empty()
+        self.circuits.store.len() == 0
     }
 
     /// The circuit shared by requests without a key and by new keys while `max_keys` are held.
@@ -282,7 +242,7 @@ impl<K> KeyedCircuitBreakerLayer<K> {
     /// # Ok::<(), tower_bulwark::ConfigError>(())
     /// ```
     pub fn overflow_circuit(&self) -> &Circuit {
-        &self.circuits.overflow
+        self.circuits.overflow_circuit()
     }
 
     /// How this breaker's syncs with the fleet have gone (feature `redis`): calls, errors,
@@ -298,7 +258,30 @@ impl<K> KeyedCircuitBreakerLayer<K> {
     /// ```
     #[cfg(feature = "redis")]
     pub fn fleet_stats(&self) -> Option<super::FleetStats> {
-        super::fleet::stats_of(&self.circuits.overflow)
+        super::fleet::stats_of(self.circuits.overflow_circuit())
+    }
+
+    /// The Redis key holding `key`'s shared state machine (feature `redis`), for operators
+    /// and tests: `None` for a breaker kept in memory. Header-derived keys (API keys) appear
+    /// only as a hash.
+    ///
+    /// ```no_run
+    /// use tower_bulwark::{circuit_breaker::CircuitBreakerLayer, key::{HeaderKey, Key}, redis::RedisBackend};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5)
+    ///     .backend(RedisBackend::connect("redis://127.0.0.1/").await?)
+    ///     .per_key(HeaderKey::new(http::HeaderName::from_static("x-tenant")))
+    ///     .build()?;
+    /// let name = layer.redis_key(&Key::from(http::HeaderValue::from_static("acme"))).unwrap();
+    /// assert!(name.starts_with("{bulwark:hk:") && !name.contains("acme"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis_key(&self, key: &Key) -> Option<String> {
+        super::fleet::redis_key_of(self.circuits.overflow_circuit(), key)
     }
 
     /// Syncs with the fleet now (feature `redis`): sends the outcomes seen here and follows
@@ -318,8 +301,8 @@ impl<K> KeyedCircuitBreakerLayer<K> {
     /// # }
     /// ```
     #[cfg(feature = "redis")]
-    pub async fn sync_fleet(&self) -> Result<(), crate::backend::BackendError> {
-        super::fleet::sync_now(&self.circuits.overflow).await
+    pub async fn sync_fleet(&self) -> Result<(), crate::BackendError> {
+        super::fleet::sync_now(self.circuits.overflow_circuit()).await
     }
 }
 

@@ -116,7 +116,7 @@ impl CircuitBreakerLayer {
     /// # }
     /// ```
     #[cfg(feature = "redis")]
-    pub async fn sync_fleet(&self) -> Result<(), crate::backend::BackendError> {
+    pub async fn sync_fleet(&self) -> Result<(), crate::BackendError> {
         super::fleet::sync_now(&self.circuit).await
     }
 }

@@ -55,7 +55,7 @@
 //! logged at `warn`, counted in [`FleetStats`].
 //!
 //! ```no_run
-//! use tower_bulwark::{backend::redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
+//! use tower_bulwark::{redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -72,8 +72,7 @@
 mod builder;
 mod circuit;
 mod config;
-#[cfg(feature = "redis")]
-pub(crate) mod fleet;
+mod fleet;
 mod future;
 mod generic;
 mod keyed;
@@ -83,6 +82,7 @@ mod redis_builder;
 mod service;
 mod window;
 
+pub use crate::util::DEFAULT_MAX_KEYS;
 pub use builder::{CircuitBreakerBuilder, KeyedCircuitBreakerBuilder};
 pub use circuit::{Circuit, CircuitStats};
 pub use config::{CircuitEvent, CircuitOpen, CircuitState};

@@ -7,13 +7,13 @@ use std::time::Duration;
 use http::request::Parts;
 
 use super::builder::{CircuitBreakerBuilder, KeyedCircuitBreakerBuilder};
-use super::config::{Config, Trip};
-use super::fleet::FleetLink;
+use super::config::Config;
+use super::fleet::{BreakerSync, FleetLink};
 use super::generic::GenericCircuitBreakerLayer;
 use super::layer::CircuitBreakerLayer;
-use crate::backend::redis::{check_prefix, BreakerSync, RedisBackend, DEFAULT_DEADLINE};
 use crate::error::ConfigError;
 use crate::key::KeyExtractor;
+use crate::redis::{check_prefix, RedisBackend, DEFAULT_DEADLINE, DEFAULT_PREFIX};
 
 /// How often each instance tells the fleet its outcomes and reads the fleet's state, unless
 /// something happens sooner (a trip, a probe, half-open): 500 ms.
@@ -24,7 +24,6 @@ use crate::key::KeyExtractor;
 /// ```
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
-const DEFAULT_PREFIX: &str = "bulwark";
 /// Longer would leave the fleet's state unread for more than a day.
 const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(86_400);
 
@@ -52,68 +51,16 @@ impl FleetSettings {
         Ok(())
     }
 
-    /// The link for a breaker configured as `config`: the script's policy arguments (the
-    /// same on every call), the probe lease and the keys' TTL.
+    /// The link for a breaker configured as `config`.
     pub(crate) fn link(&self, config: &Config) -> Result<FleetLink, ConfigError> {
         self.check()?;
-        let micros = |d: Duration| d.as_micros().min(u128::from(u64::MAX)).to_string();
-        let (policy, threshold, minimum, window, window_span) = match config.trip {
-            Trip::Consecutive { failures } => ("c", failures.to_string(), 0, 0, Duration::ZERO),
-            Trip::Rate {
-                failure_rate,
-                minimum_calls,
-                window_calls: Some(calls),
-                ..
-            } => (
-                "n",
-                failure_rate.to_string(),
-                minimum_calls,
-                calls as u64,
-                Duration::ZERO,
-            ),
-            Trip::Rate {
-                failure_rate,
-                minimum_calls,
-                window_period_ns,
-                ..
-            } => {
-                let period = Duration::from_nanos(window_period_ns);
-                if period < Duration::from_millis(1) {
-                    return Err(ConfigError::new(
-                        "window_time",
-                        format!("must be >= 1ms with the redis backend, got {period:?}"),
-                    ));
-                }
-                let us = u64::try_from(period.as_micros()).unwrap_or(u64::MAX);
-                ("t", failure_rate.to_string(), minimum_calls, us, period)
-            }
-        };
-        // A holder renews its lease at every sync: three intervals survive one lost sync.
-        let lease = self.interval.saturating_mul(3);
-        // Keys outlive everything they hold; every sync renews them.
-        let ttl = config
-            .open_for
-            .max(window_span)
-            .max(self.interval.saturating_mul(10))
-            .saturating_mul(2);
-        let slow_rate = config.slow.map_or(0.0, |slow| slow.rate);
-        let policy = [
-            policy.to_owned(),
-            threshold,
-            minimum.to_string(),
-            window.to_string(),
-            slow_rate.to_string(),
-            micros(config.open_for),
-            config.half_open_successes.to_string(),
-            micros(lease),
-            ttl.as_millis().max(1).min(u128::from(u64::MAX)).to_string(),
-        ];
         let sync = BreakerSync::new(
             self.redis.clone(),
             self.prefix.clone(),
             self.deadline,
-            policy,
-        );
+            config,
+            self.interval,
+        )?;
         Ok(FleetLink::new(sync, self.interval))
     }
 }
@@ -124,7 +71,7 @@ impl CircuitBreakerBuilder {
     /// locally, with no round trip. See [`RedisCircuitBreakerBuilder`].
     ///
     /// ```no_run
-    /// use tower_bulwark::{backend::redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
+    /// use tower_bulwark::{redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -174,7 +121,7 @@ impl CircuitBreakerBuilder {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_bulwark::{backend::redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
+/// use tower_bulwark::{redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -219,7 +166,7 @@ impl RedisCircuitBreakerBuilder {
     /// `{prefix:key}:cb`. No braces.
     ///
     /// ```
-    /// # use tower_bulwark::{backend::redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect_lazy("redis://127.0.0.1/")?;
@@ -239,7 +186,7 @@ impl RedisCircuitBreakerBuilder {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use tower_bulwark::{backend::redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect_lazy("redis://127.0.0.1/")?;
@@ -258,12 +205,12 @@ impl RedisCircuitBreakerBuilder {
     }
 
     /// The longest one sync call may take before this instance decides alone (default
-    /// [`DEFAULT_DEADLINE`](crate::backend::redis::DEFAULT_DEADLINE), 50 ms).
+    /// [`DEFAULT_DEADLINE`](crate::redis::DEFAULT_DEADLINE), 50 ms).
     /// Requests never wait on it.
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use tower_bulwark::{backend::redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect_lazy("redis://127.0.0.1/")?;
@@ -290,7 +237,7 @@ impl RedisCircuitBreakerBuilder {
     /// One shared breaker per key: each key has its own state machine in Redis.
     ///
     /// ```
-    /// # use tower_bulwark::{backend::redis::RedisBackend, circuit_breaker::CircuitBreakerLayer, key};
+    /// # use tower_bulwark::{redis::RedisBackend, circuit_breaker::CircuitBreakerLayer, key};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect_lazy("redis://127.0.0.1/")?;
@@ -311,7 +258,7 @@ impl RedisCircuitBreakerBuilder {
     /// Checks the configuration, builds the HTTP layer and starts its sync task.
     ///
     /// ```
-    /// # use tower_bulwark::{backend::redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect_lazy("redis://127.0.0.1/")?;
@@ -328,7 +275,7 @@ impl RedisCircuitBreakerBuilder {
     /// sync task.
     ///
     /// ```
-    /// # use tower_bulwark::{backend::redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect_lazy("redis://127.0.0.1/")?;

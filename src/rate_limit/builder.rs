@@ -14,19 +14,12 @@ use super::generic::GenericRateLimitLayer;
 use super::headers::{HeaderConfig, ResetFormat};
 use super::layer::RateLimitLayer;
 use super::limit::Limit;
-use crate::backend::memory::MemoryRateLimiter;
+use super::store::MemoryRateLimiter;
 use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
 use crate::key::Global;
 
-/// The default bound on keys held in memory by one layer.
-///
-/// ```
-/// use tower_bulwark::rate_limit::DEFAULT_MAX_KEYS;
-///
-/// assert_eq!(DEFAULT_MAX_KEYS, 100_000); // change it with `.max_keys(n)`
-/// ```
-pub const DEFAULT_MAX_KEYS: usize = 100_000;
+pub use crate::util::DEFAULT_MAX_KEYS;
 
 /// Configures a rate limit; made by [`RateLimitLayer::builder`] or one of the algorithm
 /// shortcuts such as [`RateLimitLayer::token_bucket`].

@@ -10,10 +10,10 @@ use http::request::Parts;
 use http::{Response, StatusCode};
 
 use super::headers::HeaderConfig;
-use crate::backend::{Origin, RateLimitBackend, Receipt};
+use super::store::{RateLimitBackend, Receipt, Verdict};
 use crate::clock::Clock;
-use crate::counter::StripedCounter;
 use crate::key::Key;
+use crate::util::StripedCounter;
 
 /// The answer for a request from which the key extractor gets no key.
 ///
@@ -226,9 +226,9 @@ pub(crate) struct Shared<K, B> {
 
 impl Policy {
     /// The header configuration that describes `verdict`'s limits.
-    pub(crate) fn headers_for(&self, verdict: &crate::backend::Verdict) -> &HeaderConfig {
-        match (&self.fallback_headers, verdict.origin) {
-            (Some(fallback), Origin::Fallback) => fallback,
+    pub(crate) fn headers_for(&self, verdict: &Verdict) -> &HeaderConfig {
+        match &self.fallback_headers {
+            Some(fallback) if verdict.origin.is_fallback() => fallback,
             _ => &self.headers,
         }
     }
@@ -253,12 +253,10 @@ impl<K: Send + Sync + 'static, B: RateLimitBackend> Shared<K, B> {
         self: &Arc<Self>,
         key: Key,
         cost: u64,
-        verdict: &crate::backend::Verdict,
+        verdict: &Verdict,
     ) -> Option<Refund> {
         let policy = &self.policy;
-        if cost == 0
-            || !(policy.skip_successful || policy.skip_failed)
-            || verdict.origin == Origin::Nowhere
+        if cost == 0 || !(policy.skip_successful || policy.skip_failed) || !verdict.origin.counted()
         {
             return None;
         }

@@ -11,7 +11,7 @@ use tower_service::Service;
 use super::config::{Refund, Shared};
 use super::headers::{apply, HeaderPlan};
 use super::service::{after_verdict, Next};
-use crate::backend::RateLimitBackend;
+use super::store::RateLimitBackend;
 use crate::key::Key;
 use crate::response::{polled_after_completion, ResponseBody};
 

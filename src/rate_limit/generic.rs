@@ -11,8 +11,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::config::{Counters, KeyMissing, RateLimitStats, RateLimited, Refund, Shared};
-use crate::backend::memory::MemoryRateLimiter;
-use crate::backend::{Decision, RateLimitBackend, Verdict};
+use super::store::MemoryRateLimiter;
+use super::store::{Decision, RateLimitBackend, Verdict};
 use crate::error::BoxError;
 use crate::key::{Global, Key, KeyExtractor};
 

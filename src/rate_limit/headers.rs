@@ -21,7 +21,7 @@ use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::HeaderMap;
 
 use super::algorithm::{Algorithm, Quota};
-use crate::backend::Verdict;
+use super::store::Verdict;
 use crate::clock::Clock;
 use crate::response::{ceil_secs, put_u64};
 

@@ -8,7 +8,7 @@ use super::builder::RateLimitBuilder;
 use super::config::{RateLimitStats, Shared};
 use super::limit::Limit;
 use super::service::RateLimit;
-use crate::backend::memory::MemoryRateLimiter;
+use super::store::MemoryRateLimiter;
 use crate::key::Global;
 
 /// Applies a rate limit to an HTTP service; see the [module docs](super).

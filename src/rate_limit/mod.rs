@@ -48,8 +48,32 @@
 //! [`skip_failed`](RateLimitBuilder::skip_failed) count every request when it arrives, then give
 //! its cost back once the response status shows it should not have counted.
 //! [`shadow`](RateLimitBuilder::shadow) decides and counts but lets everything through.
+//!
+//! # One limit for a fleet (feature `redis`)
+//!
+//! [`RateLimitBuilder::backend`] keeps the counts in Redis, shared by every instance that uses
+//! the same Redis and prefix ([`store::RedisRateLimiter`]). How a decision is made, and why it holds across a fleet:
+//!
+//! - **One round trip, decided in Redis.** Each layer has one Lua script, composed from the
+//!   scripts of the algorithms its limits use (`lua/*.lua`, each mirroring the in-memory
+//!   algorithm). It is sent once and then called by `EVALSHA` (reloaded on `NOSCRIPT`); it
+//!   checks every limit and spends the cost on all or none, so concurrent instances never
+//!   read-modify-write from the client and never over-admit.
+//! - **Server time.** The script reads `TIME`; instance clocks, however skewed, play no part.
+//! - **Cluster-ready keys with TTLs.** Every key of one decision is `{prefix:key}:limit...`, one
+//!   hash tag, so one slot; each is given a TTL from its window.
+//! - **A deadline on every call** (default 50 ms), kept by the layer's own timer, and a
+//!   [`FailMode`](crate::redis::FailMode) for when Redis is down, slow or frozen. After
+//!   consecutive failures Redis is left alone for a back-off (decisions use the fail mode at
+//!   once), then probed by one call. Each change is logged once at `warn`;
+//!   [`RedisStats`](store::RedisStats) counts degraded decisions.
+//! - **Refused keys are answered locally** until their retry time: a client that keeps
+//!   knocking on a limit it has hit costs no round trip.
+//! - **API keys are hashed** (SHA-256, salted with
+//!   [`RedisBackend::key_secret`](crate::redis::RedisBackend::key_secret) if set) before they
+//!   become key names: whoever reads Redis cannot read them.
 
-pub(crate) mod algorithm;
+mod algorithm;
 mod builder;
 mod config;
 mod future;
@@ -60,6 +84,7 @@ mod limit;
 #[cfg(feature = "redis")]
 mod redis_builder;
 mod service;
+pub mod store;
 
 pub use algorithm::Algorithm;
 pub use builder::{RateLimitBuilder, DEFAULT_MAX_KEYS};

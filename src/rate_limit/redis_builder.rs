@@ -7,11 +7,9 @@ use std::time::Duration;
 use super::builder::RateLimitBuilder;
 use super::generic::GenericRateLimitLayer;
 use super::layer::RateLimitLayer;
-use crate::backend::memory::MemoryRateLimiter;
-use crate::backend::redis::{
-    check_prefix, FailMode, RedisBackend, RedisQuota, RedisRateLimiter, Settings,
-};
+use super::store::{MemoryRateLimiter, RedisQuota, RedisRateLimiter, RedisSettings as Settings};
 use crate::error::ConfigError;
+use crate::redis::{check_prefix, FailMode, RedisBackend, DEFAULT_PREFIX};
 
 /// How long a Redis call may take before the fail mode decides: 50 ms.
 ///
@@ -19,9 +17,8 @@ use crate::error::ConfigError;
 /// use std::time::Duration;
 /// assert_eq!(tower_bulwark::rate_limit::DEFAULT_REDIS_DEADLINE, Duration::from_millis(50));
 /// ```
-pub const DEFAULT_REDIS_DEADLINE: Duration = crate::backend::redis::DEFAULT_DEADLINE;
+pub const DEFAULT_REDIS_DEADLINE: Duration = crate::redis::DEFAULT_DEADLINE;
 
-const DEFAULT_PREFIX: &str = "bulwark";
 const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
 const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -34,7 +31,7 @@ impl<K> RateLimitBuilder<K> {
     ///
     /// ```no_run
     /// use std::time::Duration;
-    /// use tower_bulwark::backend::redis::{FailMode, RedisBackend};
+    /// use tower_bulwark::redis::{FailMode, RedisBackend};
     /// use tower_bulwark::rate_limit::RateLimitLayer;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -67,7 +64,7 @@ impl<K> RateLimitBuilder<K> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_bulwark::backend::redis::RedisBackend;
+/// use tower_bulwark::redis::RedisBackend;
 /// use tower_bulwark::rate_limit::RateLimitLayer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -109,7 +106,7 @@ impl<K> RedisRateLimitBuilder<K> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use tower_bulwark::{backend::redis::{FailMode, RedisBackend}, rate_limit::RateLimitLayer};
+    /// # use tower_bulwark::{redis::{FailMode, RedisBackend}, rate_limit::RateLimitLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect_lazy("redis://127.0.0.1/")?;
@@ -132,7 +129,7 @@ impl<K> RedisRateLimitBuilder<K> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use tower_bulwark::{backend::redis::RedisBackend, rate_limit::RateLimitLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, rate_limit::RateLimitLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect_lazy("redis://127.0.0.1/")?;
@@ -155,7 +152,7 @@ impl<K> RedisRateLimitBuilder<K> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use tower_bulwark::{backend::redis::RedisBackend, rate_limit::RateLimitLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, rate_limit::RateLimitLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect_lazy("redis://127.0.0.1/")?;
@@ -177,7 +174,7 @@ impl<K> RedisRateLimitBuilder<K> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use tower_bulwark::{backend::redis::RedisBackend, rate_limit::RateLimitLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, rate_limit::RateLimitLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect_lazy("redis://127.0.0.1/")?;
@@ -199,7 +196,7 @@ impl<K> RedisRateLimitBuilder<K> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use tower_bulwark::{backend::redis::RedisBackend, rate_limit::RateLimitLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, rate_limit::RateLimitLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect_lazy("redis://127.0.0.1/")?;
@@ -221,7 +218,7 @@ impl<K> RedisRateLimitBuilder<K> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use tower_bulwark::{backend::redis::RedisBackend, rate_limit::RateLimitLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, rate_limit::RateLimitLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect_lazy("redis://127.0.0.1/")?;
@@ -308,7 +305,7 @@ impl<K> RedisRateLimitBuilder<K> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use tower_bulwark::{backend::redis::RedisBackend, rate_limit::RateLimitLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, rate_limit::RateLimitLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect_lazy("redis://127.0.0.1/")?;
@@ -328,7 +325,7 @@ impl<K> RedisRateLimitBuilder<K> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use tower_bulwark::{backend::redis::RedisBackend, rate_limit::RateLimitLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, rate_limit::RateLimitLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect_lazy("redis://127.0.0.1/")?;

@@ -10,7 +10,7 @@ use tower_service::Service;
 use super::config::{Counters, Policy, RateLimited, Refund, Shared};
 use super::future::{ResponseFuture, Waiting};
 use super::headers::{apply, retry_after_secs, HeaderPlan};
-use crate::backend::{Decision, RateLimitBackend, Verdict};
+use super::store::{Decision, RateLimitBackend, Verdict};
 use crate::key::{Key, KeyExtractor};
 use crate::response::{grpc_rejection, is_grpc, json_response, retry_json, GrpcCode, ResponseBody};
 

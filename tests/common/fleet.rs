@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 use tower::{service_fn, Service, ServiceExt};
-use tower_bulwark::backend::redis::RedisBackend;
+use tower_bulwark::redis::RedisBackend;
 
 use super::redis_server::RedisServer;
 

@@ -1,4 +1,3 @@
-#![cfg_attr(not(feature = "rate-limit"), allow(dead_code))]
 //! A counter that many threads bump at once without fighting over one cache line.
 //!
 //! Every layer counts its decisions on the request path; a single shared atomic would make every
@@ -87,13 +86,11 @@ impl StripedCounter {
 
 /// `N` counters bumped together by many threads: one stripe per thread holds all `N` (a single
 /// cache line for small `N`), so bumping any of them costs what one [`StripedCounter`] does.
-#[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
 #[derive(Debug)]
 pub(crate) struct StripedCounts<const N: usize> {
     stripes: [Stripes<N>; STRIPES],
 }
 
-#[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
 #[derive(Debug)]
 #[repr(align(128))]
 struct Stripes<const N: usize>([AtomicU64; N]);
@@ -106,7 +103,6 @@ impl<const N: usize> Default for StripedCounts<N> {
     }
 }
 
-#[cfg_attr(not(feature = "circuit-breaker"), allow(dead_code))]
 impl<const N: usize> StripedCounts<N> {
     /// Adds 1 to counter `i` (ignored when out of range).
     #[inline]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
-use crate::backend::{Origin, Verdict};
+use super::{Origin, Verdict};
 use crate::key::Key;
 
 struct Denial {
@@ -115,8 +115,8 @@ impl DeniedCache {
 mod tests {
     use smallvec::smallvec;
 
+    use super::super::LimitStatus;
     use super::*;
-    use crate::backend::LimitStatus;
 
     fn refused(retry_ms: u64) -> Verdict {
         Verdict {

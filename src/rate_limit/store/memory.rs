@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
-use super::KeyedStore;
-use crate::backend::{Decision, LimitStatus, Origin, RateLimitBackend, Receipt, Verdict};
+use super::{Decision, LimitStatus, Origin, RateLimitBackend, Receipt, Verdict};
 use crate::clock::Clock;
 use crate::key::Key;
 use crate::rate_limit::algorithm::{gcra, nanos, Algorithm, Check, Quota, State};
+use crate::util::{KeyedStore, Sweeping};
 
 /// One key's state.
 enum Slot {
@@ -30,7 +30,7 @@ enum Slot {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_bulwark::backend::memory::MemoryRateLimiter;
+/// use tower_bulwark::rate_limit::store::MemoryRateLimiter;
 /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
 ///
 /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(1)).build()?;
@@ -60,6 +60,13 @@ impl std::fmt::Debug for MemoryRateLimiter {
     }
 }
 
+/// Overflow entries for a store of `max_keys`: one per 64 keys (at least one, at most 4 096),
+/// so a newcomer in a full store shares its entry with a small slice of a flood, and the flood
+/// as a whole gets at most about 1.6 % more than the keys it displaced.
+fn overflow_slots(max_keys: usize) -> usize {
+    (max_keys / 64).clamp(1, 4_096)
+}
+
 impl MemoryRateLimiter {
     pub(crate) fn new(quotas: Arc<[Quota]>, max_keys: usize, clock: Arc<dyn Clock>) -> Self {
         let lone_token_bucket = quotas.len() == 1 && quotas[0].algorithm == Algorithm::TokenBucket;
@@ -68,7 +75,19 @@ impl MemoryRateLimiter {
         // that sweeping costs nothing per request.
         let shortest = quotas.iter().map(|q| q.period_ns).min().unwrap_or(1);
         let sweep_every_ns = shortest.clamp(10_000_000, 60_000_000_000);
-        let overflow = Self::fresh_slot(&quotas, lone_token_bucket);
+        // Full, a newcomer sweeps once a key used once could have become idle again (one
+        // emission of the fastest limit), so a flood of made-up keys ages out as fast as its
+        // limits allow; at most every 100 ms, so a flood cannot make every request walk the map.
+        let fastest = quotas
+            .iter()
+            .map(|q| q.period_ns / q.limit.max(1))
+            .min()
+            .unwrap_or(1);
+        let sweeping = Sweeping {
+            every_ns: sweep_every_ns,
+            when_full_ns: fastest.clamp(100_000_000, sweep_every_ns.max(100_000_000)),
+            overflow_slots: overflow_slots(max_keys),
+        };
         let max_cost = quotas
             .iter()
             .map(|q| {
@@ -84,7 +103,9 @@ impl MemoryRateLimiter {
         Self {
             max_cost,
             global: Self::fresh_slot(&quotas, lone_token_bucket),
-            store: KeyedStore::new(max_keys, sweep_every_ns, overflow),
+            store: KeyedStore::new(max_keys, sweeping, || {
+                Self::fresh_slot(&quotas, lone_token_bucket)
+            }),
             quotas,
             clock,
             lone_token_bucket,
@@ -128,7 +149,7 @@ impl MemoryRateLimiter {
             now,
             || Self::fresh_slot(&self.quotas, self.lone_token_bucket),
             |slot| self.is_idle(slot, now),
-            decide,
+            |slot| decide(&slot),
         )
     }
 

@@ -12,9 +12,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::config::{CircuitEvent, CircuitState, Config, Trip};
+use super::fleet::Tally;
 use super::window::{CountWindow, TimeWindow, Totals};
 use crate::clock::duration_to_nanos;
-use crate::counter::StripedCounts;
+use crate::util::StripedCounts;
+
+#[cfg(feature = "redis")]
+mod follow;
 
 const CLOSED: u64 = 0;
 const OPEN: u64 = 1;
@@ -92,8 +96,7 @@ pub struct Circuit {
     transition: Mutex<()>,
     counters: Counters,
     /// Outcomes not yet told to the fleet (a breaker shared through Redis).
-    #[cfg(feature = "redis")]
-    pub(super) tally: Option<super::fleet::Tally>,
+    pub(super) tally: Option<Tally>,
 }
 
 /// The circuit's counters, striped together: one cache line per thread's stripe for all six
@@ -232,13 +235,9 @@ impl Circuit {
             window,
             transition: Mutex::new(()),
             counters: Counters::default(),
-            #[cfg(feature = "redis")]
-            tally: config.fleet.as_ref().map(|link| {
-                // A new circuit learns the fleet's state at the next sync: make it now (a new
-                // tally is due for one).
-                link.wake();
-                super::fleet::Tally::new()
-            }),
+            // A new circuit learns the fleet's state at the next sync: made now (a new tally is
+            // due for one).
+            tally: config.fleet.as_deref().map(Tally::for_link),
             config,
         }
     }
@@ -375,11 +374,7 @@ impl Circuit {
 
     /// Nothing the fleet has not heard (always so in memory).
     fn fleet_told(&self) -> bool {
-        #[cfg(feature = "redis")]
-        if let Some(tally) = &self.tally {
-            return tally.is_told();
-        }
-        true
+        self.tally.as_ref().is_none_or(Tally::is_told)
     }
 
     /// Asks to make a call: a permit, or how long to wait.
@@ -433,7 +428,6 @@ impl Circuit {
                             break false;
                         }
                         if probes & COUNT_MASK >= u64::from(cap) {
-                            #[cfg(feature = "redis")]
                             if let Some(tally) = &self.tally {
                                 tally.want_to_probe();
                             }
@@ -453,7 +447,6 @@ impl Circuit {
                         std::hint::spin_loop();
                         continue;
                     }
-                    #[cfg(feature = "redis")]
                     if let Some(tally) = &self.tally {
                         tally.want_to_probe();
                     }
@@ -532,14 +525,12 @@ impl Circuit {
         }
         match state_of(word) {
             CLOSED => {
-                #[cfg(feature = "redis")]
                 if let Some(tally) = &self.tally {
                     tally.outcome(failure, slow);
                 }
                 self.record_closed(word, failure, slow);
             }
             HALF_OPEN if probe => {
-                #[cfg(feature = "redis")]
                 if let Some(tally) = &self.tally {
                     tally.probe(failure || slow);
                     self.wake_fleet();
@@ -593,7 +584,6 @@ impl Circuit {
             }
         };
         if trip {
-            #[cfg(feature = "redis")]
             if let Some(tally) = &self.tally {
                 tally.tripped();
                 self.wake_fleet();
@@ -677,7 +667,6 @@ impl Circuit {
     /// where only the holder of the fleet's lease probes (the next sync asks for it), unless
     /// this instance decides alone and any lease granted before has run out.
     fn half_open_cap(&self) -> u32 {
-        #[cfg(feature = "redis")]
         if let Some(link) = &self.config.fleet {
             if !link.may_probe_alone(self.now_ns()) {
                 self.wake_fleet();
@@ -687,119 +676,12 @@ impl Circuit {
         self.config.half_open_probes
     }
 
-    #[cfg(feature = "redis")]
-    pub(super) fn fleet_link(&self) -> Option<&Arc<super::fleet::FleetLink>> {
-        self.config.fleet.as_ref()
-    }
-
     /// Asks for a sync of this circuit now, not at the next interval.
-    #[cfg(feature = "redis")]
-    pub(super) fn wake_fleet(&self) {
+    pub(crate) fn wake_fleet(&self) {
         if let (Some(link), Some(tally)) = (&self.config.fleet, &self.tally) {
             tally.mark_due();
             link.wake();
         }
-    }
-
-    /// Whether this circuit asked for a sync since the last; clears the request.
-    #[cfg(feature = "redis")]
-    pub(super) fn take_due(&self) -> bool {
-        self.tally.as_ref().is_some_and(|tally| tally.take_due())
-    }
-
-    /// What to tell the fleet: the outcomes since the last report that reached it.
-    #[cfg(feature = "redis")]
-    pub(super) fn fleet_report(&self) -> Option<super::fleet::Report> {
-        let tally = self.tally.as_ref()?;
-        let word = self.word.load(Ordering::Acquire);
-        let half_open = state_of(word) == HALF_OPEN && self.forced.load(Ordering::Acquire) == FREE;
-        let probes = self.probes.load(Ordering::Acquire);
-        let in_flight =
-            probes & !COUNT_MASK == probe_tag(generation_of(word)) && probes & COUNT_MASK > 0;
-        Some(tally.report(
-            self.consecutive.load(Ordering::Acquire),
-            half_open,
-            in_flight,
-        ))
-    }
-
-    /// Follows the fleet's state (a forced circuit keeps its force). A trip or failed probe
-    /// not yet told to the fleet keeps this circuit open whatever the fleet said before it.
-    #[cfg(feature = "redis")]
-    pub(super) fn follow(&self, view: &super::fleet::FleetView) {
-        let Some(tally) = &self.tally else { return };
-        tally.set_generation(view.generation);
-        if self.forced.load(Ordering::Acquire) != FREE {
-            return;
-        }
-        let now = self.now_ns();
-        let word = self.word.load(Ordering::Acquire);
-        let local = state_of(word);
-        let fleet = view.state;
-        if local == OPEN && fleet != OPEN && tally.trip_pending() {
-            return;
-        }
-        // The fleet's open time, on this instance's clock.
-        let until = now.saturating_add(duration_to_nanos(view.open_left));
-        if fleet != local {
-            self.transition_to(Some(word), fleet, until, None);
-        }
-        match fleet {
-            // Already open here (a trip of its own): the fleet's time is the one to keep.
-            OPEN if state_of(self.word.load(Ordering::Acquire)) == OPEN => {
-                self.open_until.store(until, Ordering::Release);
-            }
-            HALF_OPEN => {
-                // Probe no longer than the lease surely lasts: what is left of it less a
-                // margin, counted from before the call that got it (the server granted it
-                // later, so it ends later).
-                let safe = view.lease_left.saturating_sub(view.lease_margin);
-                let cap = if safe.is_zero() {
-                    0
-                } else {
-                    self.config.half_open_probes
-                };
-                self.probe_cap.store(cap, Ordering::Release);
-                let until = view.asked_at_ns.saturating_add(duration_to_nanos(safe));
-                self.cap_until.store(until, Ordering::Release);
-            }
-            _ => {}
-        }
-    }
-
-    #[cfg(feature = "redis")]
-    pub(super) fn tally_commit(&self, report: &super::fleet::Report) {
-        if let Some(tally) = &self.tally {
-            tally.commit(report);
-        }
-    }
-
-    #[cfg(feature = "redis")]
-    pub(super) fn tally_restore(&self, report: &super::fleet::Report) {
-        if let Some(tally) = &self.tally {
-            tally.restore(report);
-        }
-    }
-
-    /// Redis could not be reached: once any lease granted before has surely run out, probe on
-    /// this instance's own bound.
-    #[cfg(feature = "redis")]
-    pub(super) fn fleet_unreachable(&self) {
-        if self
-            .config
-            .fleet
-            .as_ref()
-            .is_some_and(|link| link.may_probe_alone(self.now_ns()))
-        {
-            self.probe_cap
-                .store(self.config.half_open_probes, Ordering::Release);
-            self.cap_until.store(u64::MAX, Ordering::Release);
-        }
-    }
-
-    #[cfg(feature = "redis")]
-    pub(super) fn now_nanos(&self) -> u64 {
-        self.now_ns()
     }
 }
 
@@ -837,7 +719,6 @@ mod tests {
             half_open_probes: 1,
             clock: Arc::new(clock.clone()),
             on_event: None,
-            #[cfg(feature = "redis")]
             fleet: None,
         }))
     }
@@ -879,7 +760,6 @@ mod tests {
             half_open_probes: 1,
             clock: Arc::new(clock.clone()),
             on_event: None,
-            #[cfg(feature = "redis")]
             fleet: None,
         }))
     }

@@ -1,16 +1,15 @@
 //! The shared Redis connection: built once from a URL, cloned into every layer.
 
-// Only the rate limiter calls Redis so far; without it the handle is built but unused.
-#![cfg_attr(not(feature = "rate-limit"), allow(dead_code))]
-
 use std::fmt;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::TcpSettings;
-use redis::{Client, Cmd, ErrorKind, IntoConnectionInfo, RedisResult, ServerErrorKind, Value};
+use std::sync::Arc;
 
-use crate::backend::BackendError;
+use redis::{Client, Cmd, IntoConnectionInfo, RedisResult, Value};
+
+use crate::BackendError;
 
 /// A handle on one Redis deployment (a server, or a cluster with feature `redis-cluster`),
 /// shared by every layer that keeps state there. Cloning it is cheap and shares the connection.
@@ -21,7 +20,7 @@ use crate::backend::BackendError;
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use tower_bulwark::backend::redis::{FailMode, RedisBackend};
+/// use tower_bulwark::redis::{FailMode, RedisBackend};
 /// use tower_bulwark::rate_limit::RateLimitLayer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -38,6 +37,8 @@ use crate::backend::BackendError;
 #[derive(Clone)]
 pub struct RedisBackend {
     connection: Connection,
+    /// Salts the hash that turns API keys into key names (see [`RedisBackend::key_secret`]).
+    key_secret: Arc<[u8]>,
 }
 
 #[derive(Clone)]
@@ -92,9 +93,10 @@ fn manager_config() -> ConnectionManagerConfig {
         // would cut a longer deadline short.
         .set_response_timeout(None)
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        // Keep reconnecting for as long as Redis is away; each request still has its deadline.
-        .set_number_of_retries(usize::MAX)
-        .set_max_delay(Duration::from_secs(2))
+        // One connection attempt each time one is needed: a refused connection fails the call
+        // at once instead of holding it for the deadline while the manager retries in the
+        // background. The next call (a layer's probe) starts the next attempt.
+        .set_number_of_retries(0)
 }
 
 impl RedisBackend {
@@ -102,8 +104,8 @@ impl RedisBackend {
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), tower_bulwark::backend::BackendError> {
-    /// let redis = tower_bulwark::backend::redis::RedisBackend::connect("redis://127.0.0.1/").await?;
+    /// # async fn main() -> Result<(), tower_bulwark::BackendError> {
+    /// let redis = tower_bulwark::redis::RedisBackend::connect("redis://127.0.0.1/").await?;
     /// # drop(redis);
     /// # Ok(())
     /// # }
@@ -112,9 +114,7 @@ impl RedisBackend {
         let manager = ConnectionManager::new_with_config(client(url)?, manager_config())
             .await
             .map_err(|e| BackendError::new(format!("cannot connect to redis: {e}")))?;
-        Ok(Self {
-            connection: Connection::Server(manager),
-        })
+        Ok(Self::with(Connection::Server(manager)))
     }
 
     /// A handle that connects on first use, so a service can start while Redis is away (its
@@ -122,8 +122,8 @@ impl RedisBackend {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), tower_bulwark::backend::BackendError> {
-    /// use tower_bulwark::backend::redis::RedisBackend;
+    /// # async fn main() -> Result<(), tower_bulwark::BackendError> {
+    /// use tower_bulwark::redis::RedisBackend;
     ///
     /// let redis = RedisBackend::connect_lazy("redis://127.0.0.1:1/")?; // nothing listens there
     /// assert!(RedisBackend::connect_lazy("http://not-redis/").is_err());
@@ -135,7 +135,7 @@ impl RedisBackend {
     /// Outside a Tokio runtime it returns an error rather than panic:
     ///
     /// ```
-    /// let err = tower_bulwark::backend::redis::RedisBackend::connect_lazy("redis://127.0.0.1/").unwrap_err();
+    /// let err = tower_bulwark::redis::RedisBackend::connect_lazy("redis://127.0.0.1/").unwrap_err();
     /// assert!(err.to_string().contains("Tokio runtime"));
     /// ```
     pub fn connect_lazy(url: &str) -> Result<Self, BackendError> {
@@ -147,9 +147,7 @@ impl RedisBackend {
         }
         let manager = ConnectionManager::new_lazy_with_config(client(url)?, manager_config())
             .map_err(|e| BackendError::new(format!("cannot set up redis connection: {e}")))?;
-        Ok(Self {
-            connection: Connection::Server(manager),
-        })
+        Ok(Self::with(Connection::Server(manager)))
     }
 
     /// Connects to a Redis Cluster through any of its nodes. Every key a decision touches
@@ -157,8 +155,8 @@ impl RedisBackend {
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), tower_bulwark::backend::BackendError> {
-    /// use tower_bulwark::backend::redis::RedisBackend;
+    /// # async fn main() -> Result<(), tower_bulwark::BackendError> {
+    /// use tower_bulwark::redis::RedisBackend;
     ///
     /// let redis = RedisBackend::connect_cluster(&["redis://10.0.0.1:7000/", "redis://10.0.0.2:7000/"]).await?;
     /// # drop(redis);
@@ -176,9 +174,7 @@ impl RedisBackend {
             .get_async_connection()
             .await
             .map_err(|e| BackendError::new(format!("cannot connect to redis cluster: {e}")))?;
-        Ok(Self {
-            connection: Connection::Cluster(connection),
-        })
+        Ok(Self::with(Connection::Cluster(connection)))
     }
 
     /// Wraps a connection manager set up by the caller (TLS, credentials, own retry policy).
@@ -188,29 +184,64 @@ impl RedisBackend {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let client = redis::Client::open("redis://127.0.0.1/")?;
     /// let manager = redis::aio::ConnectionManager::new(client).await?;
-    /// let redis = tower_bulwark::backend::redis::RedisBackend::from_connection_manager(manager);
+    /// let redis = tower_bulwark::redis::RedisBackend::from_connection_manager(manager);
     /// # drop(redis);
     /// # Ok(())
     /// # }
     /// ```
     pub fn from_connection_manager(manager: ConnectionManager) -> Self {
+        Self::with(Connection::Server(manager))
+    }
+
+    fn with(connection: Connection) -> Self {
         Self {
-            connection: Connection::Server(manager),
+            connection,
+            key_secret: Arc::from(&b""[..]),
         }
     }
 
-    /// A plain `GET` on this connection, with no deadline: the floor the benchmarks compare a
-    /// decision with.
-    #[doc(hidden)]
-    pub async fn raw_get(&self, key: &[u8]) -> RedisResult<Value> {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(key);
-        self.raw_query(&cmd).await
+    /// Salts the hash that turns header-derived keys (API keys, tokens) into Redis key names
+    /// with a secret of this deployment's, so that whoever can read Redis can neither read
+    /// the keys nor test guesses against them. Every instance of a fleet must use the same
+    /// secret (or they count apart); changing it starts fresh counts. Without it the names
+    /// are still SHA-256 hashes, never the keys in clear.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_bulwark::BackendError> {
+    /// let secret = std::env::var("BULWARK_KEY_SECRET").unwrap_or_default();
+    /// let redis = tower_bulwark::redis::RedisBackend::connect("redis://127.0.0.1/")
+    ///     .await?
+    ///     .key_secret(secret);
+    /// # drop(redis);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn key_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.key_secret = Arc::from(secret.as_ref());
+        self
     }
 
-    /// Sends one command as is, with no deadline (for benchmarks and tests).
-    #[doc(hidden)]
-    pub async fn raw_query(&self, cmd: &Cmd) -> RedisResult<Value> {
+    /// The names a layer's keys get under `prefix`.
+    #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+    pub(crate) fn key_names(&self, prefix: String) -> super::KeyNames {
+        super::KeyNames::new(prefix, &self.key_secret)
+    }
+
+    /// Sends one command, with no deadline (the caller keeps its own).
+    #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+    pub(crate) async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
+        match self.send(cmd).await {
+            // Nothing was sent: the connection attempt was refused, and the manager has begun
+            // another. A Redis back since the last attempt answers now; a dead one refuses as
+            // fast.
+            Err(err) if err.is_connection_refusal() => self.send(cmd).await,
+            other => other,
+        }
+    }
+
+    #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+    async fn send(&self, cmd: &Cmd) -> RedisResult<Value> {
         match &self.connection {
             Connection::Server(manager) => cmd.query_async(&mut manager.clone()).await,
             #[cfg(feature = "redis-cluster")]
@@ -218,16 +249,19 @@ impl RedisBackend {
         }
     }
 
-    /// Runs `command(false)` (an `EVALSHA`); where the script is missing (`NOSCRIPT`: a
-    /// restarted or new node), runs `command(true)` (an `EVAL` with the body), which loads it
-    /// on that node only, in the same round trip as the call. (A `SCRIPT LOAD` would go to every
-    /// node of a cluster and fail while any one of them is down.)
-    pub(crate) async fn eval(&self, command: impl Fn(bool) -> Cmd) -> RedisResult<Value> {
-        match self.raw_query(&command(false)).await {
-            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.raw_query(&command(true)).await
-            }
-            other => other,
-        }
+    /// A plain `GET` on this connection, with no deadline: the floor the benchmarks compare a
+    /// decision with. Internal and unstable (feature `internal-hooks`).
+    #[cfg(feature = "internal-hooks")]
+    pub async fn raw_get(&self, key: &[u8]) -> RedisResult<Value> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.query(&cmd).await
+    }
+
+    /// Sends one command as is, with no deadline, for benchmarks and tests. Internal and
+    /// unstable (feature `internal-hooks`).
+    #[cfg(feature = "internal-hooks")]
+    pub async fn raw_query(&self, cmd: &Cmd) -> RedisResult<Value> {
+        self.query(cmd).await
     }
 }

@@ -1,16 +1,27 @@
-//! Where layers keep shared state.
+//! Where a rate limiter keeps its counts: in memory ([`MemoryRateLimiter`]), or in Redis so
+//! that a fleet shares them ([`RedisRateLimiter`], feature `redis`).
 //!
-//! A backend answers one capability (for now: rate decisions). A decision is
-//! [`Decision::Ready`] when it can be made at once, as the memory backend always does (so a layer
-//! on it pays for no future, box or allocation per decision), or [`Decision::Pending`] when it
-//! needs a network round trip, as the Redis backend does (feature `redis`); only then does the
-//! layer hold the request while it waits.
+//! A decision is [`Decision::Ready`] when it can be made at once, as the memory store always
+//! does (so a layer on it pays for no future, box or allocation per decision), or
+//! [`Decision::Pending`] when it needs a network round trip, as the Redis store does; only
+//! then does the layer hold the request while it waits.
 
-pub mod memory;
 #[cfg(feature = "redis")]
-pub mod redis;
+mod denied;
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+mod script;
 
-use std::fmt;
+pub use memory::MemoryRateLimiter;
+#[cfg(feature = "redis")]
+pub(crate) use redis::Settings as RedisSettings;
+#[cfg(feature = "redis")]
+pub use redis::{RedisDecision, RedisRateLimiter, RedisStats};
+#[cfg(feature = "redis")]
+pub(crate) use script::RedisQuota;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -18,15 +29,21 @@ use smallvec::SmallVec;
 
 use crate::key::Key;
 
+mod sealed {
+    /// Only this crate's stores decide: a verdict carries what the layer's refunds and
+    /// headers rely on, which an outside store could not vouch for.
+    pub trait Sealed {}
+}
+
 /// A store that decides whether a key may spend `cost` against every configured limit.
 ///
 /// Decisions are all-or-nothing across the limits: a request denied by one consumes nothing
-/// from the others. The trait is implemented by the crate's backends; its shape may still change
-/// before 1.0.
+/// from the others. The trait is sealed: it is implemented by this crate's two stores, and
+/// named so that code can be generic over them (as below).
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_bulwark::backend::{Decision, RateLimitBackend};
+/// use tower_bulwark::rate_limit::store::{Decision, RateLimitBackend};
 /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
 ///
 /// async fn try_spend(backend: &impl RateLimitBackend, key: &Key) -> bool {
@@ -43,7 +60,7 @@ use crate::key::Key;
 /// # Ok(())
 /// # }
 /// ```
-pub trait RateLimitBackend: Send + Sync + 'static {
+pub trait RateLimitBackend: sealed::Sealed + Send + Sync + 'static {
     /// The decision of a backend that must wait (for a network round trip). Backends that
     /// always decide at once use [`std::future::Ready`] and never return it.
     type Pending: Future<Output = Verdict> + Send + 'static;
@@ -59,7 +76,7 @@ pub trait RateLimitBackend: Send + Sync + 'static {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_bulwark::backend::{Decision, RateLimitBackend};
+/// use tower_bulwark::rate_limit::store::{Decision, RateLimitBackend};
 /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
 ///
 /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
@@ -77,14 +94,14 @@ pub enum Decision<P> {
 
 /// Where a verdict came from, so a refund goes back to the store that counted the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-// Without `redis` nothing falls back; without `rate-limit` nothing decides.
-#[cfg_attr(not(all(feature = "redis", feature = "rate-limit")), allow(dead_code))]
 pub(crate) enum Origin {
     /// The backend's own store (memory, or Redis).
     Store,
     /// A networked backend's local fallback, while its store was unreachable.
+    #[cfg(feature = "redis")]
     Fallback,
     /// Nothing counted the request (a fail-open or fail-closed answer, or a cached denial).
+    #[cfg(feature = "redis")]
     Nowhere,
 }
 
@@ -107,6 +124,32 @@ pub struct Receipt {
     pub(crate) counted_at: Duration,
     pub(crate) origin: Origin,
 }
+
+impl Origin {
+    /// Whether a store counted the request, so that a refund has something to give back.
+    pub(crate) fn counted(self) -> bool {
+        match self {
+            Origin::Store => true,
+            #[cfg(feature = "redis")]
+            Origin::Fallback => true,
+            #[cfg(feature = "redis")]
+            Origin::Nowhere => false,
+        }
+    }
+
+    /// Whether the local fallback of a networked store decided.
+    pub(crate) fn is_fallback(self) -> bool {
+        match self {
+            #[cfg(feature = "redis")]
+            Origin::Fallback => true,
+            _ => false,
+        }
+    }
+}
+
+impl sealed::Sealed for MemoryRateLimiter {}
+#[cfg(feature = "redis")]
+impl sealed::Sealed for RedisRateLimiter {}
 
 impl Receipt {
     /// The backend's time of the decision.
@@ -235,7 +278,7 @@ impl Verdict {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tower_bulwark::backend::RateLimitBackend;
+    /// use tower_bulwark::rate_limit::store::RateLimitBackend;
     /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
     ///
     /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
@@ -320,39 +363,3 @@ impl LimitStatus {
         self.reset_after
     }
 }
-
-/// A backend could not decide (network error, timeout). The memory backend never fails;
-/// networked backends will.
-///
-/// ```
-/// use tower_bulwark::backend::BackendError;
-///
-/// let err: Box<dyn std::error::Error> = Box::new(BackendError::new("connection refused"));
-/// assert_eq!(err.to_string(), "backend error: connection refused");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendError {
-    message: String,
-}
-
-impl BackendError {
-    /// An error with a human-readable reason.
-    ///
-    /// ```
-    /// let err = tower_bulwark::backend::BackendError::new("redis timed out after 50ms");
-    /// assert_eq!(err.to_string(), "backend error: redis timed out after 50ms");
-    /// ```
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for BackendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "backend error: {}", self.message)
-    }
-}
-
-impl std::error::Error for BackendError {}

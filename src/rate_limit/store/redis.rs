@@ -9,19 +9,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use redis::{ErrorKind, RedisError, ServerErrorKind};
 use smallvec::SmallVec;
 
 use super::denied::DeniedCache;
-use super::health::{Health, Permit};
-use super::keys::tagged;
 use super::script::{verdict, Call, LayerScript, RedisQuota};
-use super::{FailMode, RedisBackend};
-use crate::backend::memory::MemoryRateLimiter;
-use crate::backend::{BackendError, Decision, Origin, RateLimitBackend, Receipt, Verdict};
+use super::{Decision, MemoryRateLimiter, Origin, RateLimitBackend, Receipt, Verdict};
 use crate::clock::{duration_to_nanos, Clock};
-use crate::counter::StripedCounter;
 use crate::key::Key;
+use crate::redis::{CallError, FailMode, Health, KeyNames, Permit, RedisBackend};
+use crate::util::StripedCounter;
 
 /// Rate decisions shared by every instance through Redis; built by
 /// [`RateLimitBuilder::backend`](crate::rate_limit::RateLimitBuilder::backend).
@@ -34,7 +30,7 @@ use crate::key::Key;
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use tower_bulwark::backend::redis::{RedisBackend, RedisRateLimiter};
+/// use tower_bulwark::{redis::RedisBackend, rate_limit::store::RedisRateLimiter};
 /// use tower_bulwark::rate_limit::RateLimitLayer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -69,7 +65,7 @@ pub(crate) struct Settings {
 struct Inner {
     redis: RedisBackend,
     script: LayerScript,
-    prefix: String,
+    names: KeyNames,
     deadline: Duration,
     fail_mode: FailMode,
     local: Option<MemoryRateLimiter>,
@@ -93,7 +89,7 @@ struct RedisCounters {
 /// What a [`RedisRateLimiter`] has done so far.
 ///
 /// ```
-/// let stats = tower_bulwark::backend::redis::RedisStats::default();
+/// let stats = tower_bulwark::rate_limit::store::RedisStats::default();
 /// assert_eq!(stats.degraded, 0);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -111,12 +107,14 @@ pub struct RedisStats {
     pub denied_cache_hits: u64,
     /// Refunds not sent: Redis was failing, or no Tokio runtime was running.
     pub refunds_dropped: u64,
+    /// Times Redis began to be left alone after consecutive failures (each logged at `warn`).
+    pub backoffs: u64,
 }
 
 impl fmt::Debug for RedisRateLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisRateLimiter")
-            .field("prefix", &self.inner.prefix)
+            .field("prefix", &self.inner.names.prefix())
             .field("deadline", &self.inner.deadline)
             .field("fail_mode", &self.inner.fail_mode)
             .field("stats", &self.stats())
@@ -135,13 +133,15 @@ impl RedisRateLimiter {
     pub(crate) fn new(settings: Settings) -> Self {
         Self {
             inner: Arc::new(Inner {
+                names: settings.redis.key_names(settings.prefix),
                 redis: settings.redis,
                 script: LayerScript::new(settings.quotas),
-                prefix: settings.prefix,
                 deadline: settings.deadline,
                 fail_mode: settings.fail_mode,
                 local: settings.local,
                 health: Health::new(
+                    "rate limit",
+                    "decisions use the fail mode",
                     settings.failure_threshold,
                     settings.backoff,
                     settings.max_backoff,
@@ -158,7 +158,7 @@ impl RedisRateLimiter {
     ///
     /// ```no_run
     /// # use std::time::Duration;
-    /// # use tower_bulwark::{backend::redis::RedisBackend, rate_limit::RateLimitLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, rate_limit::RateLimitLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect("redis://127.0.0.1/").await?;
@@ -176,6 +176,7 @@ impl RedisRateLimiter {
             degraded: c.degraded.get(),
             denied_cache_hits: c.denied_cache_hits.get(),
             refunds_dropped: c.refunds_dropped.get(),
+            backoffs: self.inner.health.backoffs(),
         }
     }
 
@@ -183,7 +184,7 @@ impl RedisRateLimiter {
     ///
     /// ```no_run
     /// # use std::time::Duration;
-    /// # use tower_bulwark::{backend::redis::RedisBackend, rate_limit::RateLimitLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, rate_limit::RateLimitLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect("redis://127.0.0.1/").await?;
@@ -200,7 +201,7 @@ impl RedisRateLimiter {
     ///
     /// ```no_run
     /// # use std::time::Duration;
-    /// # use tower_bulwark::{backend::redis::RedisBackend, key::Key, rate_limit::RateLimitLayer};
+    /// # use tower_bulwark::{redis::RedisBackend, key::Key, rate_limit::RateLimitLayer};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let redis = RedisBackend::connect("redis://127.0.0.1/").await?;
@@ -215,57 +216,58 @@ impl RedisRateLimiter {
     }
 
     /// Decides with a fixed time in place of the server's clock, bypassing the cache, the
-    /// back-off and the fail mode. For tests that hold the script to the memory algorithms.
-    #[doc(hidden)]
+    /// back-off and the fail mode, for the tests that hold the scripts to the memory
+    /// algorithms. Internal and unstable (feature `internal-hooks`).
+    #[cfg(feature = "internal-hooks")]
     pub async fn decide_at(
         &self,
         key: &Key,
         cost: u64,
         now: Duration,
-    ) -> Result<Verdict, BackendError> {
+    ) -> Result<Verdict, crate::BackendError> {
         let now_us = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
-        self.inner
+        Ok(self
+            .inner
             .call(key, &Call::Decide { cost }, Some(now_us))
-            .await
-            .map_err(|failure| failure.error().clone())
+            .await?)
     }
 
-    /// The decision's `EVALSHA` for `key`, as the backend sends it, for benchmarks that time
-    /// the bare command (run it with [`RedisBackend::raw_query`]).
-    #[doc(hidden)]
+    /// The decision's `EVALSHA` for `key`, as the store sends it, for benchmarks that time
+    /// the bare command (run it with `RedisBackend::raw_query`). Internal and unstable
+    /// (feature `internal-hooks`).
+    #[cfg(feature = "internal-hooks")]
     pub fn raw_command(&self, key: &Key, cost: u64) -> redis::Cmd {
         let keys = self.inner.keys(key);
+        let keys: SmallVec<[&[u8]; 2]> = keys.iter().map(Vec::as_slice).collect();
         let nonce = self.inner.nonce.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .script
-            .command(false, &keys, &Call::Decide { cost }, nonce, None)
+        let script = &self.inner.script;
+        script.script().command(false, &keys, &|cmd| {
+            script.args(cmd, &Call::Decide { cost }, nonce, None)
+        })
     }
 
-    /// Refunds with a fixed time in place of the server's clock; see `decide_at`.
-    #[doc(hidden)]
+    /// Refunds with a fixed time in place of the server's clock; see `decide_at`. Internal
+    /// and unstable (feature `internal-hooks`).
+    #[cfg(feature = "internal-hooks")]
     pub async fn refund_at(
         &self,
         key: &Key,
         cost: u64,
         counted_at: Duration,
         now: Duration,
-    ) -> Result<(), BackendError> {
+    ) -> Result<(), crate::BackendError> {
         let call = Call::Refund {
             cost,
             counted_at_us: u64::try_from(counted_at.as_micros()).unwrap_or(u64::MAX),
         };
         let now_us = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
-        self.inner
-            .call(key, &call, Some(now_us))
-            .await
-            .map(drop)
-            .map_err(|failure| failure.error().clone())
+        Ok(self.inner.call(key, &call, Some(now_us)).await.map(drop)?)
     }
 }
 
 impl Inner {
     fn keys(&self, key: &Key) -> SmallVec<[Vec<u8>; 2]> {
-        let base = tagged(&self.prefix, key);
+        let base = self.names.tagged(key);
         self.script
             .quotas()
             .iter()
@@ -289,20 +291,19 @@ impl Inner {
         key: &Key,
         call: &Call,
         fixed_now_us: Option<u64>,
-    ) -> Result<Verdict, Failure> {
+    ) -> Result<Verdict, CallError> {
         let keys = self.keys(key);
+        let keys: SmallVec<[&[u8]; 2]> = keys.iter().map(Vec::as_slice).collect();
         let nonce = self.nonce.fetch_add(1, Ordering::Relaxed);
-        let command = |with_body| {
-            self.script
-                .command(with_body, &keys, call, nonce, fixed_now_us)
-        };
+        let args = |cmd: &mut redis::Cmd| self.script.args(cmd, call, nonce, fixed_now_us);
         self.counters.calls.add(1);
-        let outcome = tokio::time::timeout(self.deadline, self.redis.eval(command)).await;
-        let result = match outcome {
-            Ok(Ok(value)) => match call {
-                Call::Decide { .. } => {
-                    verdict(value, self.script.quotas().len()).map_err(Failure::Refused)
-                }
+        let result = self
+            .script
+            .script()
+            .call(&self.redis, self.deadline, &keys, &args)
+            .await
+            .and_then(|value| match call {
+                Call::Decide { .. } => verdict(value, self.script.quotas().len()),
                 Call::Refund { .. } => Ok(Verdict {
                     allowed: true,
                     retry_after: Duration::ZERO,
@@ -310,18 +311,12 @@ impl Inner {
                     counted_at: Duration::ZERO,
                     origin: Origin::Store,
                 }),
-            },
-            Ok(Err(err)) => Err(Failure::classify(err)),
-            Err(_) => {
-                self.counters.timeouts.add(1);
-                Err(Failure::Unreachable(BackendError::new(format!(
-                    "redis gave no answer within the {:?} deadline",
-                    self.deadline
-                ))))
-            }
-        };
-        if result.is_err() {
+            });
+        if let Err(err) = &result {
             self.counters.errors.add(1);
+            if err.is_timeout() {
+                self.counters.timeouts.add(1);
+            }
         }
         result
     }
@@ -340,12 +335,13 @@ impl Inner {
                 self.denied.remember(&key, cost, sent_at, &verdict);
                 verdict
             }
-            Err(failure) => {
-                tracing::debug!(key = %key.redacted(), error = %failure.error(), "rate limit: redis failed, using the fail mode");
-                match &failure {
-                    Failure::Unreachable(err) => self.health.failed(permit, self.now_ns(), err),
+            Err(err) => {
+                tracing::debug!(key = %key.redacted(), error = %err, "rate limit: redis failed, using the fail mode");
+                if err.is_outage() {
+                    self.health.failed(permit, self.now_ns(), &err);
+                } else {
                     // Redis answered, wrongly (a script error, a bad reply): not an outage.
-                    Failure::Refused(_) => self.health.succeeded(permit),
+                    self.health.succeeded(permit);
                 }
                 self.fallback(&key, cost)
             }
@@ -371,54 +367,6 @@ impl Inner {
             }
             (FailMode::Closed, _) => unlimited(false, CLOSED_RETRY_AFTER),
             _ => unlimited(true, Duration::ZERO),
-        }
-    }
-}
-
-/// Why a call gave no verdict.
-enum Failure {
-    /// Redis did not answer (connection refused or lost, deadline, cluster down): counts
-    /// toward the back-off.
-    Unreachable(BackendError),
-    /// Redis answered with an error or a reply the script never gives: a bug or bad input,
-    /// not an outage, so it does not trip the back-off.
-    Refused(BackendError),
-}
-
-impl Failure {
-    fn classify(err: RedisError) -> Self {
-        let message = BackendError::new(format!("redis: {err}"));
-        // What says Redis is away, or cannot serve right now. Any other reply (a script error
-        // such as WRONGTYPE, a permission error, an unknown error code) came from a working
-        // Redis: the fail mode answers this request, but the back-off is not tripped.
-        let unreachable = err.is_io_error()
-            || err.is_timeout()
-            || err.is_connection_dropped()
-            || err.is_connection_refusal()
-            || matches!(
-                err.kind(),
-                ErrorKind::Io
-                    | ErrorKind::ClusterConnectionNotFound
-                    | ErrorKind::Server(
-                        ServerErrorKind::ClusterDown
-                            | ServerErrorKind::MasterDown
-                            | ServerErrorKind::TryAgain
-                            | ServerErrorKind::BusyLoading
-                            | ServerErrorKind::Moved
-                            | ServerErrorKind::Ask
-                            | ServerErrorKind::ReadOnly
-                    )
-            );
-        if unreachable {
-            Failure::Unreachable(message)
-        } else {
-            Failure::Refused(message)
-        }
-    }
-
-    fn error(&self) -> &BackendError {
-        match self {
-            Failure::Unreachable(err) | Failure::Refused(err) => err,
         }
     }
 }
@@ -452,8 +400,8 @@ const CLOSED_RETRY_AFTER: Duration = Duration::from_secs(1);
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_bulwark::backend::redis::{FailMode, RedisBackend, RedisDecision};
-/// use tower_bulwark::backend::{Decision, RateLimitBackend};
+/// use tower_bulwark::redis::{FailMode, RedisBackend};
+/// use tower_bulwark::rate_limit::store::{Decision, RateLimitBackend, RedisDecision};
 /// use tower_bulwark::{key::Key, rate_limit::RateLimitLayer};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -538,9 +486,9 @@ impl RateLimitBackend for RedisRateLimiter {
                         .unwrap_or(u64::MAX),
                 };
                 runtime.spawn(async move {
-                    if let Err(failure) = inner.call(&key, &call, None).await {
+                    if let Err(err) = inner.call(&key, &call, None).await {
                         inner.counters.refunds_dropped.add(1);
-                        tracing::debug!(key = %key.redacted(), error = %failure.error(), "rate limit: refund not sent");
+                        tracing::debug!(key = %key.redacted(), error = %err, "rate limit: refund not sent");
                     }
                 });
             }

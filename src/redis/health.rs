@@ -1,6 +1,8 @@
-//! A circuit breaker on Redis itself: after consecutive failures, stop calling it for a
-//! back-off (doubling while probes fail), then let one probe through. Every decision made
-//! meanwhile uses the fail mode at once instead of waiting out a deadline.
+//! A circuit breaker on Redis itself, one per layer: after consecutive outages, stop calling
+//! Redis for a back-off (doubling while probes fail, up to a cap), then let one probe through.
+//! Meanwhile the layer answers at once without Redis (a rate limiter's fail mode, a breaker's
+//! local state) instead of waiting out a deadline. Each change is logged once; the counts are
+//! in the layer's stats.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -19,6 +21,10 @@ pub(crate) enum Permit {
 
 #[derive(Debug)]
 pub(crate) struct Health {
+    /// Which layer's Redis this is, for the logs: `"rate limit"`, `"circuit breaker"`...
+    layer: &'static str,
+    /// What the layer does while it leaves Redis alone, for the logs.
+    meanwhile: &'static str,
     threshold: u32,
     base_backoff: Duration,
     max_backoff: Duration,
@@ -28,11 +34,24 @@ pub(crate) struct Health {
     probing: AtomicBool,
     /// The current back-off, doubled by each failed probe. Touched only on transitions.
     backoff: Mutex<Duration>,
+    /// Times Redis began to be left alone.
+    backoffs: AtomicU64,
 }
 
 impl Health {
-    pub(crate) fn new(threshold: u32, base_backoff: Duration, max_backoff: Duration) -> Self {
+    /// A health for `layer`'s calls, which does `meanwhile` while Redis is left alone: after
+    /// `threshold` consecutive outages, a back-off from `base_backoff` doubling up to
+    /// `max_backoff`.
+    pub(crate) fn new(
+        layer: &'static str,
+        meanwhile: &'static str,
+        threshold: u32,
+        base_backoff: Duration,
+        max_backoff: Duration,
+    ) -> Self {
         Self {
+            layer,
+            meanwhile,
             threshold,
             base_backoff,
             max_backoff,
@@ -40,7 +59,13 @@ impl Health {
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
             backoff: Mutex::new(base_backoff),
+            backoffs: AtomicU64::new(0),
         }
+    }
+
+    /// Times Redis began to be left alone after failures.
+    pub(crate) fn backoffs(&self) -> u64 {
+        self.backoffs.load(Ordering::Relaxed)
     }
 
     pub(crate) fn permit(&self, now_ns: u64) -> Permit {
@@ -74,7 +99,10 @@ impl Health {
         if permit == Permit::Probe {
             if self.open_until.swap(0, Ordering::AcqRel) != 0 {
                 *self.lock_backoff() = self.base_backoff;
-                tracing::warn!("redis reachable again: rate decisions are shared once more");
+                tracing::info!(
+                    layer = self.layer,
+                    "redis reachable again: state is shared once more"
+                );
             }
             self.probing.store(false, Ordering::Release);
         }
@@ -93,17 +121,24 @@ impl Health {
             .saturating_add(1);
         match permit {
             Permit::Probe => {
-                let backoff = {
+                let (before, backoff) = {
                     let mut backoff = self.lock_backoff();
+                    let before = *backoff;
                     *backoff = backoff.saturating_mul(2).min(self.max_backoff);
-                    *backoff
+                    (before, *backoff)
                 };
                 self.open_until.store(
                     now_ns.saturating_add(nanos(backoff)).max(1),
                     Ordering::Release,
                 );
                 self.probing.store(false, Ordering::Release);
-                tracing::warn!(%reason, ?backoff, "redis probe failed: still using the fail mode");
+                // Said while the back-off grows; once at its cap, every failed probe would
+                // repeat the same line.
+                if backoff != before {
+                    tracing::warn!(layer = self.layer, %reason, ?backoff, "redis probe failed: {}", self.meanwhile);
+                } else {
+                    tracing::debug!(layer = self.layer, %reason, ?backoff, "redis probe failed: {}", self.meanwhile);
+                }
             }
             Permit::Call if failures >= self.threshold => {
                 let backoff = *self.lock_backoff();
@@ -113,11 +148,14 @@ impl Health {
                     .compare_exchange(0, until, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
+                    self.backoffs.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
+                        layer = self.layer,
                         %reason,
                         failures,
                         ?backoff,
-                        "redis failing: rate decisions use the fail mode until a probe succeeds"
+                        "redis failing: {} until a probe succeeds",
+                        self.meanwhile
                     );
                 }
             }
@@ -142,7 +180,13 @@ mod tests {
 
     #[test]
     fn opens_after_threshold_probes_once_and_closes_on_success() {
-        let h = Health::new(3, Duration::from_secs(1), Duration::from_secs(4));
+        let h = Health::new(
+            "test",
+            "testing",
+            3,
+            Duration::from_secs(1),
+            Duration::from_secs(4),
+        );
         for _ in 0..2 {
             assert_eq!(h.permit(0), Permit::Call);
             h.failed(Permit::Call, 0, &"down");
@@ -163,7 +207,13 @@ mod tests {
 
     #[test]
     fn an_abandoned_probe_frees_the_slot() {
-        let h = Health::new(1, Duration::from_secs(1), Duration::from_secs(4));
+        let h = Health::new(
+            "test",
+            "testing",
+            1,
+            Duration::from_secs(1),
+            Duration::from_secs(4),
+        );
         h.failed(Permit::Call, 0, &"down");
         assert_eq!(h.permit(S), Permit::Probe);
         h.abandoned();
@@ -172,7 +222,13 @@ mod tests {
 
     #[test]
     fn only_the_probe_closes_it() {
-        let h = Health::new(1, Duration::from_secs(1), Duration::from_secs(4));
+        let h = Health::new(
+            "test",
+            "testing",
+            1,
+            Duration::from_secs(1),
+            Duration::from_secs(4),
+        );
         h.failed(Permit::Call, 0, &"down");
         h.succeeded(Permit::Call); // a late answer to a call sent before the trip
         assert!(h.is_backing_off());
@@ -181,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_huge_backoff_saturates_instead_of_overflowing() {
-        let h = Health::new(1, Duration::MAX, Duration::MAX);
+        let h = Health::new("test", "testing", 1, Duration::MAX, Duration::MAX);
         h.failed(Permit::Call, 0, &"down");
         h.failed(Permit::Probe, 0, &"down");
         assert!(h.is_backing_off());
@@ -189,7 +245,13 @@ mod tests {
 
     #[test]
     fn a_success_resets_the_count_of_consecutive_failures() {
-        let h = Health::new(2, Duration::from_secs(1), Duration::from_secs(4));
+        let h = Health::new(
+            "test",
+            "testing",
+            2,
+            Duration::from_secs(1),
+            Duration::from_secs(4),
+        );
         h.failed(Permit::Call, 0, &"x");
         h.succeeded(Permit::Call);
         h.failed(Permit::Call, 0, &"x");
@@ -198,7 +260,13 @@ mod tests {
 
     #[test]
     fn back_off_is_capped_and_reset_after_recovery() {
-        let h = Health::new(1, Duration::from_secs(1), Duration::from_secs(2));
+        let h = Health::new(
+            "test",
+            "testing",
+            1,
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        );
         h.failed(Permit::Call, 0, &"x");
         for probe_at in [S, 3 * S, 5 * S] {
             assert_eq!(h.permit(probe_at), Permit::Probe);

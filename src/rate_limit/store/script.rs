@@ -6,9 +6,10 @@ use std::time::Duration;
 use redis::{Cmd, Value};
 use smallvec::SmallVec;
 
-use crate::backend::{BackendError, LimitStatus, Origin, Verdict};
+use super::{LimitStatus, Origin, Verdict};
 use crate::error::ConfigError;
 use crate::rate_limit::algorithm::{Algorithm, Quota};
+use crate::redis::{integer_list, CallError, Script};
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 const MAIN: &str = include_str!("lua/main.lua");
@@ -142,8 +143,7 @@ pub(crate) enum Call {
 /// The composed script of one layer, with what every call repeats.
 #[derive(Debug)]
 pub(crate) struct LayerScript {
-    body: String,
-    hash: String,
+    script: Script,
     quotas: Vec<RedisQuota>,
     /// The largest cost worth sending: one more than the largest capacity.
     max_cost: u64,
@@ -164,7 +164,6 @@ impl LayerScript {
             }
         }
         body.push_str(MAIN);
-        let hash = redis::Script::new(&body).get_hash().to_owned();
         let max_cost = quotas
             .iter()
             .map(|q| q.capacity)
@@ -172,40 +171,23 @@ impl LayerScript {
             .unwrap_or(0)
             .saturating_add(1);
         Self {
-            body,
-            hash,
+            script: Script::new(body),
             quotas,
             max_cost,
         }
+    }
+
+    pub(crate) fn script(&self) -> &Script {
+        &self.script
     }
 
     pub(crate) fn quotas(&self) -> &[RedisQuota] {
         &self.quotas
     }
 
-    /// `EVALSHA` (or, to load the script where it is missing, `EVAL` with its body) for one
-    /// call: keys first, then `mode cost counted_at nonce now` and each limit.
-    pub(crate) fn command(
-        &self,
-        with_body: bool,
-        keys: &[Vec<u8>],
-        call: &Call,
-        nonce: u64,
-        fixed_now_us: Option<u64>,
-    ) -> Cmd {
-        let mut cmd = if with_body {
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(&self.body);
-            cmd
-        } else {
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&self.hash);
-            cmd
-        };
-        cmd.arg(keys.len());
-        for key in keys {
-            cmd.arg(key.as_slice());
-        }
+    /// The arguments of one call, after the keys: `mode cost counted_at nonce now` and each
+    /// limit.
+    pub(crate) fn args(&self, cmd: &mut Cmd, call: &Call, nonce: u64, fixed_now_us: Option<u64>) {
         let (mode, cost, counted_at) = match *call {
             Call::Decide { cost } => ("d", cost.min(self.max_cost), 0),
             Call::Refund {
@@ -224,45 +206,31 @@ impl LayerScript {
                 cmd.arg(arg.as_str());
             }
         }
-        cmd
     }
 }
 
-/// A reply the script should never give: a bug or a tampered script, not an outage.
-pub(crate) fn bad_reply() -> BackendError {
-    BackendError::new("unexpected reply from the rate-limit script")
+fn bad_reply() -> CallError {
+    CallError::bad_reply("rate-limit")
 }
 
 /// Reads the script's answer: `{allowed, retry_after, now, remaining_1, reset_after_1, ...}`.
-pub(crate) fn verdict(value: Value, limits: usize) -> Result<Verdict, BackendError> {
-    let Value::Array(items) = value else {
-        return Err(bad_reply());
-    };
-    if items.len() != 3 + 2 * limits {
+pub(crate) fn verdict(value: Value, limits: usize) -> Result<Verdict, CallError> {
+    let numbers = integer_list(value).ok_or_else(bad_reply)?;
+    if numbers.len() != 3 + 2 * limits {
         return Err(bad_reply());
     }
-    let mut numbers = items.into_iter().map(|item| match item {
-        Value::Int(n) => u64::try_from(n).map_err(|_| bad_reply()),
-        _ => Err(bad_reply()),
-    });
-    let mut next = || numbers.next().unwrap_or_else(|| Err(bad_reply()));
-    let allowed = next()? == 1;
-    let retry_after = Duration::from_micros(next()?);
-    let counted_at = Duration::from_micros(next()?);
-    let mut statuses = SmallVec::new();
-    for _ in 0..limits {
-        let remaining = next()?;
-        let reset_after = Duration::from_micros(next()?);
-        statuses.push(LimitStatus {
-            remaining,
-            reset_after,
-        });
-    }
+    let (head, statuses) = numbers.split_at(3);
     Ok(Verdict {
-        allowed,
-        retry_after,
-        limits: statuses,
-        counted_at,
+        allowed: head[0] == 1,
+        retry_after: Duration::from_micros(head[1]),
+        limits: statuses
+            .chunks_exact(2)
+            .map(|pair| LimitStatus {
+                remaining: pair[0],
+                reset_after: Duration::from_micros(pair[1]),
+            })
+            .collect::<SmallVec<_>>(),
+        counted_at: Duration::from_micros(head[2]),
         origin: Origin::Store,
     })
 }

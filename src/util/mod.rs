@@ -1,0 +1,15 @@
+//! Small shared mechanisms with no layer of their own: striped counters, and the one bounded
+//! keyed store every keyed layer keeps its per-key state in.
+
+// Compiled whole with any layer; with only one layer on, the other's parts have no caller.
+#![cfg_attr(
+    not(all(feature = "rate-limit", feature = "circuit-breaker")),
+    allow(dead_code, unused_imports)
+)]
+
+mod counter;
+mod keyed_store;
+
+pub(crate) use counter::{StripedCounter, StripedCounts};
+pub use keyed_store::DEFAULT_MAX_KEYS;
+pub(crate) use keyed_store::{Entry, KeyedStore, Sweeping};
