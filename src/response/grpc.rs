@@ -5,17 +5,69 @@ use http::{HeaderMap, Response, StatusCode};
 
 use super::ResponseBody;
 
-/// True when the request is gRPC (`content-type: application/grpc`, `application/grpc+proto`, ...).
+/// True when the request is gRPC: `content-type: application/grpc`, `application/grpc+proto`,
+/// `application/grpc-web...`, with or without parameters.
+///
+/// Media types are case-insensitive (RFC 9110 §8.3.1), so `Application/GRPC` counts too; a
+/// longer subtype such as `application/grpcfoo` does not.
 ///
 /// ```
-/// let mut headers = http::HeaderMap::new();
-/// headers.insert("content-type", "application/grpc+proto".parse().unwrap());
-/// assert!(tower_bulwark::response::is_grpc(&headers));
+/// use tower_bulwark::response::is_grpc;
+///
+/// let with = |content_type: &'static str| {
+///     let mut headers = http::HeaderMap::new();
+///     headers.insert("content-type", http::HeaderValue::from_static(content_type));
+///     is_grpc(&headers)
+/// };
+/// assert!(with("application/grpc+proto"));
+/// assert!(with("Application/GRPC; charset=utf-8"));
+/// assert!(with("application/grpc-web-text"));
+/// assert!(!with("application/grpcfoo"));
+/// assert!(!with("application/json"));
 /// ```
 pub fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .is_some_and(|v| media_type(v.as_bytes()).is_some())
+}
+
+/// Which gRPC protocol a `content-type` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grpc {
+    /// `application/grpc`, `application/grpc+proto`, ...
+    Native,
+    /// `application/grpc-web`, `application/grpc-web-text`, each with an optional `+suffix`.
+    Web,
+}
+
+/// The gRPC protocol a `content-type` value names, if any: the type and subtype compared
+/// ASCII case-insensitively on the bytes (no allocation), parameters ignored.
+fn media_type(value: &[u8]) -> Option<Grpc> {
+    let rest = strip_prefix_ignore_case(value.trim_ascii_start(), b"application/grpc")?;
+    if subtype_ends(rest) {
+        return Some(Grpc::Native);
+    }
+    let rest = strip_prefix_ignore_case(rest, b"-web")?;
+    if subtype_ends(rest) {
+        return Some(Grpc::Web);
+    }
+    let rest = strip_prefix_ignore_case(rest, b"-text")?;
+    subtype_ends(rest).then_some(Grpc::Web)
+}
+
+fn strip_prefix_ignore_case<'a>(value: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let (head, rest) = value.split_at_checked(prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then_some(rest)
+}
+
+/// True when the subtype ends where `rest` starts: at the end of the value, at a `+suffix`, or
+/// at the parameters (`;`, perhaps after whitespace).
+fn subtype_ends(rest: &[u8]) -> bool {
+    match rest.first() {
+        None | Some(b'+' | b';') => true,
+        Some(b' ' | b'\t') => matches!(rest.trim_ascii_start().first(), None | Some(b';')),
+        Some(_) => false,
+    }
 }
 
 /// gRPC status codes a layer answers with.
@@ -84,7 +136,7 @@ pub fn grpc_rejection<B>(
     let headers = res.headers_mut();
     let content_type = request
         .get(CONTENT_TYPE)
-        .filter(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .filter(|v| media_type(v.as_bytes()).is_some())
         .cloned()
         .unwrap_or(HeaderValue::from_static("application/grpc"));
     headers.insert(CONTENT_TYPE, content_type);
@@ -109,10 +161,90 @@ fn percent_encode_grpc(message: &str) -> String {
     out
 }
 
-/// True for gRPC-Web (`application/grpc-web*`), whose trailers travel inside the body.
+/// True for gRPC-Web (`application/grpc-web`, `application/grpc-web-text`, any case, with an
+/// optional `+suffix` and parameters), whose trailers travel inside the body.
 #[cfg(feature = "circuit-breaker")]
 pub(crate) fn is_grpc_web(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc-web"))
+        .is_some_and(|v| media_type(v.as_bytes()) == Some(Grpc::Web))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content_type(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(value));
+        headers
+    }
+
+    const GRPC: [&str; 9] = [
+        "application/grpc",
+        "APPLICATION/GRPC",
+        "Application/Grpc+Proto",
+        "application/GRPC+json",
+        "application/grpc;charset=utf-8",
+        "application/grpc ; charset=utf-8",
+        "  application/grpc",
+        "aPpLiCaTiOn/gRpC+proto;q=1",
+        "application/grpc\t",
+    ];
+    const GRPC_WEB: [&str; 7] = [
+        "application/grpc-web",
+        "APPLICATION/GRPC-WEB",
+        "Application/gRPC-Web+Proto",
+        "application/grpc-web-text",
+        "application/GRPC-WEB-TEXT+proto",
+        "application/grpc-web; charset=utf-8",
+        "application/grpc-web-text;x=1",
+    ];
+    const NOT_GRPC: [&str; 11] = [
+        "",
+        "application/json",
+        "application/grpcfoo",
+        "APPLICATION/GRPCFOO",
+        "application/grpc-",
+        "application/grpc-webfoo",
+        "application/grpc-web-textual",
+        "application/grpc-foo",
+        "application/grp",
+        "application/grpc x",
+        "text/application/grpc",
+    ];
+
+    #[test]
+    fn media_types_are_case_insensitive() {
+        for value in GRPC.iter().chain(&GRPC_WEB) {
+            assert!(is_grpc(&content_type(value)), "{value:?}");
+        }
+        for value in NOT_GRPC {
+            assert!(!is_grpc(&content_type(value)), "{value:?}");
+        }
+        assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    #[cfg(feature = "circuit-breaker")]
+    fn grpc_web_media_types_are_case_insensitive() {
+        for value in GRPC_WEB {
+            assert!(is_grpc_web(&content_type(value)), "{value:?}");
+        }
+        for value in GRPC.iter().chain(&NOT_GRPC) {
+            assert!(!is_grpc_web(&content_type(value)), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn rejection_echoes_any_grpc_content_type_in_any_case() {
+        for value in GRPC.iter().chain(&GRPC_WEB) {
+            let res = grpc_rejection::<()>(&content_type(value), GrpcCode::Unavailable, "x");
+            assert_eq!(res.headers()[CONTENT_TYPE], *value);
+        }
+        for value in NOT_GRPC {
+            let res = grpc_rejection::<()>(&content_type(value), GrpcCode::Unavailable, "x");
+            assert_eq!(res.headers()[CONTENT_TYPE], "application/grpc", "{value:?}");
+        }
+    }
 }
