@@ -72,40 +72,76 @@ fn subtype_ends(rest: &[u8]) -> bool {
 
 /// gRPC status codes a layer answers with.
 ///
+/// A layer's own refusals keep their codes: a rate limit answers `RESOURCE_EXHAUSTED`, an
+/// open breaker `UNAVAILABLE`. A status the user chose (such as a missing key's
+/// `MissingKey::Reject(status)`) is mapped by [`from_http`](Self::from_http).
+///
 /// ```
 /// use tower_bulwark::response::{grpc_rejection, GrpcCode};
 ///
 /// assert_eq!(GrpcCode::ResourceExhausted as u16, 8);
+/// assert_eq!(GrpcCode::Unauthenticated as u16, 16);
 /// let res = grpc_rejection::<()>(&http::HeaderMap::new(), GrpcCode::Unavailable, "shed");
 /// assert_eq!(res.headers()["grpc-status"], "14");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GrpcCode {
-    /// 3: the request itself is unusable.
+    /// 2 `UNKNOWN`: an error with no better code (what gRPC makes of most HTTP statuses).
+    Unknown = 2,
+    /// 3 `INVALID_ARGUMENT`: the request itself is unusable.
     InvalidArgument = 3,
-    /// 8: a rate limit or quota was hit.
+    /// 7 `PERMISSION_DENIED`: the caller is known but may not do this (HTTP 403).
+    PermissionDenied = 7,
+    /// 8 `RESOURCE_EXHAUSTED`: a rate limit or quota was hit.
     ResourceExhausted = 8,
-    /// 13: the server failed (for example it is misconfigured).
+    /// 12 `UNIMPLEMENTED`: no such method (HTTP 404).
+    Unimplemented = 12,
+    /// 13 `INTERNAL`: the server failed (HTTP 400 and 431 also map here: the client sent what
+    /// its own gRPC stack should never have produced).
     Internal = 13,
-    /// 14: the service is unavailable (open breaker, shed load).
+    /// 14 `UNAVAILABLE`: the service is unavailable (open breaker, shed load; HTTP 502, 503,
+    /// 504 and a 429 chosen by the user).
     Unavailable = 14,
+    /// 16 `UNAUTHENTICATED`: the caller did not prove who it is (HTTP 401).
+    Unauthenticated = 16,
 }
 
 impl GrpcCode {
-    /// The closest gRPC code for an HTTP error status: `INVALID_ARGUMENT` for 4xx (429 is
-    /// `RESOURCE_EXHAUSTED`), `UNAVAILABLE` for 503, `INTERNAL` otherwise.
+    /// The gRPC code for an HTTP status chosen by the user, as the gRPC project maps them
+    /// ("HTTP to gRPC Status Code Mapping", grpc/grpc `doc/http-grpc-status-mapping.md`):
+    ///
+    /// | HTTP | gRPC |
+    /// |---|---|
+    /// | 400, 431 | 13 `INTERNAL` |
+    /// | 401 | 16 `UNAUTHENTICATED` |
+    /// | 403 | 7 `PERMISSION_DENIED` |
+    /// | 404 | 12 `UNIMPLEMENTED` |
+    /// | 429, 502, 503, 504 | 14 `UNAVAILABLE` |
+    /// | any other | 2 `UNKNOWN` |
+    ///
+    /// A layer's own refusals do not go through this table: a rate limit's 429 answers
+    /// [`ResourceExhausted`](Self::ResourceExhausted) (8), an open breaker
+    /// [`Unavailable`](Self::Unavailable) (14).
     ///
     /// ```
+    /// use http::StatusCode;
     /// use tower_bulwark::response::GrpcCode;
-    /// assert_eq!(GrpcCode::from_http(http::StatusCode::BAD_REQUEST), GrpcCode::InvalidArgument);
-    /// assert_eq!(GrpcCode::from_http(http::StatusCode::TOO_MANY_REQUESTS), GrpcCode::ResourceExhausted);
+    ///
+    /// assert_eq!(GrpcCode::from_http(StatusCode::UNAUTHORIZED), GrpcCode::Unauthenticated);
+    /// assert_eq!(GrpcCode::from_http(StatusCode::FORBIDDEN), GrpcCode::PermissionDenied);
+    /// assert_eq!(GrpcCode::from_http(StatusCode::BAD_REQUEST), GrpcCode::Internal);
+    /// assert_eq!(GrpcCode::from_http(StatusCode::SERVICE_UNAVAILABLE), GrpcCode::Unavailable);
+    /// assert_eq!(GrpcCode::from_http(StatusCode::INTERNAL_SERVER_ERROR), GrpcCode::Unknown);
     /// ```
     pub fn from_http(status: StatusCode) -> Self {
-        match status {
-            StatusCode::TOO_MANY_REQUESTS => GrpcCode::ResourceExhausted,
-            StatusCode::SERVICE_UNAVAILABLE => GrpcCode::Unavailable,
-            s if s.is_client_error() => GrpcCode::InvalidArgument,
-            _ => GrpcCode::Internal,
+        match status.as_u16() {
+            400 | 431 => GrpcCode::Internal,
+            401 => GrpcCode::Unauthenticated,
+            403 => GrpcCode::PermissionDenied,
+            404 => GrpcCode::Unimplemented,
+            429 | 502 | 503 | 504 => GrpcCode::Unavailable,
+            _ => GrpcCode::Unknown,
         }
     }
 }
@@ -213,6 +249,32 @@ mod tests {
         "application/grpc x",
         "text/application/grpc",
     ];
+
+    #[test]
+    fn http_statuses_map_as_the_grpc_project_maps_them() {
+        let code = |status: u16| GrpcCode::from_http(StatusCode::from_u16(status).unwrap()) as u16;
+        for (http, grpc) in [
+            (400, 13),
+            (401, 16),
+            (403, 7),
+            (404, 12),
+            (429, 14),
+            (431, 13),
+            (502, 14),
+            (503, 14),
+            (504, 14),
+            (200, 2),
+            (402, 2),
+            (405, 2),
+            (409, 2),
+            (418, 2),
+            (500, 2),
+            (501, 2),
+            (599, 2),
+        ] {
+            assert_eq!(code(http), grpc, "HTTP {http}");
+        }
+    }
 
     #[test]
     fn media_types_are_case_insensitive() {
