@@ -321,6 +321,39 @@ async fn each_api_key_has_its_own_limit() {
     assert_eq!(layer.backend().len(), 3);
 }
 
+#[tokio::test]
+async fn an_empty_api_key_is_a_missing_key() {
+    let layer = RateLimitLayer::fixed_window(1, secs(60))
+        .key(HeaderKey::new(HeaderName::from_static("x-api-key")))
+        .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
+        .clock(clock())
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner());
+    // Two clients sending the header empty (or blank) share no bucket: each gets the
+    // missing-key answer, none is counted.
+    for peer in [[192, 0, 2, 1], [192, 0, 2, 2]] {
+        for blank in ["", " ", "\t "] {
+            let res = ok(&mut svc, from_peer(peer, &[("x-api-key", blank)])).await;
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{blank:?}");
+            assert_no_rate_limit_headers(res.headers());
+            assert_eq!(
+                body_text(res).await,
+                r#"{"error":"Rate limit key missing"}"#
+            );
+        }
+    }
+    assert!(layer.backend().is_empty());
+    let stats = layer.stats();
+    assert_eq!(
+        (stats.missing_key, stats.allowed, stats.rejected),
+        (6, 0, 0)
+    );
+    // A real key is still counted.
+    let res = ok(&mut svc, get_with("/", &[("x-api-key", "k-1")])).await;
+    assert_eq!(legacy(res.headers()), (1, 0, 60));
+}
+
 /// The n-th distinct client IP.
 fn nth_ip(n: u32) -> [u8; 4] {
     let [_, a, b, c] = n.to_be_bytes();

@@ -220,6 +220,9 @@ impl<R, E: KeyExtractor<R>> KeyExtractor<R> for Ipv6Prefix<E> {
 
 /// The value of a request header, such as an API key.
 ///
+/// An empty value, or one of only spaces and tabs, is no key: the request gets the layer's
+/// missing-key answer rather than a limit shared by everyone who sends the header empty.
+///
 /// ```
 /// use tower_bulwark::key::{HeaderKey, Key, KeyExtractor};
 ///
@@ -230,6 +233,8 @@ impl<R, E: KeyExtractor<R>> KeyExtractor<R> for Ipv6Prefix<E> {
 ///     .unwrap()
 ///     .into_parts();
 /// assert_eq!(key.extract(&parts), Some(Key::Header(b"k-123"[..].into())));
+/// let empty = http::Request::get("/").header("x-api-key", "").body(()).unwrap();
+/// assert_eq!(key.extract(&empty), None);
 /// ```
 #[derive(Debug, Clone)]
 pub struct HeaderKey {
@@ -291,9 +296,14 @@ impl<R: RequestHead> KeyExtractor<R> for HeaderKey {
     fn extract(&self, req: &R) -> Option<Key> {
         req.headers()
             .get(&self.name)
-            .filter(|value| value.len() <= self.max_len)
+            .filter(|value| value.len() <= self.max_len && !is_blank(value.as_bytes()))
             .map(Key::from)
     }
+}
+
+/// True for a value that is empty or only optional whitespace (RFC 9110 §5.6.3: spaces, tabs).
+fn is_blank(value: &[u8]) -> bool {
+    value.iter().all(|&b| b == b' ' || b == b'\t')
 }
 
 /// An extractor from a closure; see [`from_fn`].
@@ -379,6 +389,22 @@ mod tests {
     fn header_key_missing_is_none() {
         let key = HeaderKey::new(HeaderName::from_static("x-api-key"));
         assert_eq!(key.extract(&parts(&[], None)), None);
+    }
+
+    #[test]
+    fn header_key_empty_or_blank_is_none() {
+        let key = HeaderKey::new(HeaderName::from_static("x-api-key"));
+        for blank in ["", " ", "\t", " \t  "] {
+            assert_eq!(
+                key.extract(&parts(&[("x-api-key", blank)], None)),
+                None,
+                "{blank:?}"
+            );
+        }
+        assert_eq!(
+            key.extract(&parts(&[("x-api-key", " k ")], None)),
+            Some(Key::Header(b" k "[..].into()))
+        );
     }
 
     #[test]
