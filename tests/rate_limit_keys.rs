@@ -169,14 +169,14 @@ async fn a_missing_key_is_refused_with_500_json_by_default() {
         r#"{"error":"Rate limit key missing"}"#
     );
 
-    // gRPC: INTERNAL for a 500.
+    // gRPC: UNKNOWN for a 500 (gRPC's HTTP to gRPC status mapping).
     let res = ok(
         &mut svc,
         get_with("/", &[("content-type", "application/grpc")]),
     )
     .await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(header(res.headers(), "grpc-status"), Some("13"));
+    assert_eq!(header(res.headers(), "grpc-status"), Some("2"));
     assert_eq!(
         header(res.headers(), "grpc-message"),
         Some("Rate limit key missing")
@@ -211,17 +211,72 @@ async fn a_missing_key_can_be_refused_with_400() {
         r#"{"error":"Rate limit key missing"}"#
     );
 
-    // gRPC: INVALID_ARGUMENT for a 4xx.
+    // gRPC: INTERNAL for a 400 (gRPC's HTTP to gRPC status mapping).
     let res = ok(
         &mut svc,
         get_with("/", &[("content-type", "application/grpc")]),
     )
     .await;
-    assert_eq!(header(res.headers(), "grpc-status"), Some("3"));
+    assert_eq!(header(res.headers(), "grpc-status"), Some("13"));
 
     // A request with a key is counted as usual.
     let res = ok(&mut svc, from_peer([192, 0, 2, 1], &[])).await;
     assert_eq!(legacy(res.headers()), (10, 9, 60));
+}
+
+#[tokio::test]
+async fn a_missing_key_on_grpc_answers_the_code_grpc_maps_its_status_to() {
+    let api_key = HeaderName::from_static("x-api-key");
+    let grpc = |key: Option<&str>| {
+        let mut headers = vec![("content-type", "application/grpc+proto")];
+        headers.extend(key.map(|key| ("x-api-key", key)));
+        get_with("/pkg.Svc/Method", &headers)
+    };
+    for (status, code) in [
+        (StatusCode::UNAUTHORIZED, "16"),      // UNAUTHENTICATED
+        (StatusCode::FORBIDDEN, "7"),          // PERMISSION_DENIED
+        (StatusCode::NOT_FOUND, "12"),         // UNIMPLEMENTED
+        (StatusCode::TOO_MANY_REQUESTS, "14"), // UNAVAILABLE: a 429 the user chose
+    ] {
+        let layer = RateLimitLayer::fixed_window(1, secs(60))
+            .key(HeaderKey::new(api_key.clone()))
+            .on_missing_key(MissingKey::Reject(status))
+            .clock(clock())
+            .build()
+            .unwrap();
+        let mut svc = layer.layer(inner());
+        let res = ok(&mut svc, grpc(None)).await;
+        assert_eq!(res.status(), StatusCode::OK, "{status}");
+        assert_eq!(header(res.headers(), "grpc-status"), Some(code), "{status}");
+        assert_eq!(
+            header(res.headers(), "grpc-message"),
+            Some("Rate limit key missing")
+        );
+
+        // The layer's own refusal keeps RESOURCE_EXHAUSTED, whatever the missing-key status.
+        assert_eq!(
+            ok(&mut svc, grpc(Some("k-1"))).await.status(),
+            StatusCode::OK
+        );
+        let refused = ok(&mut svc, grpc(Some("k-1"))).await;
+        assert_eq!(refused.status(), StatusCode::OK);
+        assert_eq!(
+            header(refused.headers(), "grpc-status"),
+            Some("8"),
+            "{status}"
+        );
+        // In any case (RFC 9110 §8.3.1).
+        let upper = get_with(
+            "/pkg.Svc/Method",
+            &[("content-type", "APPLICATION/GRPC"), ("x-api-key", "k-1")],
+        );
+        let refused = ok(&mut svc, upper).await;
+        assert_eq!(header(refused.headers(), "grpc-status"), Some("8"));
+        assert_eq!(
+            header(refused.headers(), "content-type"),
+            Some("APPLICATION/GRPC")
+        );
+    }
 }
 
 #[tokio::test]
@@ -264,6 +319,39 @@ async fn each_api_key_has_its_own_limit() {
     assert_eq!(remaining(&layer, &key("k-1")), 0);
     assert_eq!(remaining(&layer, &key("k-3")), 1);
     assert_eq!(layer.backend().len(), 3);
+}
+
+#[tokio::test]
+async fn an_empty_api_key_is_a_missing_key() {
+    let layer = RateLimitLayer::fixed_window(1, secs(60))
+        .key(HeaderKey::new(HeaderName::from_static("x-api-key")))
+        .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
+        .clock(clock())
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner());
+    // Two clients sending the header empty (or blank) share no bucket: each gets the
+    // missing-key answer, none is counted.
+    for peer in [[192, 0, 2, 1], [192, 0, 2, 2]] {
+        for blank in ["", " ", "\t "] {
+            let res = ok(&mut svc, from_peer(peer, &[("x-api-key", blank)])).await;
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{blank:?}");
+            assert_no_rate_limit_headers(res.headers());
+            assert_eq!(
+                body_text(res).await,
+                r#"{"error":"Rate limit key missing"}"#
+            );
+        }
+    }
+    assert!(layer.backend().is_empty());
+    let stats = layer.stats();
+    assert_eq!(
+        (stats.missing_key, stats.allowed, stats.rejected),
+        (6, 0, 0)
+    );
+    // A real key is still counted.
+    let res = ok(&mut svc, get_with("/", &[("x-api-key", "k-1")])).await;
+    assert_eq!(legacy(res.headers()), (1, 0, 60));
 }
 
 /// The n-th distinct client IP.

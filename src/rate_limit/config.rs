@@ -37,7 +37,7 @@ use crate::util::StripedCounter;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MissingKey {
-    /// Refuse it with this status (for gRPC, `INVALID_ARGUMENT` for a 4xx, else `INTERNAL`).
+    /// Refuse it with this status (for gRPC, mapped by `response::GrpcCode::from_http`).
     /// The default is `Reject(500)`: a missing peer address is a server misconfiguration.
     Reject(StatusCode),
     /// Count it under this key instead (for example [`Key::Global`]).

@@ -1,0 +1,76 @@
+//! JSON answers and the small pieces every refusal shares.
+
+use bytes::Bytes;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+use bytes::{BufMut, BytesMut};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode};
+
+use super::ResponseBody;
+
+/// A JSON response with the given status.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_bulwark::response::json_response;
+///
+/// let res = json_response::<()>(http::StatusCode::TOO_MANY_REQUESTS, Bytes::from("{}"));
+/// assert_eq!(res.status(), 429);
+/// assert_eq!(res.headers()["content-type"], "application/json");
+/// ```
+pub fn json_response<B>(status: StatusCode, json: Bytes) -> Response<ResponseBody<B>> {
+    let mut res = Response::new(ResponseBody::full(json));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+/// Whole seconds, rounded up, for `Retry-After` and reset headers.
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `{"error":"<error>","retryAfter":<secs>}` with `content-type: application/json`: the body
+/// of every refusal that tells the client when to come back (429, 503).
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+pub(crate) fn retry_json<B>(
+    status: StatusCode,
+    error: &str,
+    retry_after_secs: u64,
+) -> Response<ResponseBody<B>> {
+    let mut body = BytesMut::with_capacity(40 + error.len());
+    body.put_slice(br#"{"error":""#);
+    body.put_slice(error.as_bytes());
+    body.put_slice(br#"","retryAfter":"#);
+    put_u64(&mut body, retry_after_secs);
+    body.put_u8(b'}');
+    json_response(status, body.freeze())
+}
+
+/// Writes `n` in decimal, without going through `core::fmt`.
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+pub(crate) fn put_u64(buf: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // `n % 10` is a single digit, so the cast cannot truncate.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.put_slice(&digits[at..]);
+}
+
+/// What a layer's response future answers when polled again after it completed: a 500,
+/// rather than a panic on a request path or a second poll of the inner future.
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+pub(crate) fn polled_after_completion<B>() -> Response<ResponseBody<B>> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}

@@ -1,0 +1,23 @@
+//! How a layer answers for itself.
+//!
+//! HTTP layers reject with a real [`Response`](http::Response) (so an axum `Router` needs no
+//! `HandleErrorLayer`): a JSON body for HTTP clients, and for gRPC requests
+//! (`content-type: application/grpc*`) a trailers-only gRPC response, HTTP 200 with
+//! `grpc-status` and `grpc-message` in the headers. The body type stays generic through
+//! [`ResponseBody`].
+
+mod body;
+mod grpc;
+mod json;
+
+#[cfg(feature = "circuit-breaker")]
+pub(crate) use body::BodyEnd;
+pub use body::ResponseBody;
+#[cfg(feature = "circuit-breaker")]
+pub(crate) use grpc::is_grpc_web;
+pub use grpc::{grpc_rejection, is_grpc, GrpcCode};
+pub use json::json_response;
+#[cfg(feature = "rate-limit")]
+pub(crate) use json::put_u64;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+pub(crate) use json::{ceil_secs, polled_after_completion, retry_json};
