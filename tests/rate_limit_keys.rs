@@ -435,6 +435,55 @@ fn a_flood_on_the_lock_free_token_bucket_stays_within_max_keys() {
     assert_eq!(backend.overflowed(), 49_000);
 }
 
+/// A flood of made-up keys at `max_keys` does not lock a new, honest client out: it shares
+/// its overflow entry with a slice of the flood only, and once the flood's keys have aged out
+/// (one emission after their one request) a newcomer gets an entry of its own.
+#[test]
+fn a_flood_at_max_keys_does_not_lock_newcomers_out() {
+    let clock = clock();
+    // 10 per minute, bursts of 10: a key used once is idle again after 6 s.
+    let layer = RateLimitLayer::token_bucket(10, secs(60))
+        .max_keys(6_400) // 100 overflow entries
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let backend = layer.backend();
+    // The flood fills the store at t = 0 ...
+    for n in 0..6_400u64 {
+        assert!(backend.decide_now(&Key::Int(n), 1).allowed());
+    }
+    assert_eq!(backend.len(), 6_400);
+    // ... and goes on with 10 new keys a second.
+    let (mut next, mut at_ms) = (1_000_000u64, 0u64);
+    let mut flood_until = |until_ms: u64| {
+        while at_ms < until_ms {
+            at_ms += 100;
+            clock.set(std::time::Duration::from_millis(at_ms));
+            backend.decide_now(&Key::Int(next), 1);
+            next += 1;
+        }
+    };
+    flood_until(3_000);
+    // At 3 s the store is full of live keys: the newcomer overflows, yet is admitted (one
+    // overflow entry for everyone would have been drained by the flood long ago).
+    let overflowed = backend.overflowed();
+    assert!(backend.decide_now(&Key::Int(u64::MAX), 1).allowed());
+    assert_eq!(backend.overflowed(), overflowed + 1);
+    // From 6 s the first keys are idle: a full store sweeps them within an emission, and
+    // the next newcomer gets an entry of its own.
+    flood_until(20_000);
+    let overflowed = backend.overflowed();
+    let verdict = backend.decide_now(&Key::Int(u64::MAX - 1), 1);
+    assert!(verdict.allowed());
+    assert_eq!(verdict.limits()[0].remaining(), 9);
+    assert_eq!(
+        backend.overflowed(),
+        overflowed,
+        "it got an entry of its own"
+    );
+    assert!(backend.len() < 6_400);
+}
+
 /// Sweeping drops only idle keys: a client still inside its window keeps its count.
 #[tokio::test]
 async fn sweeping_keeps_live_keys() {

@@ -1592,3 +1592,26 @@ async fn local_fallback_headers_show_the_local_share() {
     assert_eq!(res.headers()["x-ratelimit-remaining"], "4");
     assert_eq!(res.headers()["ratelimit-policy"], "\"default\";q=5;w=60");
 }
+
+/// A refused connection (nothing listens) fails the call at once, not at the deadline: the
+/// deadline is for a Redis that is silent, not for one that says no.
+#[tokio::test]
+async fn a_refused_connection_fails_at_once_not_at_the_deadline() {
+    let redis = RedisBackend::connect_lazy("redis://127.0.0.1:1/").unwrap();
+    let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(1))
+        .backend(redis)
+        .fail_mode(FailMode::Closed)
+        // Waited out, it would count as a timeout: the call must not wait.
+        .deadline(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let verdict = match layer.backend().decide(&Key::Int(1), 1) {
+            Decision::Pending(pending) => pending.await,
+            Decision::Ready(verdict) => verdict,
+        };
+        assert!(!verdict.allowed() && verdict.degraded());
+    }
+    let stats = layer.backend().stats();
+    assert_eq!((stats.errors, stats.timeouts), (3, 0), "{stats:?}");
+}
