@@ -66,6 +66,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let state = breaker.clone();
+    // The breaker wraps the whole upstream service (`route_service`), so every method reaches the
+    // upstream through it and no 405 is answered here. (On a method router, wrap it with
+    // `route_layer`, as the rate-limit examples do; a 405 is a 4xx, never a breaker failure.)
     let app = Router::new()
         .route_service("/api/quote", tower::Layer::layer(&breaker, upstream))
         .route(

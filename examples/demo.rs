@@ -89,6 +89,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     // The same routes whichever backend holds the limits and the breaker.
+    //
+    // The limits are `route_layer`s of each method router: they wrap only the methods it serves
+    // (GET, and HEAD through it), so a POST or OPTIONS answered 405 spends no token. (`.layer`
+    // would wrap the 405 fallback too.) The breaker wraps a whole service: every method reaches
+    // the upstream through it, and there is no 405 to exclude.
     macro_rules! app {
         ($limited:expr, $orders:expr, $breaker:expr) => {
             Router::new()
@@ -100,9 +105,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .route(
                     "/api/limited",
                     get(|| async { "ok: a token bucket, 5 at once then 1 every 2 s\n" })
-                        .layer($limited),
+                        .route_layer($limited),
                 )
-                .route("/api/orders", get(|| async { "[]\n" }).layer($orders))
+                .route("/api/orders", get(|| async { "[]\n" }).route_layer($orders))
         };
     }
 

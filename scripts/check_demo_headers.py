@@ -6,6 +6,8 @@ Usage: check_demo_headers.py PATH_TO_DEMO_BINARY
 Starts the demo on a free port, then asserts that:
   * `RateLimit-Policy` and `RateLimit` parse as structured-field lists (http-sfv) and agree
     with `X-RateLimit-Remaining`;
+  * a method the rate-limited GET route does not serve (POST, OPTIONS) gets 405 and spends no
+    token: after them, a GET still finds the full burst (`route_layer`, not `layer`);
   * the token-bucket route admits exactly its burst of 5, then answers 429 with a JSON body
     whose `retryAfter` equals `Retry-After` (whole seconds, at least 1);
   * the circuit breaker opens after 3 upstream failures (503, `Retry-After`, JSON body);
@@ -34,9 +36,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def get(base, path):
+def get(base, path, method="GET"):
+    request = urllib.request.Request(base + path, method=method,
+                                     data=b"" if method == "POST" else None)
     try:
-        with urllib.request.urlopen(base + path, timeout=5) as r:
+        with urllib.request.urlopen(request, timeout=5) as r:
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
@@ -157,9 +161,18 @@ def main(demo, with_redis=False):
         else:
             assert "(in memory)" in banner, first.output()
 
+        # 405s are free: they never reach the limit (route_layer), so carry none of its headers.
+        for method in ["POST"] * 6 + ["OPTIONS"] * 2:
+            status, headers, _ = get(base, "/api/limited", method)
+            assert status == 405, (method, status)
+            assert "X-RateLimit-Remaining" not in headers, (method, headers)
+
         statuses = []
-        for _ in range(7):
+        for n in range(7):
             status, headers, body = get(base, "/api/limited")
+            if n == 0:
+                # The full burst of 5, this request's token taken: as fresh as it comes.
+                assert headers["X-RateLimit-Remaining"] == "4", headers
             statuses.append(status)
             policy = sf_list(headers["RateLimit-Policy"])
             current = sf_list(headers["RateLimit"])
@@ -210,7 +223,7 @@ def main(demo, with_redis=False):
             check_unreachable_redis(demo)
             fleet += "; with Redis unreachable the demo serves, says so and warns"
         where = "Redis" if with_redis else "memory"
-        print(f"demo OK ({where}): rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After{fleet}")
+        print(f"demo OK ({where}): 405s spend no token; rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After{fleet}")
     finally:
         for proc in procs:
             proc.stop()
