@@ -213,6 +213,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("      curl -i {base}/api/orders");
     println!("  GET /api/upstream  a flaky upstream behind a circuit breaker: 3 failures open it for 10 s (503 + Retry-After)");
     println!("      for i in $(seq 4); do curl -s -o /dev/null -w '%{{http_code}}\\n' '{base}/api/upstream?fail'; done; curl -i {base}/api/upstream");
+    println!("      run again after the 10 s: half-open, one failed probe reopens it (500 503 503 503); two calls without ?fail close it");
     println!("\nPress Ctrl-C to stop.");
 
     axum::serve(
