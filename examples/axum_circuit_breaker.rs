@@ -23,9 +23,21 @@ use axum::Router;
 use http::{Request, Response, StatusCode};
 use tower::service_fn;
 use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The crate reports through `tracing` (state changes, warnings): print it on stderr,
+    // filtered by `RUST_LOG` (default `info`).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::builder()
+                .with_default_directive(LevelFilter::INFO.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
     let addr: SocketAddr = std::env::var("BULWARK_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3001".to_owned())
         .parse()?;
@@ -54,6 +66,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let state = breaker.clone();
+    // The breaker wraps the whole upstream service (`route_service`), so every method reaches the
+    // upstream through it and no 405 is answered here. (On a method router, wrap it with
+    // `route_layer`, as the rate-limit examples do; a 405 is a 4xx, never a breaker failure.)
     let app = Router::new()
         .route_service("/api/quote", tower::Layer::layer(&breaker, upstream))
         .route(

@@ -19,9 +19,21 @@ use axum::Router;
 use http::{HeaderName, StatusCode};
 use tower_bulwark::key::{HeaderKey, PeerIp};
 use tower_bulwark::rate_limit::{MissingKey, RateLimitLayer};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The crate reports through `tracing` (state changes, warnings): print it on stderr,
+    // filtered by `RUST_LOG` (default `info`).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::builder()
+                .with_default_directive(LevelFilter::INFO.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
     let per_ip = RateLimitLayer::token_bucket(10, Duration::from_secs(60))
         .burst(3)
         .key(PeerIp)
@@ -32,9 +44,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
         .build()?;
 
+    // `route_layer`, not `layer`: the limit wraps only the methods the route serves, so a POST
+    // answered 405 spends no token (and a request without the key still gets the 405, not a 401).
     let app = Router::new()
-        .route("/public", get(|| async { "public\n" }).layer(per_ip))
-        .route("/partner", get(|| async { "partner\n" }).layer(per_api_key));
+        .route("/public", get(|| async { "public\n" }).route_layer(per_ip))
+        .route(
+            "/partner",
+            get(|| async { "partner\n" }).route_layer(per_api_key),
+        );
 
     let addr: SocketAddr = std::env::var("BULWARK_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3001".to_owned())

@@ -6,8 +6,14 @@
 //! ```
 //!
 //! Listens on `BULWARK_ADDR` (default `127.0.0.1:3000`) and prints its routes with a curl line
-//! for each. With `REDIS_URL` set and the `redis` feature on, the limits and the breaker live
-//! in Redis and are shared by every demo instance pointed at it:
+//! for each. The crate's `tracing` events go to stderr, filtered by `RUST_LOG` (default `info`):
+//! breaker state changes, and the warnings when Redis stops or starts answering.
+//!
+//! With `REDIS_URL` set and the `redis` feature on, the two rate limits and the breaker share
+//! their state through Redis with every demo instance pointed at it. The demo waits up to 1 s
+//! for Redis at start-up and says whether it answered; it starts either way. While Redis does
+//! not answer, each instance decides alone: the limits at half (`FailMode::Local { instances:
+//! 2 }`), the breaker from its own calls.
 //!
 //! ```text
 //! REDIS_URL=redis://127.0.0.1:6379/ cargo run --release --example demo --features redis
@@ -25,9 +31,20 @@ use tower::{service_fn, Layer};
 use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
 use tower_bulwark::key::{self, Key};
 use tower_bulwark::rate_limit::{Limit, RateLimitLayer};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The crate reports through `tracing`: without a subscriber its warnings go nowhere.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::builder()
+                .with_default_directive(LevelFilter::INFO.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
     let addr: SocketAddr = std::env::var("BULWARK_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3000".to_owned())
         .parse()?;
@@ -72,6 +89,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     // The same routes whichever backend holds the limits and the breaker.
+    //
+    // The limits are `route_layer`s of each method router: they wrap only the methods it serves
+    // (GET, and HEAD through it), so a POST or OPTIONS answered 405 spends no token. (`.layer`
+    // would wrap the 405 fallback too.) The breaker wraps a whole service: every method reaches
+    // the upstream through it, and there is no 405 to exclude.
     macro_rules! app {
         ($limited:expr, $orders:expr, $breaker:expr) => {
             Router::new()
@@ -83,22 +105,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .route(
                     "/api/limited",
                     get(|| async { "ok: a token bucket, 5 at once then 1 every 2 s\n" })
-                        .layer($limited),
+                        .route_layer($limited),
                 )
-                .route("/api/orders", get(|| async { "[]\n" }).layer($orders))
+                .route("/api/orders", get(|| async { "[]\n" }).route_layer($orders))
         };
     }
 
     let redis_url = std::env::var("REDIS_URL")
         .ok()
         .filter(|url| !url.is_empty());
-    let (app, state) = match redis_url {
+    // What the banner says about where the state lives: a headline, then detail lines.
+    let (app, state, details): (Router, &str, Vec<String>) = match redis_url {
         #[cfg(feature = "redis")]
         Some(url) => {
             use tower_bulwark::redis::{FailMode, RedisBackend};
-            // Connects on first use, so the demo starts even while Redis is away; until it
-            // answers, each instance limits on its own (the limits as if 2 instances shared them).
-            let redis = RedisBackend::connect_lazy(&url)?;
+            // Give Redis a moment to answer, so the banner can say whether it did. If it does
+            // not, a lazy handle lets the demo start anyway and connects once Redis is up;
+            // until then every decision is made by the fail mode (each instance alone).
+            let connected =
+                tokio::time::timeout(Duration::from_secs(1), RedisBackend::connect(&url)).await;
+            let (redis, answered) = match connected {
+                Ok(Ok(redis)) => (redis, Ok(())),
+                Ok(Err(err)) => (RedisBackend::connect_lazy(&url)?, Err(err.to_string())),
+                Err(_) => (
+                    RedisBackend::connect_lazy(&url)?,
+                    Err("no answer within 1 s".to_owned()),
+                ),
+            };
+            // Redis away: each instance limits on its own, each limit and burst halved (as if
+            // 2 instances shared them).
             let fail_mode = FailMode::Local { instances: 2 };
             let limited = limited
                 .backend(redis.clone())
@@ -117,28 +152,59 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .prefix("demo:upstream")
                 .sync_interval(Duration::from_millis(200))
                 .build()?;
-            (
-                app!(limited, orders, breaker),
-                format!("limits and breaker in Redis at {url}"),
-            )
+            let what =
+                "the limits of /api/limited and /api/orders and the breaker of /api/upstream";
+            let alone = "each instance decides alone: /api/limited and /api/orders at half their \
+                         limits (FailMode::Local { instances: 2 }), /api/upstream's breaker from \
+                         its own calls";
+            let app = app!(limited, orders, breaker);
+            match answered {
+                Ok(()) => (
+                    app,
+                    "Redis answered at start-up",
+                    vec![
+                        format!("{what} are shared through Redis at {url} with every demo instance pointed at it"),
+                        format!("if Redis stops answering (50 ms deadline), {alone}; warnings on stderr say so"),
+                    ],
+                ),
+                Err(reason) => (
+                    app,
+                    "Redis not reachable yet: deciding locally until it is",
+                    vec![
+                        format!("Redis at {url} did not answer at start-up: {reason}"),
+                        format!("until it answers, {alone}; warnings on stderr say when that changes"),
+                        format!("once it answers, {what} are shared through it with every demo instance pointed at it"),
+                    ],
+                ),
+            }
         }
         other => {
+            let mut details = Vec::new();
             if other.is_some() {
-                eprintln!("REDIS_URL is set but this build has no `redis` feature: using memory.");
-                eprintln!(
-                    "Run: REDIS_URL=... cargo run --release --example demo --features redis\n"
+                details.push(
+                    "REDIS_URL is set but this build has no `redis` feature: it is ignored"
+                        .to_owned(),
+                );
+                details.push(
+                    "run: REDIS_URL=... cargo run --release --example demo --features redis"
+                        .to_owned(),
                 );
             }
             (
                 app!(limited.build()?, orders.build()?, breaker.build()?),
-                "in memory".to_owned(),
+                "in memory",
+                details,
             )
         }
     };
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let base = format!("http://{}", listener.local_addr()?);
-    println!("tower-bulwark demo listening on {base} ({state})\n");
+    println!("tower-bulwark demo listening on {base} ({state})");
+    for line in &details {
+        println!("  {line}");
+    }
+    println!();
     println!("  GET /              no limit");
     println!("      curl -i {base}/");
     println!("  GET /api/limited   token bucket: 5 at once per client, then 1 every 2 s; the 6th quick call is a 429");
@@ -147,6 +213,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("      curl -i {base}/api/orders");
     println!("  GET /api/upstream  a flaky upstream behind a circuit breaker: 3 failures open it for 10 s (503 + Retry-After)");
     println!("      for i in $(seq 4); do curl -s -o /dev/null -w '%{{http_code}}\\n' '{base}/api/upstream?fail'; done; curl -i {base}/api/upstream");
+    println!("      run again after the 10 s: half-open, one failed probe reopens it (500 503 503 503); two calls without ?fail close it");
     println!("\nPress Ctrl-C to stop.");
 
     axum::serve(

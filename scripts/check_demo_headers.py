@@ -6,16 +6,23 @@ Usage: check_demo_headers.py PATH_TO_DEMO_BINARY
 Starts the demo on a free port, then asserts that:
   * `RateLimit-Policy` and `RateLimit` parse as structured-field lists (http-sfv) and agree
     with `X-RateLimit-Remaining`;
+  * a method the rate-limited GET route does not serve (POST, OPTIONS) gets 405 and spends no
+    token: after them, a GET still finds the full burst (`route_layer`, not `layer`);
   * the token-bucket route admits exactly its burst of 5, then answers 429 with a JSON body
     whose `retryAfter` equals `Retry-After` (whole seconds, at least 1);
   * the circuit breaker opens after 3 upstream failures (503, `Retry-After`, JSON body);
   * with `--redis`, a second demo instance on the same private redis-server follows: the
-    breaker opened through the first refuses on the second too.
+    breaker opened through the first refuses on the second too; the banner says Redis answered;
+  * with `--redis`, a demo pointed at a Redis that is not there (`redis://127.0.0.1:1/`) still
+    serves, says so in its banner (never "in Redis"), and warns on its output that Redis is
+    unreachable: the breaker's sync at once, the rate limiter after a few requests.
 """
 import json
+import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -29,9 +36,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def get(base, path):
+def get(base, path, method="GET"):
+    request = urllib.request.Request(base + path, method=method,
+                                     data=b"" if method == "POST" else None)
     try:
-        with urllib.request.urlopen(base + path, timeout=5) as r:
+        with urllib.request.urlopen(request, timeout=5) as r:
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
@@ -62,21 +71,79 @@ def start_redis():
     sys.exit("redis-server did not start")
 
 
-def start_demo(demo, redis_url=None):
-    """The demo on a free port, once it listens: (process, base URL)."""
-    port = free_port()
-    env = {"BULWARK_ADDR": f"127.0.0.1:{port}"}
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-    proc = subprocess.Popen([demo], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
+class Demo:
+    """One demo process on a free port; its stdout and stderr go to one file, read by `output`."""
+
+    def __init__(self, demo, redis_url=None):
+        port = free_port()
+        env = {"BULWARK_ADDR": f"127.0.0.1:{port}", "RUST_LOG": "info"}
+        if redis_url:
+            env["REDIS_URL"] = redis_url
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([demo], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        sys.exit("demo did not start listening:\n" + self.output())
+
+    def banner(self):
+        """The first line the demo prints (it binds, then prints: wait for it, bounded)."""
+        for _ in range(100):
+            if "\n" in self.output():
+                break
             time.sleep(0.05)
-    proc.kill()
-    sys.exit("demo did not start listening")
+        return self.output().splitlines()[0]
+
+    def output(self):
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def warnings_about_redis(demo):
+    """The demo's `WARN` lines that mention Redis (the fmt subscriber writes the level in caps)."""
+    return [line for line in demo.output().splitlines()
+            if re.search(r"\bWARN\b", line) and "redis" in line.lower()]
+
+
+def check_unreachable_redis(demo_path):
+    """Nothing listens on port 1: the demo must serve anyway, and say so, loudly."""
+    demo = Demo(demo_path, "redis://127.0.0.1:1/")
+    try:
+        banner = demo.banner()
+        assert "not reachable" in banner and "in Redis" not in banner, demo.output()
+        status, _, _ = get(demo.base, "/")
+        assert status == 200, status
+        # The breaker's sync task tries Redis every interval, so it warns with no request; the
+        # rate limiter warns once a few decisions in a row have failed (3 by default).
+        # Decided locally: the shared limit of 5 per 10 s (burst 5), halved by
+        # FailMode::Local { instances: 2 } and rounded down: 2 per 10 s, 2 at once.
+        statuses = []
+        for _ in range(4):
+            status, headers, _ = get(demo.base, "/api/limited")
+            statuses.append(status)
+            policy = sf_list(headers["RateLimit-Policy"])
+            assert [(i.value, dict(i.params)) for i in policy] == [("default", {"q": 2, "w": 10})], policy
+        assert statuses == [200, 200, 429, 429], (statuses, demo.output())
+        status, _, _ = get(demo.base, "/api/upstream")
+        assert status == 200, status
+        for _ in range(50):
+            lines = warnings_about_redis(demo)
+            if any("breaker" in l for l in lines) and any("rate" in l for l in lines):
+                break
+            time.sleep(0.1)
+        assert any("breaker" in l for l in lines), demo.output()
+        assert any("rate" in l for l in lines), demo.output()
+    finally:
+        demo.stop()
 
 
 def main(demo, with_redis=False):
@@ -84,13 +151,28 @@ def main(demo, with_redis=False):
     if with_redis:
         redis, redis_url = start_redis()
     env = {"REDIS_URL": redis_url}
-    proc, base = start_demo(demo, redis_url)
-    procs.append(proc)
+    first = Demo(demo, redis_url)
+    procs.append(first)
+    base = first.base
     try:
+        banner = first.banner()
+        if with_redis:
+            assert "Redis answered at start-up" in banner, first.output()
+        else:
+            assert "(in memory)" in banner, first.output()
+
+        # 405s are free: they never reach the limit (route_layer), so carry none of its headers.
+        for method in ["POST"] * 6 + ["OPTIONS"] * 2:
+            status, headers, _ = get(base, "/api/limited", method)
+            assert status == 405, (method, status)
+            assert "X-RateLimit-Remaining" not in headers, (method, headers)
 
         statuses = []
-        for _ in range(7):
+        for n in range(7):
             status, headers, body = get(base, "/api/limited")
+            if n == 0:
+                # The full burst of 5, this request's token taken: as fresh as it comes.
+                assert headers["X-RateLimit-Remaining"] == "4", headers
             statuses.append(status)
             policy = sf_list(headers["RateLimit-Policy"])
             current = sf_list(headers["RateLimit"])
@@ -124,8 +206,9 @@ def main(demo, with_redis=False):
             assert any(k.startswith("{demo:limited:") for k in keys), keys
             # A second instance: the breaker the first opened is open here too, once it has
             # synced (every 200 ms); bounded wait.
-            second, base2 = start_demo(demo, redis_url)
+            second = Demo(demo, redis_url)
             procs.append(second)
+            base2 = second.base
             for _ in range(100):
                 status, headers, body = get(base2, "/api/upstream")
                 if status == 503:
@@ -137,12 +220,13 @@ def main(demo, with_redis=False):
                                   capture_output=True, text=True, check=True).stdout.split()
             assert "{demo:upstream:global}:cb" in keys, keys
             fleet = "; a second instance on the same Redis refuses too"
+            check_unreachable_redis(demo)
+            fleet += "; with Redis unreachable the demo serves, says so and warns"
         where = "Redis" if with_redis else "memory"
-        print(f"demo OK ({where}): rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After{fleet}")
+        print(f"demo OK ({where}): 405s spend no token; rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After{fleet}")
     finally:
         for proc in procs:
-            proc.kill()
-            proc.wait()
+            proc.stop()
         if redis:
             redis.kill()
             redis.wait()

@@ -7,6 +7,18 @@
 //!   `"default";r=42;t=17`.
 //! * `Retry-After` on a 429, in whole seconds rounded up.
 //!
+//! What the numbers mean, for a limit of `L` per period `P` (`q=L`, `w=P` in `RateLimit-Policy`
+//! whatever the algorithm; `r` and `t` in `RateLimit` equal `Remaining` and `Reset`):
+//!
+//! * token bucket: `X-RateLimit-Limit` is the **burst** (the most `Remaining` can show), not `q`;
+//!   `Reset` is the time until the bucket is full again, at most `burst * P / L`;
+//! * sliding window log: `Limit` is `L`; `Reset` is when the newest counted request leaves the
+//!   window, at most `P`;
+//! * sliding window counter: `Limit` is `L`; `Remaining` is `L` minus the weighted estimate;
+//!   `Reset` is the end of the *next* fixed window (this window's requests weigh in until then),
+//!   so up to `2 * P`: `t` can exceed `w`;
+//! * fixed window: `Limit` is `L`; `Reset` is the end of the current window, at most `P`.
+//!
 //! Stacked layers each add their items to `RateLimit` and `RateLimit-Policy` (both lists); the
 //! `X-RateLimit-*` trio is written as a unit, so when an inner layer (or the handler) set
 //! `X-RateLimit-Limit`, its trio stands.

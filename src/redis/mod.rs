@@ -74,6 +74,13 @@ pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_mill
 /// What a layer decides when Redis cannot (down, slow past the deadline, frozen, or being left
 /// alone after failures).
 ///
+/// None keeps a limit exact across an outage: `Open` admits everything while Redis is away,
+/// `Closed` refuses everything, and `Local` admits up to each limit divided by `instances` per
+/// instance, from the instance's own state and uncounted in Redis, so across an outage and its
+/// recovery one key can be admitted up to its shared allowance plus each instance's local one.
+/// "Away" lasts until a probe succeeds, up to one back-off after Redis is back. A call given up
+/// at the deadline may still be counted by Redis later: that only makes the limit stricter.
+///
 /// ```
 /// use tower_bulwark::redis::FailMode;
 ///
@@ -90,7 +97,8 @@ pub enum FailMode {
     /// Refuse every request (429, `Retry-After: 1`). Protection first.
     Closed,
     /// Decide in memory with each limit (and burst) divided by `instances`, rounded down and at
-    /// least 1: a fleet of that many instances admits about the shared limit in total.
+    /// least 1: while Redis is away, a fleet of that many instances admits about the shared
+    /// limit in total (on top of what Redis admitted before and admits after).
     Local {
         /// How many instances share the limit.
         instances: u32,
