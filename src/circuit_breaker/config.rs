@@ -1,6 +1,5 @@
 //! What a breaker is configured with, its states, its events and its refusal.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,68 +76,20 @@ pub enum CircuitEvent {
     },
 }
 
-/// The error of the non-HTTP variant when the breaker refuses a call.
+/// The error of the non-HTTP variant when the breaker refuses a call. The crate's one
+/// [`Refusal`](crate::response::Refusal) type, of kind
+/// [`CircuitOpen`](crate::response::RefusalKind::CircuitOpen); the name is kept for code
+/// written before there was one refusal type.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tower_bulwark::circuit_breaker::CircuitOpen;
 ///
-/// let err = CircuitOpen::new(Duration::from_millis(1500));
+/// let err = CircuitOpen::circuit_open(Duration::from_millis(1500));
 /// assert_eq!(err.retry_after_secs(), 2);
 /// assert_eq!(err.to_string(), "circuit breaker open: retry after 2s");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CircuitOpen {
-    retry_after: Duration,
-}
-
-impl CircuitOpen {
-    /// A refusal telling the caller to wait `retry_after`.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// let err = tower_bulwark::circuit_breaker::CircuitOpen::new(Duration::from_secs(3));
-    /// assert_eq!(err.retry_after(), Duration::from_secs(3));
-    /// ```
-    pub fn new(retry_after: Duration) -> Self {
-        Self { retry_after }
-    }
-
-    /// Time left before the breaker lets a call through (open), or a short wait (half-open
-    /// with every probe slot taken).
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// let err = tower_bulwark::circuit_breaker::CircuitOpen::new(Duration::from_secs(3));
-    /// assert_eq!(err.retry_after(), Duration::from_secs(3));
-    /// ```
-    pub fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
-
-    /// `retry_after` in whole seconds, rounded up, at least 1: what `Retry-After` says.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// let err = tower_bulwark::circuit_breaker::CircuitOpen::new(Duration::from_millis(1));
-    /// assert_eq!(err.retry_after_secs(), 1);
-    /// ```
-    pub fn retry_after_secs(&self) -> u64 {
-        crate::response::ceil_secs(self.retry_after).max(1)
-    }
-}
-
-impl fmt::Display for CircuitOpen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "circuit breaker open: retry after {}s",
-            self.retry_after_secs()
-        )
-    }
-}
-
-impl std::error::Error for CircuitOpen {}
+pub type CircuitOpen = crate::response::Refusal;
 
 /// What trips a closed breaker.
 #[derive(Debug, Clone, Copy)]

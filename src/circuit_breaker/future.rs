@@ -8,8 +8,9 @@ use pin_project_lite::pin_project;
 
 use super::circuit::Permit;
 use super::layer::ClassifyFn;
-use super::service::is_failure;
-use crate::response::{is_grpc, is_grpc_web, polled_after_completion, BodyEnd, ResponseBody};
+use crate::response::{
+    is_grpc, is_grpc_web, polled_after_completion, BodyEnd, Outcome, ResponseBody,
+};
 
 pin_project! {
     /// Response future of [`CircuitBreaker`](super::CircuitBreaker). Dropped before the inner
@@ -141,8 +142,10 @@ where
                 let failure = match &classify {
                     Some(classify) => classify(response.status(), response.headers()),
                     // Plain HTTP: the status alone (no header lookup on the common path).
-                    None if !grpc => response.status().is_server_error(),
-                    None => is_failure(response.status(), response.headers()),
+                    None if !grpc => Outcome::of_status(response.status()).is_failure(),
+                    None => {
+                        Outcome::of_response(response.status(), response.headers()).is_failure()
+                    }
                 };
                 permit.settle(failure);
                 Poll::Ready(Ok(response.map(ResponseBody::inner)))
@@ -160,7 +163,7 @@ const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 fn judge(classify: &Option<ClassifyFn>, status: StatusCode, headers: &HeaderMap) -> bool {
     match classify {
         Some(classify) => classify(status, headers),
-        None => is_failure(status, headers),
+        None => Outcome::of_response(status, headers).is_failure(),
     }
 }
 

@@ -267,7 +267,7 @@ where
             Err(retry_after) => GenericResponseFuture {
                 future: None,
                 permit: None,
-                refused: Some(CircuitOpen::new(retry_after)),
+                refused: Some(CircuitOpen::circuit_open(retry_after)),
                 classify: None,
             },
         }

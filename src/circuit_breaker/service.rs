@@ -4,13 +4,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::RETRY_AFTER;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use tower_service::Service;
 
 use super::circuit::{Circuit, Permit};
 use super::future::ResponseFuture;
 use super::layer::ClassifyFn;
-use crate::response::{ceil_secs, grpc_rejection, is_grpc, retry_json, GrpcCode, ResponseBody};
+use crate::response::{Refusal, ResponseBody};
 
 /// An HTTP service behind a circuit breaker; made by
 /// [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
@@ -189,28 +189,12 @@ where
     }
 }
 
-/// The default classifier: 5xx, or a gRPC status that says the server failed.
-pub(crate) fn is_failure(status: StatusCode, headers: &HeaderMap) -> bool {
-    if status.is_server_error() {
-        return true;
-    }
-    // UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS: the server's fault. Others
-    // (NOT_FOUND, INVALID_ARGUMENT, ...) are the caller's, as 4xx are.
-    headers
-        .get(HeaderName::from_static("grpc-status"))
-        .is_some_and(|code| matches!(code.as_bytes(), b"2" | b"4" | b"13" | b"14" | b"15"))
-}
-
 /// 503 with `Retry-After` and a JSON body, or gRPC UNAVAILABLE.
 fn unavailable<B>(request: &HeaderMap, retry_after: Duration) -> Response<ResponseBody<B>> {
-    let secs = ceil_secs(retry_after).max(1);
-    let mut response = if is_grpc(request) {
-        grpc_rejection(request, GrpcCode::Unavailable, "Circuit breaker open")
-    } else {
-        retry_json(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", secs)
-    };
+    let refusal = Refusal::circuit_open(retry_after);
+    let mut response = refusal.answer(request);
     response
         .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from(secs));
+        .insert(RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs()));
     response
 }

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -50,70 +49,20 @@ impl Default for MissingKey {
     }
 }
 
-/// A request refused by a rate limit; also the error of the non-HTTP variant.
+/// A request refused by a rate limit; also the error of the non-HTTP variant. The crate's one
+/// [`Refusal`](crate::response::Refusal) type, of kind
+/// [`RateLimited`](crate::response::RefusalKind::RateLimited); the name is kept for code
+/// written before there was one refusal type.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tower_bulwark::rate_limit::RateLimited;
 ///
-/// let err = RateLimited::new(Duration::from_millis(1500));
+/// let err = RateLimited::rate_limited(Duration::from_millis(1500));
 /// assert_eq!(err.retry_after_secs(), 2);
 /// assert_eq!(err.to_string(), "rate limited: retry after 2s");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimited {
-    retry_after: Duration,
-}
-
-impl RateLimited {
-    /// A refusal that may be retried after `retry_after`.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_bulwark::rate_limit::RateLimited;
-    ///
-    /// let err = RateLimited::new(Duration::from_secs(3));
-    /// assert_eq!(err.retry_after(), Duration::from_secs(3));
-    /// ```
-    pub fn new(retry_after: Duration) -> Self {
-        Self { retry_after }
-    }
-
-    /// How long until the same request could be admitted.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_bulwark::rate_limit::RateLimited;
-    ///
-    /// let err = RateLimited::new(Duration::from_millis(250));
-    /// assert_eq!(err.retry_after(), Duration::from_millis(250)); // exact, not rounded
-    /// ```
-    pub fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
-
-    /// [`retry_after`](Self::retry_after) in whole seconds, rounded up, at least 1: the
-    /// `Retry-After` header's value.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_bulwark::rate_limit::RateLimited;
-    ///
-    /// assert_eq!(RateLimited::new(Duration::from_millis(1001)).retry_after_secs(), 2);
-    /// assert_eq!(RateLimited::new(Duration::ZERO).retry_after_secs(), 1); // never 0
-    /// ```
-    pub fn retry_after_secs(&self) -> u64 {
-        crate::response::ceil_secs(self.retry_after).max(1)
-    }
-}
-
-impl fmt::Display for RateLimited {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rate limited: retry after {}s", self.retry_after_secs())
-    }
-}
-
-impl std::error::Error for RateLimited {}
+pub type RateLimited = crate::response::Refusal;
 
 /// The error of the non-HTTP variant when the key extractor finds no key and no fallback is set.
 ///

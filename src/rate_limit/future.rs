@@ -13,7 +13,7 @@ use super::headers::{apply, HeaderPlan};
 use super::service::{after_verdict, Next};
 use super::store::RateLimitBackend;
 use crate::key::Key;
-use crate::response::{polled_after_completion, ResponseBody};
+use crate::response::{polled_after_completion, Outcome, ResponseBody};
 
 pin_project! {
     /// Response future of [`RateLimit`](super::RateLimit).
@@ -154,15 +154,14 @@ where
                         .project()
                         .kind
                         .set(Kind::Refused { response: None });
-                    let failed = match &result {
-                        Ok(response) => {
-                            response.status().is_client_error()
-                                || response.status().is_server_error()
-                        }
-                        Err(_) => true,
-                    };
                     if let Some(refund) = refund {
-                        refund.settle(failed);
+                        let outcome = match &result {
+                            Ok(response) => {
+                                Outcome::of_response(response.status(), response.headers())
+                            }
+                            Err(_) => Outcome::of_error(),
+                        };
+                        refund.settle(outcome.is_error());
                     }
                     return Poll::Ready(result.map(|mut response| {
                         if let Some(headers) = headers {

@@ -202,7 +202,7 @@ where
         }
         Counters::bump(&shared.counters.rejected);
         tracing::debug!(key = %key.redacted(), retry_after = ?verdict.retry_after, "rate limit: refused");
-        return Err(RateLimited::new(verdict.retry_after).into());
+        return Err(RateLimited::rate_limited(verdict.retry_after).into());
     }
     Counters::bump(&shared.counters.allowed);
     let refund = shared.refund_for(key, 1, &verdict);

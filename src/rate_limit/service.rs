@@ -9,10 +9,10 @@ use tower_service::Service;
 
 use super::config::{Counters, Policy, RateLimited, Refund, Shared};
 use super::future::{ResponseFuture, Waiting};
-use super::headers::{apply, retry_after_secs, HeaderPlan};
+use super::headers::{apply, HeaderPlan};
 use super::store::{Decision, RateLimitBackend, Verdict};
 use crate::key::{Key, KeyExtractor};
-use crate::response::{grpc_rejection, is_grpc, json_response, retry_json, GrpcCode, ResponseBody};
+use crate::response::{grpc_rejection, is_grpc, json_response, GrpcCode, ResponseBody};
 
 /// An HTTP service behind a rate limit; made by [`RateLimitLayer`](super::RateLimitLayer).
 ///
@@ -212,20 +212,11 @@ fn too_many_requests(
     verdict: &Verdict,
     headers: HeaderPlan,
 ) -> Response<ResponseBody<()>> {
-    let mut response = if is_grpc(&parts.headers) {
-        grpc_rejection(
-            &parts.headers,
-            GrpcCode::ResourceExhausted,
-            "Too many requests",
-        )
-    } else if let Some(respond) = &policy.rejection {
-        respond(&RateLimited::new(verdict.retry_after)).map(ResponseBody::full)
-    } else {
-        retry_json(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many requests",
-            retry_after_secs(verdict),
-        )
+    let refusal = RateLimited::rate_limited(verdict.retry_after);
+    let mut response = match &policy.rejection {
+        // A replaced body is for HTTP clients: gRPC ones get the gRPC answer all the same.
+        Some(respond) if !is_grpc(&parts.headers) => respond(&refusal).map(ResponseBody::full),
+        _ => refusal.answer(&parts.headers),
     };
     apply(response.headers_mut(), headers);
     response

@@ -7,12 +7,16 @@
 //! [`ResponseBody`].
 
 mod body;
+mod classify;
 mod grpc;
 mod json;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+mod refusal;
 
 #[cfg(feature = "circuit-breaker")]
 pub(crate) use body::BodyEnd;
 pub use body::ResponseBody;
+pub use classify::Outcome;
 #[cfg(feature = "circuit-breaker")]
 pub(crate) use grpc::is_grpc_web;
 pub use grpc::{grpc_rejection, is_grpc, GrpcCode};
@@ -21,3 +25,5 @@ pub use json::json_response;
 pub(crate) use json::put_u64;
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
 pub(crate) use json::{ceil_secs, polled_after_completion, retry_json};
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+pub use refusal::{Refusal, RefusalKind};
