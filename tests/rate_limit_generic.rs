@@ -72,7 +72,10 @@ async fn a_refusal_is_a_boxed_rate_limited_error() {
     let err = call(&mut svc, "ann").await.unwrap_err();
     let refusal = rate_limited(&err);
     // The window [0, 60 s) ends 44.75 s from now.
-    assert_eq!(refusal, RateLimited::rate_limited(Duration::from_millis(44_750)));
+    assert_eq!(
+        refusal,
+        RateLimited::rate_limited(Duration::from_millis(44_750))
+    );
     assert_eq!(refusal.retry_after_secs(), 45);
     assert_eq!(err.to_string(), "rate limited: retry after 45s");
     assert!(err.downcast_ref::<KeyMissing>().is_none());

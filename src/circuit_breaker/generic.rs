@@ -14,6 +14,7 @@ use super::circuit::{Circuit, Permit};
 use super::config::CircuitOpen;
 use super::service::Readiness;
 use crate::error::BoxError;
+use crate::response::PolledAfterCompletion;
 
 /// A circuit breaker for any `tower::Service` (a reqwest-style client, a database call): an
 /// error from the inner service is a failure, and a refused call fails with [`CircuitOpen`].
@@ -324,7 +325,7 @@ where
             }
             None => Poll::Ready(Err(match this.refused.take() {
                 Some(open) => open.into(),
-                None => "circuit breaker future polled after completion".into(),
+                None => PolledAfterCompletion.into(),
             })),
         }
     }

@@ -638,8 +638,9 @@ impl<K> RateLimitBuilder<K> {
     }
 
     /// Checks the configuration and builds the variant for any `tower::Service`, which refuses
-    /// with a [`RateLimited`] error instead of a response. Headers, `cost` and `on_rejection`
-    /// do not apply to it.
+    /// with a [`RateLimited`] error instead of a response. Response headers, `cost` (it reads a
+    /// request head) and `on_rejection` (it makes a response) do not apply to it: setting one
+    /// is a [`ConfigError`] naming it, never silently ignored.
     ///
     /// ```
     /// use std::time::Duration;
@@ -647,9 +648,36 @@ impl<K> RateLimitBuilder<K> {
     ///
     /// let layer = RateLimitLayer::fixed_window(100, Duration::from_secs(1)).build_generic()?;
     /// # drop(layer);
+    /// let err = RateLimitLayer::fixed_window(100, Duration::from_secs(1))
+    ///     .headers(false)
+    ///     .build_generic()
+    ///     .unwrap_err();
+    /// assert_eq!(err.field(), "headers");
     /// # Ok::<(), tower_bulwark::ConfigError>(())
     /// ```
     pub fn build_generic(self) -> Result<GenericRateLimitLayer<K>, ConfigError> {
+        self.check_generic()?;
         Ok(GenericRateLimitLayer::from_shared(self.into_shared()?))
+    }
+
+    /// The settings only an HTTP layer can apply are refused by the generic variant.
+    pub(super) fn check_generic(&self) -> Result<(), ConfigError> {
+        let http_only = |field| {
+            Err(ConfigError::new(
+                field,
+                "applies only to the HTTP layer (build), not build_generic",
+            ))
+        };
+        if self.cost.is_some() {
+            return http_only("cost");
+        }
+        if self.rejection.is_some() {
+            return http_only("on_rejection");
+        }
+        if !self.legacy_headers || !self.ietf_headers || self.reset_format != ResetFormat::default()
+        {
+            return http_only("headers");
+        }
+        Ok(())
     }
 }

@@ -15,6 +15,7 @@ use super::store::MemoryRateLimiter;
 use super::store::{Decision, RateLimitBackend, Verdict};
 use crate::error::BoxError;
 use crate::key::{Global, Key, KeyExtractor};
+use crate::response::PolledAfterCompletion;
 
 /// A rate limit for any service; built by
 /// [`RateLimitBuilder::build_generic`](super::RateLimitBuilder::build_generic).
@@ -300,9 +301,7 @@ where
                 KindProj::Deciding { decision, waiting } => {
                     let verdict = ready!(decision.poll(cx));
                     let Some(waiting) = waiting.take() else {
-                        return Poll::Ready(
-                            Err("rate limit future polled after completion".into()),
-                        );
+                        return Poll::Ready(Err(PolledAfterCompletion.into()));
                     };
                     let (mut inner, req, key, shared) = *waiting;
                     let next = decided(&shared, &mut inner, req, key, verdict);
@@ -324,7 +323,7 @@ where
                 KindProj::Refused { error } => {
                     return Poll::Ready(Err(error
                         .take()
-                        .unwrap_or_else(|| "rate limit future polled after completion".into())));
+                        .unwrap_or_else(|| PolledAfterCompletion.into())));
                 }
             }
         }

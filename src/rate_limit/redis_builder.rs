@@ -337,6 +337,7 @@ impl<K> RedisRateLimitBuilder<K> {
     /// # }
     /// ```
     pub fn build_generic(self) -> Result<GenericRateLimitLayer<K, RedisRateLimiter>, ConfigError> {
+        self.base.check_generic()?;
         Ok(GenericRateLimitLayer::from_shared(self.into_shared()?))
     }
 }

@@ -66,11 +66,31 @@ pub(crate) fn put_u64(buf: &mut BytesMut, mut n: u64) {
     buf.put_slice(&digits[at..]);
 }
 
-/// What a layer's response future answers when polled again after it completed: a 500,
-/// rather than a panic on a request path or a second poll of the inner future.
+/// What an HTTP layer's response future answers when polled again after it completed: a 500,
+/// rather than a panic on a request path or a second poll of the inner future. (A generic
+/// layer's future fails with [`PolledAfterCompletion`] instead.)
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
 pub(crate) fn polled_after_completion<B>() -> Response<ResponseBody<B>> {
     let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     response
 }
+
+/// The error of every generic (non-HTTP) layer's future when it is polled again after it
+/// completed, in place of a panic or a second poll of the inner future. (An HTTP layer's
+/// future answers a 500 instead.)
+///
+/// ```
+/// let err = tower_bulwark::response::PolledAfterCompletion;
+/// assert_eq!(err.to_string(), "a response future was polled after it completed");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PolledAfterCompletion;
+
+impl std::fmt::Display for PolledAfterCompletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a response future was polled after it completed")
+    }
+}
+
+impl std::error::Error for PolledAfterCompletion {}

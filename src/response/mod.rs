@@ -20,10 +20,10 @@ pub use classify::Outcome;
 #[cfg(feature = "circuit-breaker")]
 pub(crate) use grpc::is_grpc_web;
 pub use grpc::{grpc_rejection, is_grpc, GrpcCode};
-pub use json::json_response;
 #[cfg(feature = "rate-limit")]
 pub(crate) use json::put_u64;
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
 pub(crate) use json::{ceil_secs, polled_after_completion, retry_json};
+pub use json::{json_response, PolledAfterCompletion};
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
 pub use refusal::{Refusal, RefusalKind};
