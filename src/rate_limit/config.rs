@@ -1,5 +1,8 @@
-//! What every service of one layer shares: the key extractor, the backend, the policy, the
+//! What every service of one layer shares: the key extractor, the store, the policy, the
 //! counters. Built once by the builder and held in one `Arc`.
+
+pub(crate) use super::refund::Refund;
+pub(crate) use super::stats::Counters;
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,10 +12,9 @@ use http::request::Parts;
 use http::{Response, StatusCode};
 
 use super::headers::HeaderConfig;
-use super::store::{RateLimitBackend, Receipt, Verdict};
+use super::store::{RateLimitBackend, Verdict};
 use crate::clock::Clock;
 use crate::key::Key;
-use crate::util::StripedCounter;
 
 /// The answer for a request from which the key extractor gets no key.
 ///
@@ -109,63 +111,6 @@ pub(crate) struct Policy {
     pub(crate) rejection: Option<RejectionFn>,
 }
 
-/// Decision counters of one layer; read with [`RateLimitLayer::stats`](super::RateLimitLayer::stats).
-///
-/// ```
-/// # use std::{convert::Infallible, time::Duration};
-/// # use tower::{service_fn, Layer, ServiceExt};
-/// # use tower_bulwark::rate_limit::RateLimitLayer;
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
-/// use tower_bulwark::rate_limit::RateLimitStats;
-///
-/// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
-/// assert_eq!(layer.stats(), RateLimitStats::default()); // all zero
-/// layer.clone().layer(ok).oneshot(http::Request::new(())).await?;
-/// assert_eq!(layer.stats().allowed, 1);
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RateLimitStats {
-    /// Requests admitted.
-    pub allowed: u64,
-    /// Requests refused.
-    pub rejected: u64,
-    /// Requests that would have been refused but were let through in shadow mode.
-    pub shadow_rejected: u64,
-    /// Admitted requests whose cost was given back (`skip_successful` / `skip_failed`).
-    pub refunded: u64,
-    /// Requests without a key.
-    pub missing_key: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) allowed: StripedCounter,
-    pub(crate) rejected: StripedCounter,
-    pub(crate) shadow_rejected: StripedCounter,
-    pub(crate) refunded: StripedCounter,
-    pub(crate) missing_key: StripedCounter,
-}
-
-impl Counters {
-    pub(crate) fn bump(counter: &StripedCounter) {
-        counter.add(1);
-    }
-
-    pub(crate) fn snapshot(&self) -> RateLimitStats {
-        RateLimitStats {
-            allowed: self.allowed.get(),
-            rejected: self.rejected.get(),
-            shadow_rejected: self.shadow_rejected.get(),
-            refunded: self.refunded.get(),
-            missing_key: self.missing_key.get(),
-        }
-    }
-}
-
 pub(crate) struct Shared<K, B> {
     pub(crate) key: K,
     pub(crate) backend: B,
@@ -217,36 +162,5 @@ impl<K: Send + Sync + 'static, B: RateLimitBackend> Shared<K, B> {
             on_success: policy.skip_successful,
             on_failure: policy.skip_failed,
         })
-    }
-}
-
-/// Gives back a refunded request's cost; erases the key and backend types so futures need not
-/// carry them.
-pub(crate) trait RefundSink: Send + Sync + 'static {
-    fn refund(&self, key: &Key, cost: u64, receipt: Receipt);
-}
-
-impl<K: Send + Sync + 'static, B: RateLimitBackend> RefundSink for Shared<K, B> {
-    fn refund(&self, key: &Key, cost: u64, receipt: Receipt) {
-        self.backend.refund(key, cost, receipt);
-        Counters::bump(&self.counters.refunded);
-    }
-}
-
-/// What an admitted request must give back if its outcome says it should not have counted.
-pub(crate) struct Refund {
-    pub(crate) sink: Arc<dyn RefundSink>,
-    pub(crate) key: Key,
-    pub(crate) cost: u64,
-    pub(crate) receipt: Receipt,
-    pub(crate) on_success: bool,
-    pub(crate) on_failure: bool,
-}
-
-impl Refund {
-    pub(crate) fn settle(self, failed: bool) {
-        if (failed && self.on_failure) || (!failed && self.on_success) {
-            self.sink.refund(&self.key, self.cost, self.receipt);
-        }
     }
 }

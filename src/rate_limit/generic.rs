@@ -10,7 +10,8 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::config::{Counters, KeyMissing, RateLimitStats, RateLimited, Refund, Shared};
+use super::config::{Counters, KeyMissing, RateLimited, Refund, Shared};
+use super::stats::RateLimitStats;
 use super::store::MemoryRateLimiter;
 use super::store::{Decision, RateLimitBackend, Verdict};
 use crate::error::BoxError;

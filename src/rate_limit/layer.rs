@@ -5,9 +5,10 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::builder::RateLimitBuilder;
-use super::config::{RateLimitStats, Shared};
+use super::config::Shared;
 use super::limit::Limit;
 use super::service::RateLimit;
+use super::stats::RateLimitStats;
 use super::store::MemoryRateLimiter;
 use crate::key::Global;
 

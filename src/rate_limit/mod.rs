@@ -83,12 +83,14 @@ mod layer;
 mod limit;
 #[cfg(feature = "redis")]
 mod redis_builder;
+mod refund;
 mod service;
+mod stats;
 pub mod store;
 
 pub use algorithm::Algorithm;
 pub use builder::{RateLimitBuilder, DEFAULT_MAX_KEYS};
-pub use config::{KeyMissing, MissingKey, RateLimitStats, RateLimited};
+pub use config::{KeyMissing, MissingKey, RateLimited};
 pub use future::ResponseFuture;
 pub use generic::{GenericRateLimit, GenericRateLimitLayer, GenericResponseFuture};
 pub use headers::ResetFormat;
@@ -97,3 +99,4 @@ pub use limit::{Limit, MAX_COUNT, MAX_PERIOD};
 #[cfg(feature = "redis")]
 pub use redis_builder::{RedisRateLimitBuilder, DEFAULT_REDIS_DEADLINE};
 pub use service::RateLimit;
+pub use stats::RateLimitStats;
