@@ -3,13 +3,11 @@
 //! cluster whose slot map `node_for_key` reads correctly. Every test returns early, after the
 //! harness has printed why, when no `redis-server` (or, for the cluster, `redis-cli`) is on PATH.
 
-mod common;
-
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::redis_server::{RedisCluster, RedisServer};
+use crate::common::redis_server::{RedisCluster, RedisServer};
 
 /// Sends an inline `PING` on a new connection and reads one reply line, giving up after
 /// `read_timeout`.

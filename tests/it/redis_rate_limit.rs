@@ -1,4 +1,3 @@
-#![cfg(feature = "redis")]
 //! The rate limiter on Redis, end to end, each test against its own `redis-server` (a test
 //! returns early, after the harness has said why, when there is no `redis-server` on PATH).
 //!
@@ -9,8 +8,6 @@
 //! the layer (a spawned refund landing in Redis, a restarted Redis, the client reconnecting),
 //! each poll bounded by [`PATIENCE`].
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::fmt;
@@ -18,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
-use common::*;
+use crate::common::redis_server::{closed_port, RedisServer};
+use crate::common::*;
 use http::{HeaderMap, Request, StatusCode};
 use tower::{Layer, Service, ServiceExt};
 use tower_bulwark::backend::redis::{FailMode, RedisBackend, RedisRateLimiter};
@@ -1342,12 +1339,8 @@ async fn with_the_cache_off_every_refusal_asks_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lazy_backend_with_nothing_listening_answers_with_the_fail_mode_in_time() {
-    // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Nothing listens there, and no test's server will.
+    let port = closed_port();
     let redis = RedisBackend::connect_lazy(&format!("redis://127.0.0.1:{port}/")).unwrap();
     let clock = clock();
     let watch = Watch::start();
@@ -1571,11 +1564,7 @@ async fn a_script_error_uses_the_fail_mode_without_backing_off() {
 /// not the fleet's.
 #[tokio::test]
 async fn local_fallback_headers_show_the_local_share() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let redis = RedisBackend::connect_lazy(&format!("redis://127.0.0.1:{port}/")).unwrap();
     let layer = RateLimitLayer::fixed_window(10, secs(60))
         .clock(clock())

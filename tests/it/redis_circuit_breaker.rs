@@ -1,4 +1,3 @@
-#![cfg(all(feature = "redis", feature = "circuit-breaker"))]
 //! The circuit breaker shared by a fleet through Redis: several instances (each its own layer
 //! and its own connection) on one private `redis-server` per test.
 //!
@@ -9,12 +8,10 @@
 //! clock: to end it without waiting, a test moves the stored end (`u`) into the past, as time
 //! would. The one test with a real interval checks liveness only, bounded by `PATIENCE`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::fleet::*;
-use common::redis_server::RedisServer;
+use crate::common::fleet::*;
+use crate::common::redis_server::RedisServer;
 use std::convert::Infallible;
 
 use http::{Request, Response, StatusCode};
@@ -604,7 +601,7 @@ async fn the_generic_variant_shares_too() {
 // The script alone, at fixed times (ARGV 21), called as an instance would.
 // ---------------------------------------------------------------------------------------------
 
-const SCRIPT: &str = include_str!("../src/backend/redis/lua/breaker.lua");
+const SCRIPT: &str = include_str!("../../src/backend/redis/lua/breaker.lua");
 
 /// What one instance reports: running totals and flags.
 #[derive(Clone, Copy)]
@@ -978,7 +975,7 @@ async fn a_trip_is_told_at_once_for_its_key_only() {
 #[cfg(feature = "redis-cluster")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_breakers_share_each_key_on_a_cluster() {
-    use common::redis_server::RedisCluster;
+    use crate::common::redis_server::RedisCluster;
     use std::collections::BTreeSet;
     let Some(cluster) = RedisCluster::start() else {
         return;

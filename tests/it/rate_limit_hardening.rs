@@ -1,10 +1,8 @@
 //! Regression tests for the review's findings: each test fails on the code before its fix.
 
-mod common;
-
 use std::net::IpAddr;
 
-use common::*;
+use crate::common::*;
 use http::{HeaderName, HeaderValue, StatusCode};
 use tower::{Layer, ServiceBuilder};
 use tower_bulwark::key::{HeaderKey, Key, PeerIp, TrustedProxyIp};

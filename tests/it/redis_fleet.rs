@@ -1,4 +1,3 @@
-#![cfg(feature = "redis")]
 //! The Redis backend as a fleet sees it.
 //!
 //! 1. **The scripts are the memory algorithms.** Property tests replay random sequences of
@@ -21,8 +20,6 @@
 //! keys are made persistent right behind every call, and a run during which any key expired on
 //! the wall clock anyway is run again with fresh keys.
 
-mod common;
-
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::env;
@@ -33,7 +30,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
-use common::redis_server::RedisServer;
+use crate::common::redis_server::RedisServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestCaseResult, TestRunner};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -688,7 +685,10 @@ struct Tally {
 /// Sends `TASKS x ROUNDS` requests per scenario through each layer's HTTP service, from `TASKS`
 /// concurrent tasks, and counts what each layer admitted.
 async fn hammer(layers: &[RedisLayer]) -> Vec<Tally> {
-    let services: Vec<_> = layers.iter().map(|l| l.layer(common::inner())).collect();
+    let services: Vec<_> = layers
+        .iter()
+        .map(|l| l.layer(crate::common::inner()))
+        .collect();
     let admitted: Arc<Vec<AtomicU64>> =
         Arc::new(layers.iter().map(|_| AtomicU64::new(0)).collect());
     let tasks: Vec<_> = (0..TASKS)
@@ -698,7 +698,7 @@ async fn hammer(layers: &[RedisLayer]) -> Vec<Tally> {
             tokio::spawn(async move {
                 for _ in 0..ROUNDS {
                     for (i, svc) in services.iter().enumerate() {
-                        let res = svc.clone().oneshot(common::get("/")).await.unwrap();
+                        let res = svc.clone().oneshot(crate::common::get("/")).await.unwrap();
                         match res.status().as_u16() {
                             200 => {
                                 admitted[i].fetch_add(1, Ordering::Relaxed);
@@ -817,8 +817,14 @@ async fn four_connections_share_one_limit_exactly() {
 const CHILD_URL: &str = "BULWARK_FLEET_CHILD_URL";
 const CHILD_PREFIX: &str = "BULWARK_FLEET_CHILD_PREFIX";
 const CHILD_WINDOW: &str = "BULWARK_FLEET_CHILD_WINDOW_SECS";
-/// The name of [`fleet_child_process`], as libtest's `--exact` wants it.
-const CHILD_TEST: &str = "fleet_child_process";
+/// The full name of [`fleet_child_process`], as libtest's `--exact` wants it: its module path
+/// without the crate's name (`redis_fleet::fleet_child_process` in the `it` binary).
+fn child_test() -> String {
+    let module = module_path!()
+        .split_once("::")
+        .map_or("", |(_crate, path)| path);
+    format!("{module}::fleet_child_process")
+}
 
 /// The Redis list each child pushes to once it is connected, and the one it waits on to start.
 fn barrier_keys(prefix: &str) -> (String, String) {
@@ -833,8 +839,8 @@ fn sync_connection(url: &str) -> redis::Connection {
 
 /// Not a test on its own: the body of one client process of
 /// [`four_processes_share_one_limit_exactly`], which runs this test binary again with
-/// `--exact fleet_child_process` and the `BULWARK_FLEET_CHILD_*` variables. Without them it
-/// returns at once.
+/// `--exact redis_fleet::fleet_child_process` and the `BULWARK_FLEET_CHILD_*` variables.
+/// Without them it returns at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_child_process() {
     let Ok(url) = env::var(CHILD_URL) else {
@@ -940,11 +946,17 @@ fn four_processes_share_one_limit_exactly() {
     let window = pick_window(server_secs(&server));
     let prefix = "procs";
     let exe = env::current_exe().unwrap();
+    let child_test = child_test();
     let (done_tx, done_rx) = mpsc::channel();
     let mut pids = Vec::new();
     for i in 0..CLIENTS {
         let child = Command::new(&exe)
-            .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                child_test.as_str(),
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_URL, server.url())
             .env(CHILD_PREFIX, prefix)
             .env(CHILD_WINDOW, window.as_secs().to_string())
@@ -1050,7 +1062,7 @@ mod cluster {
     use std::collections::BTreeSet;
 
     use super::*;
-    use common::redis_server::RedisCluster;
+    use crate::common::redis_server::RedisCluster;
 
     fn start() -> Option<RedisCluster> {
         let cluster = RedisCluster::start();

@@ -6,8 +6,6 @@
 //! Time moves only through a `ManualClock`; held calls wait on oneshot channels the test
 //! controls. Nothing sleeps.
 
-mod common;
-
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +14,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::FutureExt;
 use http::{Request, Response, StatusCode};
 use proptest::prelude::*;
@@ -1544,7 +1542,7 @@ fn window_and_minimum() -> impl Strategy<Value = (usize, usize)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(proptest_cases(256))]
 
     /// Random outcomes through the HTTP layer: the breaker opens exactly where the model does;
     /// each time, it is refused once, then one probe closes it with an empty window.

@@ -2,14 +2,12 @@
 //! mode and several limits at once. Every value asserted here was computed by hand from the
 //! algorithm; time moves only through a `ManualClock`.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Response, StatusCode};
 use tower::{Layer, Service, ServiceExt};
 use tower_bulwark::clock::{ManualClock, TokioClock};

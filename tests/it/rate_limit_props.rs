@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::common::proptest_cases;
 use proptest::prelude::*;
 use tower_bulwark::backend::Verdict;
 use tower_bulwark::clock::ManualClock;
@@ -406,7 +407,7 @@ fn bucket_config() -> impl Strategy<Value = (u64, u64, u64)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(proptest_cases(256))]
 
     /// Token bucket: matches a token-count model exactly, and over any interval [a, b] between
     /// two admissions it admits at most `burst + (b - a) / T` (in cost units).

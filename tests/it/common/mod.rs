@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use tower::util::ServiceFn;
 use tower::{Service, ServiceExt};
 use tower_bulwark::clock::ManualClock;
@@ -77,6 +78,19 @@ pub fn counting_inner(
         calls.fetch_add(1, Ordering::SeqCst);
         respond(req)
     })
+}
+
+/// `ProptestConfig::with_cases(cases)`, its regressions kept beside the test's source file
+/// (`tests/it/<module>.proptest-regressions`, where they were when each file was a test binary
+/// of its own). Proptest's default looks under the nearest folder holding a `main.rs` instead
+/// (`tests/proptest-regressions/<module>.txt`), and would miss them.
+pub fn proptest_cases(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::with_cases(cases)
+    }
 }
 
 /// A manual clock at zero.

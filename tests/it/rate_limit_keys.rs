@@ -1,13 +1,11 @@
 //! Keys through the HTTP layer: forged forwarding headers, malformed ones, missing keys, API
 //! keys, and a flood of unique keys against the `max_keys` bound.
 
-mod common;
-
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use http::{HeaderName, HeaderValue, StatusCode};
 use tower::Layer;
 use tower_bulwark::key::{ForwardingHeader, HeaderKey, Key, PeerIp, TrustedProxyIp};

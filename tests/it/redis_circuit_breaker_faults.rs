@@ -1,16 +1,13 @@
-#![cfg(all(feature = "redis", feature = "circuit-breaker"))]
 //! Faults of the fleet-shared breaker found in review, one test each: the probe bound held
 //! while a probe runs, a trip that survives the loss of the fleet's hash, a keyed layer that
 //! falls back within the deadline, and a sync task that ends with its layer. (Outcomes of a
 //! late answer counted once: `a_report_sent_again_after_a_late_answer_counts_once` in
 //! `redis_circuit_breaker.rs`, at fixed times.)
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::fleet::*;
-use common::redis_server::RedisServer;
+use crate::common::fleet::*;
+use crate::common::redis_server::RedisServer;
 use http::{Request, StatusCode};
 use tower::{Layer, ServiceExt};
 use tower_bulwark::backend::redis::RedisBackend;
