@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::fleet::*;
-use crate::common::redis_server::RedisServer;
+use crate::common::redis_server::{start_redis, RedisServer};
 use std::convert::Infallible;
 
 use http::{Request, Response, StatusCode};
@@ -19,15 +19,6 @@ use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_bulwark::backend::redis::RedisBackend;
 use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState, FleetStats};
 use tower_bulwark::key::{HeaderKey, Key};
-
-macro_rules! start_redis {
-    () => {
-        match RedisServer::start() {
-            Some(server) => server,
-            None => return,
-        }
-    };
-}
 
 /// Ends the fleet's open time for `key` (an encoded hash name), as the server clock would.
 fn end_open_time(server: &RedisServer, hash: &str) {
@@ -975,11 +966,8 @@ async fn a_trip_is_told_at_once_for_its_key_only() {
 #[cfg(feature = "redis-cluster")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_breakers_share_each_key_on_a_cluster() {
-    use crate::common::redis_server::RedisCluster;
     use std::collections::BTreeSet;
-    let Some(cluster) = RedisCluster::start() else {
-        return;
-    };
+    let cluster = start_redis!(cluster);
     let urls = cluster.urls();
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
     let build = |redis| {

@@ -7,21 +7,12 @@
 use std::time::{Duration, Instant};
 
 use crate::common::fleet::*;
-use crate::common::redis_server::RedisServer;
+use crate::common::redis_server::start_redis;
 use http::{Request, StatusCode};
 use tower::{Layer, ServiceExt};
 use tower_bulwark::backend::redis::RedisBackend;
 use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
 use tower_bulwark::key::HeaderKey;
-
-macro_rules! start_redis {
-    () => {
-        match RedisServer::start() {
-            Some(server) => server,
-            None => return,
-        }
-    };
-}
 
 fn one_probe_fleet(redis: RedisBackend) -> CircuitBreakerLayer {
     CircuitBreakerLayer::consecutive_failures(1)

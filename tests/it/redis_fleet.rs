@@ -30,7 +30,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
-use crate::common::redis_server::RedisServer;
+use crate::common::redis_server::{start_redis, RedisServer};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestCaseResult, TestRunner};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -531,9 +531,7 @@ fn script_token_bucket_rounds_the_interval_up_and_caps_the_reset_at_the_refill()
 /// crate's own default response timeout).
 #[tokio::test]
 async fn a_deadline_longer_than_half_a_second_is_the_one_that_fires() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = start_redis!();
     let redis = RedisBackend::connect(&server.url()).await.unwrap();
     let layer = RateLimitLayer::fixed_window(5, Duration::from_secs(60))
         .backend(redis)
@@ -784,9 +782,7 @@ async fn probe_pair(redis: &RedisBackend, prefix: &str, scenarios: &[Scenario]) 
 /// would have), every scenario with and without the cache of refused keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_connections_share_one_limit_exactly() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = start_redis!();
     let window = pick_window(server_secs(&server));
     let scenarios: Vec<Scenario> = [false, true]
         .into_iter()
@@ -940,9 +936,7 @@ fn four_processes_share_one_limit_exactly() {
     if env::var_os(CHILD_URL).is_some() {
         return; // a child runs only `fleet_child_process`
     }
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = start_redis!();
     let window = pick_window(server_secs(&server));
     let prefix = "procs";
     let exe = env::current_exe().unwrap();
@@ -1064,14 +1058,6 @@ mod cluster {
     use super::*;
     use crate::common::redis_server::RedisCluster;
 
-    fn start() -> Option<RedisCluster> {
-        let cluster = RedisCluster::start();
-        if cluster.is_none() {
-            eprintln!("skipping: no Redis Cluster (needs redis-server and redis-cli on PATH)");
-        }
-        cluster
-    }
-
     async fn connect(cluster: &RedisCluster) -> RedisBackend {
         let urls = cluster.urls();
         let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
@@ -1127,9 +1113,7 @@ mod cluster {
     /// success) without a single error or degraded verdict.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cluster_keeps_a_decision_on_one_node_spreads_keys_and_reloads_the_script() {
-        let Some(cluster) = start() else {
-            return;
-        };
+        let cluster = start_redis!(cluster);
         let redis = connect(&cluster).await;
         let layer = RateLimitLayer::builder()
             .limit(Limit::token_bucket(3, TEN_HOURS))
@@ -1232,9 +1216,7 @@ mod cluster {
     /// Four cluster clients (four cluster connections) admit exactly each scenario's limit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cluster_clients_share_one_limit_exactly() {
-        let Some(cluster) = start() else {
-            return;
-        };
+        let cluster = start_redis!(cluster);
         let window = pick_window(server_secs(&cluster.nodes[0]));
         let scenarios: Vec<Scenario> = [false, true]
             .into_iter()

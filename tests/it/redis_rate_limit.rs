@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::redis_server::{closed_port, RedisServer};
+use crate::common::redis_server::{closed_port, start_redis, RedisServer};
 use crate::common::*;
 use http::{HeaderMap, Request, StatusCode};
 use tower::{Layer, Service, ServiceExt};
@@ -43,16 +43,6 @@ const DRIFT_SECS: u64 = 10;
 
 /// A layer on Redis keyed by [`Key::Global`].
 type RedisLayer = RateLimitLayer<tower_bulwark::key::Global, RedisRateLimiter>;
-
-/// A private Redis for this test, or return early (no `redis-server` on PATH).
-macro_rules! start_redis {
-    () => {
-        match RedisServer::start() {
-            Some(server) => server,
-            None => return,
-        }
-    };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

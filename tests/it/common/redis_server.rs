@@ -455,6 +455,29 @@ fn wait_until_ready(child: &mut Child, port: u16, timeout: Duration) -> Startup 
 }
 
 // ---------------------------------------------------------------------------------------------
+// start_redis!
+// ---------------------------------------------------------------------------------------------
+
+/// A private [`RedisServer`] for this test (`start_redis!()`), or a private [`RedisCluster`]
+/// (`start_redis!(cluster)`); without the binaries it needs, the harness says why (or fails, under
+/// `BULWARK_REQUIRE_REDIS`) and the test returns early.
+macro_rules! start_redis {
+    () => {
+        match $crate::common::redis_server::RedisServer::start() {
+            Some(server) => server,
+            None => return,
+        }
+    };
+    (cluster) => {
+        match $crate::common::redis_server::RedisCluster::start() {
+            Some(cluster) => cluster,
+            None => return,
+        }
+    };
+}
+pub(crate) use start_redis;
+
+// ---------------------------------------------------------------------------------------------
 // RedisServer
 // ---------------------------------------------------------------------------------------------
 
