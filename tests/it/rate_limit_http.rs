@@ -14,38 +14,14 @@ use tower_bulwark::clock::{ManualClock, TokioClock};
 use tower_bulwark::key::Key;
 use tower_bulwark::rate_limit::{Limit, RateLimitLayer, RateLimitStats, ResetFormat};
 
-/// The cost of a request, from its `x-cost` header (default 1).
-fn cost_header(parts: &http::request::Parts) -> u64 {
-    parts
-        .headers
-        .get("x-cost")
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(1)
-}
-
-fn with_cost(path: &str, cost: u64) -> http::Request<Body> {
-    get_with(path, &[("x-cost", &cost.to_string())])
-}
-
 fn assert_ietf(res: &Res, policy: &str, ratelimit: &str) {
     assert_eq!(header(res.headers(), "ratelimit-policy"), Some(policy));
     assert_eq!(header(res.headers(), "ratelimit"), Some(ratelimit));
 }
 
+/// Asserts a refusal of the HTTP layer: 429, JSON body, `Retry-After` in whole seconds.
 async fn assert_429(res: Res, retry_after: u64) {
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(
-        header(res.headers(), "content-type"),
-        Some("application/json")
-    );
-    assert_eq!(
-        header(res.headers(), "retry-after"),
-        Some(retry_after.to_string().as_str())
-    );
-    assert_eq!(
-        body_text(res).await,
-        format!(r#"{{"error":"Too many requests","retryAfter":{retry_after}}}"#)
-    );
+    assert_json_refusal(res, 429, "Too many requests", retry_after).await;
 }
 
 #[tokio::test]

@@ -257,19 +257,6 @@ fn seconds(headers: &HeaderMap, name: &str) -> u64 {
         .unwrap()
 }
 
-/// The request's cost, from its `x-cost` header (default 1).
-fn cost_header(parts: &http::request::Parts) -> u64 {
-    parts
-        .headers
-        .get("x-cost")
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(1)
-}
-
-fn with_cost(cost: u64) -> Request<Body> {
-    get_with("/", &[("x-cost", &cost.to_string())])
-}
-
 /// The `(name, r, t)` items of a `RateLimit` header.
 fn ietf_items(headers: &HeaderMap) -> Vec<(String, u64, u64)> {
     header(headers, "ratelimit")
@@ -525,12 +512,12 @@ async fn several_limits_spend_all_or_nothing_in_redis() {
     let log_keys = limit_keys(&redis, "aon-1", &log, &Key::Global);
     let tb_keys = limit_keys(&redis, "aon-1", &tb, &Key::Global);
     let mut svc = layer.layer(inner());
-    let res = ok(&mut svc, with_cost(3)).await;
+    let res = ok(&mut svc, with_cost("/", 3)).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(ietf_remaining(res.headers()), [1, 3]);
     let (log_before, tb_before) = (snapshot(&server, &log_keys), snapshot(&server, &tb_keys));
 
-    let res = ok(&mut svc, with_cost(2)).await; // the bucket holds 1
+    let res = ok(&mut svc, with_cost("/", 2)).await; // the bucket holds 1
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
         ietf_remaining(res.headers()),
@@ -540,7 +527,7 @@ async fn several_limits_spend_all_or_nothing_in_redis() {
     assert_eq!(snapshot(&server, &log_keys), log_before, "nothing written");
     assert_eq!(snapshot(&server, &tb_keys), tb_before, "nothing written");
 
-    let res = ok(&mut svc, with_cost(1)).await;
+    let res = ok(&mut svc, with_cost("/", 1)).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(ietf_remaining(res.headers()), [0, 2], "the log had 3 left");
 
@@ -550,13 +537,13 @@ async fn several_limits_spend_all_or_nothing_in_redis() {
     let tb_keys = limit_keys(&redis, "aon-2", &tb, &Key::Global);
     let mut svc = layer.layer(inner());
     for expected in [[1, 3], [0, 2]] {
-        let res = ok(&mut svc, with_cost(1)).await;
+        let res = ok(&mut svc, with_cost("/", 1)).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(ietf_remaining(res.headers()), expected);
     }
     let tb_before = snapshot(&server, &tb_keys);
     let ttl = int(&server, &["PTTL", &tb_keys[0]]);
-    let res = ok(&mut svc, with_cost(1)).await;
+    let res = ok(&mut svc, with_cost("/", 1)).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
         ietf_remaining(res.headers()),
@@ -572,7 +559,7 @@ async fn several_limits_spend_all_or_nothing_in_redis() {
     let retry_after = seconds(res.headers(), "retry-after");
     assert!((3_600 - DRIFT_SECS..=3_600).contains(&retry_after));
     // A request the log can take (cost 0 reads) shows the bucket as it was.
-    let res = ok(&mut svc, with_cost(0)).await;
+    let res = ok(&mut svc, with_cost("/", 0)).await;
     assert_eq!(ietf_remaining(res.headers()), [0, 2]);
 }
 

@@ -2,6 +2,8 @@
 //! response readers. No helper sleeps; time moves only through a `ManualClock`.
 #![allow(dead_code)]
 
+#[cfg(feature = "circuit-breaker")]
+pub mod breaker;
 #[cfg(all(feature = "redis", feature = "circuit-breaker"))]
 pub mod fleet;
 pub mod redis_server;
@@ -154,6 +156,38 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub async fn body_text(res: Res) -> String {
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Asserts a refusal of an HTTP layer: `status`, a JSON body `{"error":error,"retryAfter":N}`
+/// and `Retry-After: N`, N being `retry_after` whole seconds.
+pub async fn assert_json_refusal(res: Res, status: u16, error: &str, retry_after: u64) {
+    assert_eq!(res.status(), status);
+    assert_eq!(
+        header(res.headers(), "content-type"),
+        Some("application/json")
+    );
+    assert_eq!(
+        header(res.headers(), "retry-after"),
+        Some(retry_after.to_string().as_str())
+    );
+    assert_eq!(
+        body_text(res).await,
+        format!(r#"{{"error":"{error}","retryAfter":{retry_after}}}"#)
+    );
+}
+
+/// The cost of a request, from its `x-cost` header (default 1).
+pub fn cost_header(parts: &http::request::Parts) -> u64 {
+    parts
+        .headers
+        .get("x-cost")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(1)
+}
+
+/// `GET path` costing `cost` (its `x-cost` header, read by [`cost_header`]).
+pub fn with_cost(path: &str, cost: u64) -> Request<Body> {
+    get_with(path, &[("x-cost", &cost.to_string())])
 }
 
 /// Every rate-limit header the layer may set.
