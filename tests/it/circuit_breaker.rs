@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceExt};
 use tower_bulwark::circuit_breaker::{
-    CircuitBreakerLayer, CircuitEvent, CircuitOpen, CircuitState, CircuitStats,
+    CircuitBreaker, CircuitBreakerLayer, CircuitEvent, CircuitOpen, CircuitState, CircuitStats,
 };
 use tower_bulwark::clock::ManualClock;
 use tower_bulwark::ConfigError;
@@ -141,6 +141,28 @@ fn clocked_inner(clock: ManualClock) -> BoxInner {
             inner().oneshot(req).await
         }
     }))
+}
+
+/// One failure opens it for 10 s and one successful probe closes it; calls go through `gate`.
+fn one_failure_one_probe(gate: &Gate) -> (ManualClock, CircuitBreaker<BoxInner>) {
+    let (clock, layer) = on_clock(
+        CircuitBreakerLayer::consecutive_failures(1)
+            .half_open_successes(1)
+            .open_for(secs(10)),
+    );
+    (clock, layer.layer(gate.service()))
+}
+
+/// A failure rate of 50 % over 10 s, judged from 4 calls, after three failures at time zero.
+async fn three_failures_in_a_ten_second_window() -> (ManualClock, CircuitBreaker<Inner>) {
+    let (clock, layer) = on_clock(
+        CircuitBreakerLayer::failure_rate(0.5)
+            .window_time(secs(10))
+            .minimum_calls(4),
+    );
+    let mut svc = layer.layer(inner());
+    repeat(&mut svc, "/status/500", 3, 500).await;
+    (clock, svc)
 }
 
 /// Records every event of a breaker.
@@ -390,13 +412,7 @@ async fn default_rate_window_judges_from_twenty_calls() {
 
 #[tokio::test]
 async fn time_window_forgets_failures_older_than_the_period() {
-    let (clock, layer) = on_clock(
-        CircuitBreakerLayer::failure_rate(0.5)
-            .window_time(secs(10))
-            .minimum_calls(4),
-    );
-    let mut svc = layer.layer(inner());
-    repeat(&mut svc, "/status/500", 3, 500).await;
+    let (clock, mut svc) = three_failures_in_a_ten_second_window().await;
     clock.advance(secs(12)); // the three failures are well out of the 10 s window
     assert_eq!(status(&mut svc, "/status/500").await, 500);
     assert_eq!(svc.circuit().state(), Closed, "1 call in the window");
@@ -410,13 +426,7 @@ async fn time_window_forgets_failures_older_than_the_period() {
 
 #[tokio::test]
 async fn time_window_counts_failures_within_the_period() {
-    let (clock, layer) = on_clock(
-        CircuitBreakerLayer::failure_rate(0.5)
-            .window_time(secs(10))
-            .minimum_calls(4),
-    );
-    let mut svc = layer.layer(inner());
-    repeat(&mut svc, "/status/500", 3, 500).await;
+    let (clock, mut svc) = three_failures_in_a_ten_second_window().await;
     clock.advance(secs(8)); // still inside the window
     assert_eq!(svc.circuit().state(), Closed);
     assert_eq!(status(&mut svc, "/status/500").await, 500);
@@ -570,12 +580,7 @@ async fn half_open_admits_exactly_the_configured_probes_in_flight() {
 #[tokio::test]
 async fn a_cancelled_probe_frees_its_slot_and_records_nothing() {
     let gate = Gate::default();
-    let (clock, layer) = on_clock(
-        CircuitBreakerLayer::consecutive_failures(1)
-            .half_open_successes(1)
-            .open_for(secs(10)),
-    );
-    let mut svc = layer.layer(gate.service());
+    let (clock, mut svc) = one_failure_one_probe(&gate);
     trip_and_wait(&mut svc, 1, &clock, secs(10)).await;
 
     // A probe polled once, then dropped (its client went away).
@@ -631,12 +636,7 @@ async fn a_cancelled_call_while_closed_records_nothing() {
 #[tokio::test]
 async fn a_call_admitted_while_closed_cannot_close_a_half_open_breaker() {
     let gate = Gate::default();
-    let (clock, layer) = on_clock(
-        CircuitBreakerLayer::consecutive_failures(1)
-            .half_open_successes(1)
-            .open_for(secs(10)),
-    );
-    let mut svc = layer.layer(gate.service());
+    let (clock, mut svc) = one_failure_one_probe(&gate);
     let (release_old, old) = gate.hold_call(&mut svc).await; // admitted while closed
     assert_eq!(status(&mut svc, "/status/500").await, 500);
     assert_eq!(svc.circuit().state(), Open);
@@ -660,12 +660,7 @@ async fn a_call_admitted_while_closed_cannot_close_a_half_open_breaker() {
 #[tokio::test]
 async fn a_late_failure_from_an_older_generation_does_not_reopen_a_closed_breaker() {
     let gate = Gate::default();
-    let (clock, layer) = on_clock(
-        CircuitBreakerLayer::consecutive_failures(1)
-            .half_open_successes(1)
-            .open_for(secs(10)),
-    );
-    let mut svc = layer.layer(gate.service());
+    let (clock, mut svc) = one_failure_one_probe(&gate);
     let (release_old, old) = gate.hold_call(&mut svc).await;
     trip_and_wait(&mut svc, 1, &clock, secs(10)).await;
     assert_eq!(status(&mut svc, "/").await, 200); // the probe closes it

@@ -17,8 +17,10 @@ use std::convert::Infallible;
 use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_bulwark::backend::redis::RedisBackend;
-use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState, FleetStats};
-use tower_bulwark::key::{HeaderKey, Key};
+use tower_bulwark::circuit_breaker::{
+    CircuitBreakerBuilder, CircuitBreakerLayer, CircuitState, FleetStats,
+};
+use tower_bulwark::key::Key;
 
 /// Ends the fleet's open time for `key` (an encoded hash name), as the server clock would.
 fn end_open_time(server: &RedisServer, hash: &str) {
@@ -28,16 +30,10 @@ fn end_open_time(server: &RedisServer, hash: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_through_a_open_b_within_one_sync() {
     let server = start_redis!();
-    let build = |redis| {
-        CircuitBreakerLayer::consecutive_failures(3)
-            .open_for(Duration::from_secs(30))
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    let (a, b) = fleet_pair(&server, || {
+        CircuitBreakerLayer::consecutive_failures(3).open_for(Duration::from_secs(30))
+    })
+    .await;
     let upstream = Upstream::new(502);
     let (svc_a, svc_b) = (a.layer(upstream.service()), b.layer(upstream.service()));
     a.sync_fleet().await.unwrap();
@@ -69,15 +65,7 @@ async fn failures_through_a_open_b_within_one_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_on_two_instances_add_up() {
     let server = start_redis!();
-    let build = |redis| {
-        CircuitBreakerLayer::consecutive_failures(4)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    let (a, b) = fleet_pair(&server, || CircuitBreakerLayer::consecutive_failures(4)).await;
     let upstream = Upstream::new(500);
     let (svc_a, svc_b) = (a.layer(upstream.service()), b.layer(upstream.service()));
     a.sync_fleet().await.unwrap();
@@ -100,15 +88,7 @@ async fn failures_on_two_instances_add_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_success_anywhere_ends_the_fleets_run() {
     let server = start_redis!();
-    let build = |redis| {
-        CircuitBreakerLayer::consecutive_failures(4)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    let (a, b) = fleet_pair(&server, || CircuitBreakerLayer::consecutive_failures(4)).await;
     let (bad, good) = (Upstream::new(500), Upstream::new(200));
     let (svc_a, svc_b) = (a.layer(bad.service()), b.layer(good.service()));
     a.sync_fleet().await.unwrap();
@@ -128,17 +108,12 @@ async fn a_success_anywhere_ends_the_fleets_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_rate_over_a_count_window_is_the_fleets() {
     let server = start_redis!();
-    let build = |redis| {
+    let (a, b) = fleet_pair(&server, || {
         CircuitBreakerLayer::failure_rate(0.5)
             .window_calls(10)
             .minimum_calls(4)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    })
+    .await;
     let (bad, good) = (Upstream::new(503), Upstream::new(200));
     let (svc_a, svc_b) = (a.layer(bad.service()), b.layer(good.service()));
     a.sync_fleet().await.unwrap();
@@ -163,17 +138,12 @@ async fn a_failure_rate_over_a_count_window_is_the_fleets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_rate_over_a_time_window_is_the_fleets() {
     let server = start_redis!();
-    let build = |redis| {
+    let (a, b) = fleet_pair(&server, || {
         CircuitBreakerLayer::failure_rate(0.5)
             .window_time(Duration::from_secs(600))
             .minimum_calls(4)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    })
+    .await;
     let (bad, good) = (Upstream::new(503), Upstream::new(200));
     let (svc_a, svc_b) = (a.layer(bad.service()), b.layer(good.service()));
     a.sync_fleet().await.unwrap();
@@ -214,23 +184,15 @@ async fn fleet_half_open(
     assert_eq!(b.circuit().state(), CircuitState::HalfOpen);
 }
 
-fn one_failure_opens(redis: RedisBackend, successes: u32) -> CircuitBreakerLayer {
-    CircuitBreakerLayer::consecutive_failures(1)
-        .half_open_successes(successes)
-        .backend(redis)
-        .sync_interval(NEVER)
-        .deadline(PATIENT_DEADLINE)
-        .build()
-        .unwrap()
+/// One failure opens it; `successes` probe successes close it.
+fn one_failure_opens(successes: u32) -> CircuitBreakerBuilder {
+    CircuitBreakerLayer::consecutive_failures(1).half_open_successes(successes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_instance_at_a_time_probes_for_the_fleet() {
     let server = start_redis!();
-    let (a, b) = (
-        one_failure_opens(redis(&server).await, 2),
-        one_failure_opens(redis(&server).await, 2),
-    );
+    let (a, b) = fleet_pair(&server, || one_failure_opens(2)).await;
     let upstream = Upstream::new(200);
     let (svc_a, svc_b) = (a.layer(upstream.service()), b.layer(upstream.service()));
     fleet_half_open(&server, &a, &b, &svc_a, &upstream).await;
@@ -265,10 +227,7 @@ async fn one_instance_at_a_time_probes_for_the_fleet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_probe_reopens_the_fleet() {
     let server = start_redis!();
-    let (a, b) = (
-        one_failure_opens(redis(&server).await, 2),
-        one_failure_opens(redis(&server).await, 2),
-    );
+    let (a, b) = fleet_pair(&server, || one_failure_opens(2)).await;
     let upstream = Upstream::new(200);
     let (svc_a, svc_b) = (a.layer(upstream.service()), b.layer(upstream.service()));
     fleet_half_open(&server, &a, &b, &svc_a, &upstream).await;
@@ -285,16 +244,13 @@ async fn a_failed_probe_reopens_the_fleet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_breakers_share_each_key_apart() {
     let server = start_redis!();
-    let build = |redis| {
-        CircuitBreakerLayer::consecutive_failures(2)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+    let (a, b) = pair(&server, |redis| {
+        member(CircuitBreakerLayer::consecutive_failures(2), redis)
+            .per_key(upstream_key())
             .build()
             .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    })
+    .await;
     let (bad, good) = (Upstream::new(502), Upstream::new(200));
     let (svc_a, svc_b) = (a.layer(bad.service()), b.layer(good.service()));
     // B has circuits for both keys.
@@ -454,10 +410,7 @@ async fn the_sync_task_spreads_an_opening_on_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_whose_holder_went_silent_passes_to_another_instance() {
     let server = start_redis!();
-    let (a, b) = (
-        one_failure_opens(redis(&server).await, 3),
-        one_failure_opens(redis(&server).await, 3),
-    );
+    let (a, b) = fleet_pair(&server, || one_failure_opens(3)).await;
     let upstream = Upstream::new(200);
     let (svc_a, svc_b) = (a.layer(upstream.service()), b.layer(upstream.service()));
     fleet_half_open(&server, &a, &b, &svc_a, &upstream).await;
@@ -500,10 +453,7 @@ async fn a_lease_whose_holder_went_silent_passes_to_another_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_circuit_neither_follows_nor_reports() {
     let server = start_redis!();
-    let (a, b) = (
-        one_failure_opens(redis(&server).await, 1),
-        one_failure_opens(redis(&server).await, 1),
-    );
+    let (a, b) = fleet_pair(&server, || one_failure_opens(1)).await;
     let upstream = Upstream::new(500);
     let svc_a = a.layer(upstream.service());
     a.sync_fleet().await.unwrap();
@@ -535,17 +485,14 @@ async fn a_forced_circuit_neither_follows_nor_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overflow_circuit_is_shared_too() {
     let server = start_redis!();
-    let build = |redis| {
-        CircuitBreakerLayer::consecutive_failures(1)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+    let (a, b) = pair(&server, |redis| {
+        member(CircuitBreakerLayer::consecutive_failures(1), redis)
+            .per_key(upstream_key())
             .max_keys(1)
             .build()
             .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    })
+    .await;
     let (bad, good) = (Upstream::new(502), Upstream::new(200));
     let (svc_a, svc_b) = (a.layer(bad.service()), b.layer(good.service()));
     // B's overflow circuit has had a call (an unused one is not synced).
@@ -566,15 +513,12 @@ async fn the_overflow_circuit_is_shared_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_generic_variant_shares_too() {
     let server = start_redis!();
-    let build = |redis| {
-        CircuitBreakerLayer::consecutive_failures(1)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
+    let (a, b) = pair(&server, |redis| {
+        member(CircuitBreakerLayer::consecutive_failures(1), redis)
             .build_generic()
             .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    })
+    .await;
     let failing = a.layer(service_fn(|_: ()| async {
         Err::<(), _>(std::io::Error::other("down"))
     }));
@@ -850,15 +794,14 @@ fn the_open_time_is_the_servers_and_ends_in_half_open() {
 async fn a_circuit_made_again_for_a_key_counts_afresh() {
     let server = start_redis!();
     let clock = tower_bulwark::clock::ManualClock::new();
-    let layer = CircuitBreakerLayer::consecutive_failures(3)
-        .clock(clock.clone())
-        .backend(redis(&server).await)
-        .sync_interval(NEVER)
-        .deadline(PATIENT_DEADLINE)
-        .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
-        .max_keys(1)
-        .build()
-        .unwrap();
+    let layer = keyed_member(
+        &server,
+        CircuitBreakerLayer::consecutive_failures(3).clock(clock.clone()),
+    )
+    .await
+    .max_keys(1)
+    .build()
+    .unwrap();
     let upstream = Upstream::new(500);
     let svc = layer.layer(upstream.service());
     let x = Key::from(http::HeaderValue::from_static("x"));
@@ -897,11 +840,8 @@ async fn a_circuit_made_again_for_a_key_counts_afresh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_circuit_the_fleet_has_not_heard_is_kept() {
     let server = start_redis!();
-    let layer = CircuitBreakerLayer::consecutive_failures(3)
-        .backend(redis(&server).await)
-        .sync_interval(NEVER)
-        .deadline(PATIENT_DEADLINE)
-        .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+    let layer = keyed_member(&server, CircuitBreakerLayer::consecutive_failures(3))
+        .await
         .max_keys(1)
         .build()
         .unwrap();
@@ -935,11 +875,8 @@ fn script_calls(server: &RedisServer) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trip_is_told_at_once_for_its_key_only() {
     let server = start_redis!();
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .backend(redis(&server).await)
-        .sync_interval(NEVER)
-        .deadline(PATIENT_DEADLINE)
-        .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+    let layer = keyed_member(&server, CircuitBreakerLayer::consecutive_failures(1))
+        .await
         .build()
         .unwrap();
     let (good, bad) = (Upstream::new(200), Upstream::new(500));
@@ -975,7 +912,7 @@ async fn keyed_breakers_share_each_key_on_a_cluster() {
             .backend(redis)
             .sync_interval(NEVER)
             .deadline(PATIENT_DEADLINE)
-            .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+            .per_key(upstream_key())
             .build()
             .unwrap()
     };
@@ -1091,7 +1028,7 @@ async fn deciding_alone_it_tries_redis_once_an_interval() {
         .backend(redis(&server).await)
         .sync_interval(NEVER)
         .deadline(DEADLINE)
-        .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+        .per_key(upstream_key())
         .build()
         .unwrap();
     // One key to sync (a layer with no circuit has nothing to ask Redis).

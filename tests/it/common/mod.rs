@@ -43,6 +43,9 @@ impl std::error::Error for InnerError {}
 
 type InnerFn = fn(Request<Body>) -> Ready<Result<Response<Body>, InnerError>>;
 
+/// The type of [`inner`].
+pub type Inner = ServiceFn<InnerFn>;
+
 fn respond(req: Request<Body>) -> Ready<Result<Response<Body>, InnerError>> {
     let path = req.uri().path();
     if path == "/error" {
@@ -63,7 +66,7 @@ fn respond(req: Request<Body>) -> Ready<Result<Response<Body>, InnerError>> {
 
 /// The inner service: `200 ok` by default, `/status/{code}` answers with that status, `/error`
 /// fails with [`InnerError`], `/own-headers` sets its own `X-RateLimit-Limit: 77`.
-pub fn inner() -> ServiceFn<InnerFn> {
+pub fn inner() -> Inner {
     tower::service_fn(respond as InnerFn)
 }
 
