@@ -310,6 +310,23 @@ fn check_retry_after(model: &dyn Model, now: u64, cost: u64, retry_after_ns: u64
 /// Runs one arrival sequence through a single-limit layer and its model, comparing everything.
 /// Returns the admitted and refused requests as `(time, cost)`.
 #[allow(clippy::type_complexity)]
+/// Fails unless every aligned window `[k * period, (k + 1) * period)` admitted a total cost of
+/// at most `limit`.
+fn aligned_windows_within(
+    admitted: &[(u64, u64)],
+    period: u64,
+    limit: u64,
+) -> Result<(), TestCaseError> {
+    let mut per_window: HashMap<u64, u64> = HashMap::new();
+    for &(t, cost) in admitted {
+        *per_window.entry(t / period).or_default() += cost;
+    }
+    for (window, count) in &per_window {
+        prop_assert!(*count <= limit, "window {} admitted {}", window, count);
+    }
+    Ok(())
+}
+
 fn run_single(
     limit: Limit,
     model: &mut dyn Model,
@@ -504,13 +521,7 @@ proptest! {
             &mut model,
             &arrivals,
         )?;
-        let mut per_window: HashMap<u64, u64> = HashMap::new();
-        for &(t, cost) in &admitted {
-            *per_window.entry(t / period).or_default() += cost;
-        }
-        for (window, count) in &per_window {
-            prop_assert!(*count <= limit, "window {} admitted {}", window, count);
-        }
+        aligned_windows_within(&admitted, period, limit)?;
         for &(t, cost) in &refused {
             let before: u64 = admitted
                 .iter()
@@ -535,13 +546,7 @@ proptest! {
             &mut model,
             &arrivals,
         )?;
-        let mut per_window: HashMap<u64, u64> = HashMap::new();
-        for &(t, cost) in &admitted {
-            *per_window.entry(t / period).or_default() += cost;
-        }
-        for (window, count) in &per_window {
-            prop_assert!(*count <= limit, "window {} admitted {}", window, count);
-        }
+        aligned_windows_within(&admitted, period, limit)?;
     }
 
     /// Two limits of any algorithms on one layer: a request passes only if both models allow it,

@@ -105,15 +105,18 @@ async fn a_success_anywhere_ends_the_fleets_run() {
     assert_eq!(a.circuit().state(), CircuitState::Closed);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failure_rate_over_a_count_window_is_the_fleets() {
-    let server = start_redis!();
-    let (a, b) = fleet_pair(&server, || {
-        CircuitBreakerLayer::failure_rate(0.5)
-            .window_calls(10)
-            .minimum_calls(4)
-    })
-    .await;
+/// A fleet of A, calling a failing upstream (503), and B, calling a healthy one, both under
+/// `policy()` and synced; then one failure through A and two successes through B, and both
+/// synced again. Returns A, B and A's service.
+async fn one_failure_two_successes(
+    server: &RedisServer,
+    policy: impl Fn() -> CircuitBreakerBuilder,
+) -> (
+    CircuitBreakerLayer,
+    CircuitBreakerLayer,
+    impl Service<Request<()>, Response = Response<impl Sized>, Error = Infallible> + Clone,
+) {
+    let (a, b) = fleet_pair(server, policy).await;
     let (bad, good) = (Upstream::new(503), Upstream::new(200));
     let (svc_a, svc_b) = (a.layer(bad.service()), b.layer(good.service()));
     a.sync_fleet().await.unwrap();
@@ -123,6 +126,18 @@ async fn a_failure_rate_over_a_count_window_is_the_fleets() {
     call(&svc_b, req()).await;
     a.sync_fleet().await.unwrap();
     b.sync_fleet().await.unwrap();
+    (a, b, svc_a)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_rate_over_a_count_window_is_the_fleets() {
+    let server = start_redis!();
+    let (a, b, svc_a) = one_failure_two_successes(&server, || {
+        CircuitBreakerLayer::failure_rate(0.5)
+            .window_calls(10)
+            .minimum_calls(4)
+    })
+    .await;
     assert_eq!(
         a.circuit().state(),
         CircuitState::Closed,
@@ -138,21 +153,12 @@ async fn a_failure_rate_over_a_count_window_is_the_fleets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_rate_over_a_time_window_is_the_fleets() {
     let server = start_redis!();
-    let (a, b) = fleet_pair(&server, || {
+    let (a, b, svc_a) = one_failure_two_successes(&server, || {
         CircuitBreakerLayer::failure_rate(0.5)
             .window_time(Duration::from_secs(600))
             .minimum_calls(4)
     })
     .await;
-    let (bad, good) = (Upstream::new(503), Upstream::new(200));
-    let (svc_a, svc_b) = (a.layer(bad.service()), b.layer(good.service()));
-    a.sync_fleet().await.unwrap();
-    b.sync_fleet().await.unwrap();
-    call(&svc_a, req()).await;
-    call(&svc_b, req()).await;
-    call(&svc_b, req()).await;
-    a.sync_fleet().await.unwrap();
-    b.sync_fleet().await.unwrap();
     assert_eq!(b.circuit().state(), CircuitState::Closed);
     call(&svc_a, req()).await;
     a.sync_fleet().await.unwrap();
@@ -617,6 +623,20 @@ fn script(server: &RedisServer, id: &str, sent: Sent, policy: [&str; 5], now_us:
 
 const T0: u64 = 1_800_000_000_000_000;
 
+/// Instance A's first call under `policy`, at `T0`: the fleet's generation `g`, and the report
+/// A sends when one failure trips it in `g`.
+fn first_trip(server: &RedisServer, policy: [&str; 5]) -> (u64, Sent) {
+    let g = script(server, "a", Sent::default(), policy, T0)[1];
+    let trip = Sent {
+        generation: Some(g),
+        calls: 1,
+        failures: 1,
+        run: 1,
+        ..Sent::default()
+    };
+    (g, trip)
+}
+
 #[test]
 fn a_report_sent_again_after_a_late_answer_counts_once() {
     let server = start_redis!();
@@ -728,14 +748,7 @@ fn a_slow_rate_trips_the_fleet() {
 fn the_open_time_is_the_servers_and_ends_in_half_open() {
     let server = start_redis!();
     let consecutive = ["c", "1", "0", "0", "0"];
-    let g = script(&server, "a", Sent::default(), consecutive, T0)[1];
-    let trip = Sent {
-        generation: Some(g),
-        calls: 1,
-        failures: 1,
-        run: 1,
-        ..Sent::default()
-    };
+    let (g, trip) = first_trip(&server, consecutive);
     let open = script(&server, "a", trip, consecutive, T0);
     assert_eq!((open[0], open[1], open[2]), (1, g + 1, 30_000_000));
     let later = script(&server, "b", Sent::default(), consecutive, T0 + 29_000_000);
@@ -985,14 +998,7 @@ fn a_lost_hash_counts_from_what_was_counted() {
 fn a_trip_after_closing_on_probes_reopens_the_fleet() {
     let server = start_redis!();
     let consecutive = ["c", "1", "0", "0", "0"];
-    let g = script(&server, "a", Sent::default(), consecutive, T0)[1];
-    let trip = Sent {
-        generation: Some(g),
-        calls: 1,
-        failures: 1,
-        run: 1,
-        ..Sent::default()
-    };
+    let (g, trip) = first_trip(&server, consecutive);
     script(&server, "a", trip, consecutive, T0);
     let half = Sent {
         generation: Some(g + 1),

@@ -667,6 +667,22 @@ fn fleet_layer(redis: &RedisBackend, prefix: &str, scenario: &Scenario) -> Redis
     builder.build().unwrap()
 }
 
+/// Every scenario, with and without the cache of refused keys flipped.
+fn every_scenario(window: Duration) -> Vec<Scenario> {
+    [false, true]
+        .into_iter()
+        .flat_map(|flip| scenarios(window, flip))
+        .collect()
+}
+
+/// One client's layers on `redis`: one per scenario, under `prefix`.
+fn client_layers(redis: &RedisBackend, prefix: &str, scenarios: &[Scenario]) -> Vec<RedisLayer> {
+    scenarios
+        .iter()
+        .map(|s| fleet_layer(redis, prefix, s))
+        .collect()
+}
+
 /// What one client saw for one scenario.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Tally {
@@ -678,6 +694,19 @@ struct Tally {
     errors: u64,
     /// Refusals answered from the cache of refused keys.
     cache_hits: u64,
+}
+
+/// Every client [`hammer`]s its layers at once, on a task of its own: what each saw.
+async fn hammer_together(clients: Vec<Vec<RedisLayer>>) -> Vec<Vec<Tally>> {
+    let runs: Vec<_> = clients
+        .into_iter()
+        .map(|layers| tokio::spawn(async move { hammer(&layers).await }))
+        .collect();
+    let mut per_client = Vec::new();
+    for run in runs {
+        per_client.push(run.await.unwrap());
+    }
+    per_client
 }
 
 /// Sends `TASKS x ROUNDS` requests per scenario through each layer's HTTP service, from `TASKS`
@@ -784,27 +813,14 @@ async fn probe_pair(redis: &RedisBackend, prefix: &str, scenarios: &[Scenario]) 
 async fn four_connections_share_one_limit_exactly() {
     let server = start_redis!();
     let window = pick_window(server_secs(&server));
-    let scenarios: Vec<Scenario> = [false, true]
-        .into_iter()
-        .flat_map(|flip| scenarios(window, flip))
-        .collect();
+    let scenarios = every_scenario(window);
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         let redis = RedisBackend::connect(&server.url()).await.unwrap();
-        let layers: Vec<RedisLayer> = scenarios
-            .iter()
-            .map(|s| fleet_layer(&redis, "inproc", s))
-            .collect();
+        let layers = client_layers(&redis, "inproc", &scenarios);
         clients.push(layers);
     }
-    let runs: Vec<_> = clients
-        .into_iter()
-        .map(|layers| tokio::spawn(async move { hammer(&layers).await }))
-        .collect();
-    let mut per_client = Vec::new();
-    for run in runs {
-        per_client.push(run.await.unwrap());
-    }
+    let per_client = hammer_together(clients).await;
     assert_fleet(&scenarios, &per_client, "4 connections");
     let redis = RedisBackend::connect(&server.url()).await.unwrap();
     probe_pair(&redis, "inproc", &scenarios).await;
@@ -846,10 +862,7 @@ async fn fleet_child_process() {
     let window = Duration::from_secs(env::var(CHILD_WINDOW).unwrap().parse().unwrap());
     let redis = RedisBackend::connect(&url).await.unwrap();
     let scenarios = scenarios(window, false);
-    let layers: Vec<RedisLayer> = scenarios
-        .iter()
-        .map(|s| fleet_layer(&redis, &prefix, s))
-        .collect();
+    let layers = client_layers(&redis, &prefix, &scenarios);
     // Connected and ready: say so, and wait for the parent's start signal.
     let (ready, go) = barrier_keys(&prefix);
     tokio::task::spawn_blocking(move || {
@@ -1218,27 +1231,14 @@ mod cluster {
     async fn cluster_clients_share_one_limit_exactly() {
         let cluster = start_redis!(cluster);
         let window = pick_window(server_secs(&cluster.nodes[0]));
-        let scenarios: Vec<Scenario> = [false, true]
-            .into_iter()
-            .flat_map(|flip| scenarios(window, flip))
-            .collect();
+        let scenarios = every_scenario(window);
         let mut runs = Vec::new();
         for _ in 0..CLIENTS {
             let redis = connect(&cluster).await;
-            let layers: Vec<RedisLayer> = scenarios
-                .iter()
-                .map(|s| fleet_layer(&redis, "cluster", s))
-                .collect();
+            let layers = client_layers(&redis, "cluster", &scenarios);
             runs.push(layers);
         }
-        let runs: Vec<_> = runs
-            .into_iter()
-            .map(|layers| tokio::spawn(async move { hammer(&layers).await }))
-            .collect();
-        let mut per_client = Vec::new();
-        for run in runs {
-            per_client.push(run.await.unwrap());
-        }
+        let per_client = hammer_together(runs).await;
         assert_fleet(&scenarios, &per_client, "4 cluster clients");
         let redis = connect(&cluster).await;
         probe_pair(&redis, "cluster", &scenarios).await;

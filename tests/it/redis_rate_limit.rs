@@ -346,11 +346,7 @@ async fn assert_same_answer(step: usize, memory: Res, redis: Res) {
 async fn http_layer_on_redis_answers_like_the_memory_layer() {
     let server = start_redis!();
     let redis = RedisBackend::connect(&server.url()).await.unwrap();
-    let clock = clock();
-    let memory = RateLimitLayer::token_bucket(5, secs(600))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, memory) = limiter_on_clock(RateLimitLayer::token_bucket(5, secs(600)));
     let on_redis = RateLimitLayer::token_bucket(5, secs(600))
         .clock(clock.clone())
         .backend(redis)

@@ -98,6 +98,17 @@ pub fn proptest_cases(cases: u32) -> ProptestConfig {
     }
 }
 
+/// `builder` on a fresh `ManualClock` at zero, built: the clock (for the test to move) and the
+/// layer.
+#[cfg(feature = "rate-limit")]
+pub fn limiter_on_clock<K>(
+    builder: tower_bulwark::rate_limit::RateLimitBuilder<K>,
+) -> (ManualClock, tower_bulwark::rate_limit::RateLimitLayer<K>) {
+    let clock = ManualClock::new();
+    let layer = builder.clock(clock.clone()).build().unwrap();
+    (clock, layer)
+}
+
 /// A manual clock at zero.
 pub fn clock() -> ManualClock {
     ManualClock::new()
