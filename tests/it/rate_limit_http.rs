@@ -199,7 +199,7 @@ async fn grpc_requests_are_refused_with_a_grpc_status() {
         .build()
         .unwrap();
     let mut svc = layer.layer(inner());
-    let grpc = || get_with("/pkg.Svc/Method", &[("content-type", "application/grpc")]);
+    let grpc = || grpc_get("/pkg.Svc/Method");
 
     let res = ok(&mut svc, grpc()).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -300,11 +300,7 @@ async fn custom_rejection_response_gets_the_headers_it_does_not_set() {
     assert_eq!(body_text(res).await, "slow down for 45s (45s)");
 
     // gRPC requests still get a gRPC status.
-    let res = ok(
-        &mut svc,
-        get_with("/", &[("content-type", "application/grpc")]),
-    )
-    .await;
+    let res = ok(&mut svc, grpc_get("/")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(res.headers(), "grpc-status"), Some("8"));
 }
@@ -554,7 +550,7 @@ async fn shadow_mode_lets_everything_through_and_counts() {
         get("/"),
         get("/"),
         get("/"),
-        get_with("/", &[("content-type", "application/grpc")]),
+        grpc_get("/"),
         get("/status/404"),
     ] {
         let path = req.uri().path().to_owned();

@@ -154,11 +154,7 @@ async fn a_missing_key_is_refused_with_500_json_by_default() {
     );
 
     // gRPC: INTERNAL for a 500.
-    let res = ok(
-        &mut svc,
-        get_with("/", &[("content-type", "application/grpc")]),
-    )
-    .await;
+    let res = ok(&mut svc, grpc_get("/")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(res.headers(), "grpc-status"), Some("13"));
     assert_eq!(
@@ -195,11 +191,7 @@ async fn a_missing_key_can_be_refused_with_400() {
     );
 
     // gRPC: INVALID_ARGUMENT for a 4xx.
-    let res = ok(
-        &mut svc,
-        get_with("/", &[("content-type", "application/grpc")]),
-    )
-    .await;
+    let res = ok(&mut svc, grpc_get("/")).await;
     assert_eq!(header(res.headers(), "grpc-status"), Some("3"));
 
     // A request with a key is counted as usual.

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::common::proptest_cases;
+use crate::common::{limiter_on_clock, proptest_cases, with_limits};
 use proptest::prelude::*;
 use tower_bulwark::backend::Verdict;
 use tower_bulwark::clock::ManualClock;
@@ -22,15 +22,8 @@ struct Harness {
 
 impl Harness {
     fn new(limits: &[Limit]) -> Self {
-        let clock = ManualClock::new();
-        let mut builder = RateLimitLayer::builder().clock(clock.clone());
-        for limit in limits {
-            builder = builder.limit(limit.clone());
-        }
-        Self {
-            clock,
-            layer: builder.build().expect("valid limits"),
-        }
+        let (clock, layer) = limiter_on_clock(with_limits(limits));
+        Self { clock, layer }
     }
 
     fn decide(&self, now_ns: u64, cost: u64) -> Verdict {

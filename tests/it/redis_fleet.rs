@@ -31,6 +31,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::common::redis_server::{start_redis, RedisServer};
+use crate::common::with_limits;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestCaseResult, TestRunner};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -648,11 +649,7 @@ fn server_secs(server: &RedisServer) -> u64 {
 }
 
 fn fleet_layer(redis: &RedisBackend, prefix: &str, scenario: &Scenario) -> RedisLayer {
-    let mut builder = RateLimitLayer::builder();
-    for limit in &scenario.limits {
-        builder = builder.limit(limit.clone());
-    }
-    let builder = builder
+    let builder = with_limits(&scenario.limits)
         .backend(redis.clone())
         .prefix(format!("{prefix}-{}", scenario.name))
         // Generous (the redis crate's own 500 ms response timeout binds first): a decision made

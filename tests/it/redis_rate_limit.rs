@@ -23,7 +23,7 @@ use tower_bulwark::backend::redis::{FailMode, RedisBackend, RedisRateLimiter};
 use tower_bulwark::backend::{Decision, RateLimitBackend, Verdict};
 use tower_bulwark::clock::ManualClock;
 use tower_bulwark::key::Key;
-use tower_bulwark::rate_limit::{Limit, RateLimitLayer, RateLimited};
+use tower_bulwark::rate_limit::{Limit, RateLimitBuilder, RateLimitLayer, RateLimited};
 
 /// The Redis call deadline the tests configure (the default).
 const DEADLINE: Duration = Duration::from_millis(50);
@@ -360,7 +360,7 @@ async fn http_layer_on_redis_answers_like_the_memory_layer() {
         if step < 7 {
             get("/")
         } else {
-            get_with("/pkg.Svc/Method", &[("content-type", "application/grpc")])
+            grpc_get("/pkg.Svc/Method")
         }
     };
 
@@ -440,10 +440,11 @@ async fn generic_layer_on_redis_refuses_with_a_rate_limited_error() {
 
 /// A layer on Redis with these limits, the test clock and a patient deadline.
 fn layer_with(redis: &RedisBackend, prefix: &str, limits: &[Limit]) -> RedisLayer {
-    let mut builder = RateLimitLayer::builder();
-    for limit in limits {
-        builder = builder.limit(limit.clone());
-    }
+    on_redis(with_limits(limits), redis, prefix)
+}
+
+/// `builder` on Redis under `prefix`, with the test clock and a patient deadline.
+fn on_redis(builder: RateLimitBuilder, redis: &RedisBackend, prefix: &str) -> RedisLayer {
     builder
         .clock(clock())
         .backend(redis.clone())
@@ -489,18 +490,7 @@ async fn several_limits_spend_all_or_nothing_in_redis() {
     let tb = Limit::token_bucket(4, hour).name("tb"); // one token per 900 s
     let log = Limit::sliding_window_log(6, hour).name("log");
     let cost_layer = |prefix: &str, limits: &[Limit]| {
-        let mut builder = RateLimitLayer::builder();
-        for limit in limits {
-            builder = builder.limit(limit.clone());
-        }
-        builder
-            .cost(cost_header)
-            .clock(clock())
-            .backend(redis.clone())
-            .deadline(PATIENT_DEADLINE)
-            .prefix(prefix)
-            .build()
-            .unwrap()
+        on_redis(with_limits(limits).cost(cost_header), &redis, prefix)
     };
 
     // Refused by the first limit: the second spends nothing.

@@ -109,6 +109,17 @@ pub fn limiter_on_clock<K>(
     (clock, layer)
 }
 
+/// A builder with every one of `limits`, in order.
+#[cfg(feature = "rate-limit")]
+pub fn with_limits(
+    limits: &[tower_bulwark::rate_limit::Limit],
+) -> tower_bulwark::rate_limit::RateLimitBuilder {
+    limits.iter().fold(
+        tower_bulwark::rate_limit::RateLimitLayer::builder(),
+        |builder, limit| builder.limit(limit.clone()),
+    )
+}
+
 /// A manual clock at zero.
 pub fn clock() -> ManualClock {
     ManualClock::new()
@@ -134,6 +145,11 @@ pub fn get_with(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
         builder = builder.header(*name, *value);
     }
     builder.body(Body::default()).unwrap()
+}
+
+/// A gRPC call: `GET path` with `content-type: application/grpc`.
+pub fn grpc_get(path: &str) -> Request<Body> {
+    get_with(path, &[("content-type", "application/grpc")])
 }
 
 /// `GET /` from TCP peer `peer` (a `SocketAddr` extension, as `PeerIp` reads it).
