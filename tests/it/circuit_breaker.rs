@@ -101,6 +101,28 @@ impl Gate {
         (release, call)
     }
 
+    /// Two calls as [`hold_call`](Self::hold_call) starts one, both started before either is
+    /// polled.
+    #[allow(clippy::type_complexity)]
+    async fn hold_two_calls<S>(
+        &self,
+        svc: &mut S,
+    ) -> (
+        (oneshot::Sender<u16>, Pin<Box<S::Future>>),
+        (oneshot::Sender<u16>, Pin<Box<S::Future>>),
+    )
+    where
+        S: Service<Request<Body>>,
+        S::Error: std::fmt::Debug,
+    {
+        let (first, second) = (self.hold(), self.hold());
+        let mut a = start(svc, get("/")).await;
+        let mut b = start(svc, get("/")).await;
+        assert!(poll_once(&mut a).await.is_pending());
+        assert!(poll_once(&mut b).await.is_pending());
+        ((first, a), (second, b))
+    }
+
     fn service(&self) -> BoxInner {
         let gate = self.clone();
         BoxCloneService::new(tower::service_fn(move |req: Request<Body>| {
@@ -151,6 +173,23 @@ fn one_failure_one_probe(gate: &Gate) -> (ManualClock, CircuitBreaker<BoxInner>)
             .open_for(secs(10)),
     );
     (clock, layer.layer(gate.service()))
+}
+
+/// One failure opens it for 10 s, two probes at a time and `successes` of them close it; calls go
+/// through `gate`. Tripped, and 10 s on: half-open.
+async fn two_probes_half_open(
+    gate: &Gate,
+    successes: u32,
+) -> (ManualClock, CircuitBreaker<BoxInner>) {
+    let (clock, layer) = on_clock(
+        CircuitBreakerLayer::consecutive_failures(1)
+            .half_open_probes(2)
+            .half_open_successes(successes)
+            .open_for(secs(10)),
+    );
+    let mut svc = layer.layer(gate.service());
+    trip_and_wait(&mut svc, 1, &clock, secs(10)).await;
+    (clock, svc)
 }
 
 /// A failure rate of 50 % over 10 s, judged from 4 calls, after three failures at time zero.
@@ -538,20 +577,9 @@ async fn without_slow_calls_configured_duration_does_not_matter() {
 #[tokio::test]
 async fn half_open_admits_exactly_the_configured_probes_in_flight() {
     let gate = Gate::default();
-    let (clock, layer) = on_clock(
-        CircuitBreakerLayer::consecutive_failures(1)
-            .half_open_probes(2)
-            .half_open_successes(3)
-            .open_for(secs(10)),
-    );
-    let mut svc = layer.layer(gate.service());
-    trip_and_wait(&mut svc, 1, &clock, secs(10)).await;
+    let (_, mut svc) = two_probes_half_open(&gate, 3).await;
 
-    let (r1, r2) = (gate.hold(), gate.hold());
-    let mut p1 = start(&mut svc, get("/")).await;
-    let mut p2 = start(&mut svc, get("/")).await;
-    assert!(poll_once(&mut p1).await.is_pending());
-    assert!(poll_once(&mut p2).await.is_pending());
+    let ((r1, p1), (r2, p2)) = gate.hold_two_calls(&mut svc).await;
     assert_eq!(gate.calls(), 3);
     // Both slots taken: the third is refused and never reaches the inner service.
     assert_refused(ok(&mut svc, get("/")).await, 1).await;
@@ -685,28 +713,13 @@ async fn a_late_failure_from_an_older_generation_does_not_reopen_a_closed_breake
 #[tokio::test]
 async fn a_probe_from_an_earlier_half_open_does_not_count_in_the_next() {
     let gate = Gate::default();
-    let (clock, layer) = on_clock(
-        CircuitBreakerLayer::consecutive_failures(1)
-            .half_open_probes(2)
-            .half_open_successes(1)
-            .open_for(secs(10)),
-    );
-    let mut svc = layer.layer(gate.service());
-    trip_and_wait(&mut svc, 1, &clock, secs(10)).await;
-    let (release_x, release_y) = (gate.hold(), gate.hold());
-    let mut x = start(&mut svc, get("/")).await;
-    let mut y = start(&mut svc, get("/")).await;
-    assert!(poll_once(&mut x).await.is_pending());
-    assert!(poll_once(&mut y).await.is_pending());
+    let (clock, mut svc) = two_probes_half_open(&gate, 1).await;
+    let ((release_x, x), (release_y, y)) = gate.hold_two_calls(&mut svc).await;
     release_y.send(0).unwrap(); // probe y fails: open again
     assert!(y.await.is_err());
     assert_eq!(svc.circuit().state(), Open);
     clock.advance(secs(10));
-    let (release_z, release_w) = (gate.hold(), gate.hold());
-    let mut z = start(&mut svc, get("/")).await;
-    let mut w = start(&mut svc, get("/")).await;
-    assert!(poll_once(&mut z).await.is_pending());
-    assert!(poll_once(&mut w).await.is_pending());
+    let ((release_z, z), (release_w, w)) = gate.hold_two_calls(&mut svc).await;
 
     release_x.send(200).unwrap(); // the old probe succeeds late
     assert_eq!(x.await.unwrap().status(), 200);
