@@ -320,11 +320,14 @@ fn aligned_windows_within(
     Ok(())
 }
 
+/// `(time, cost)` of each request, admitted or refused.
+type Arrivals = Vec<(u64, u64)>;
+
 fn run_single(
     limit: Limit,
     model: &mut dyn Model,
     arrivals: &[(u64, u64)],
-) -> Result<(Vec<(u64, u64)>, Vec<(u64, u64)>), TestCaseError> {
+) -> Result<(Arrivals, Arrivals), TestCaseError> {
     let harness = Harness::new(&[limit]);
     let (mut admitted, mut refused) = (Vec::new(), Vec::new());
     let mut now = 0;

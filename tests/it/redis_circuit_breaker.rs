@@ -16,7 +16,6 @@ use std::convert::Infallible;
 
 use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer, Service, ServiceExt};
-use tower_bulwark::backend::redis::RedisBackend;
 use tower_bulwark::circuit_breaker::{
     CircuitBreakerBuilder, CircuitBreakerLayer, CircuitState, FleetStats,
 };
@@ -917,14 +916,12 @@ async fn a_trip_is_told_at_once_for_its_key_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_breakers_share_each_key_on_a_cluster() {
     use std::collections::BTreeSet;
+    use tower_bulwark::backend::redis::RedisBackend;
     let cluster = start_redis!(cluster);
     let urls = cluster.urls();
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
     let build = |redis| {
-        CircuitBreakerLayer::consecutive_failures(1)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
+        member(CircuitBreakerLayer::consecutive_failures(1), redis)
             .per_key(upstream_key())
             .build()
             .unwrap()
