@@ -50,18 +50,18 @@
 //! `Retry-After` and a JSON body) and `ours_generic` (`build_generic()`: a boxed `CircuitOpen`
 //! error, like for like with the peers' error values).
 
-mod breaker_common;
+mod common;
 
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
 use std::hint::black_box;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Barrier;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use breaker_common::*;
+use common::breaker::*;
+use common::*;
 use criterion::{criterion_group, criterion_main, Bencher, Criterion};
 use failsafe::{backoff, failure_policy, CircuitBreaker as _};
 use futures_util::task::noop_waker_ref;
@@ -135,28 +135,15 @@ fn failsafe_call(
     })
 }
 
-// our breaker with our defaults, spelled out. One layer is one breaker: every service
-// it makes shares it.
+// our breaker with our defaults. One layer is one breaker: every service it makes shares it.
 fn ours() -> BulwarkBreakerLayer {
-    BulwarkBreakerLayer::consecutive_failures(FAILURES)
-        .open_for(OPEN_FOR)
-        .half_open_successes(HALF_OPEN_SUCCESSES)
-        .build()
-        .unwrap()
+    our_defaults().build().unwrap()
 }
 
 fn closed(c: &mut Criterion) {
     let mut g = c.benchmark_group("closed");
 
-    let mut bare = tower::service_fn(noop);
-    g.bench_function("bare_service", |b| bench_service(b, &mut bare));
-
-    let mut svc = resilience(tower::service_fn(noop));
-    assert_eq!(
-        drive(&mut svc, Request::new(())).unwrap().status(),
-        StatusCode::OK
-    );
-    g.bench_function("tower_resilience", |b| bench_service(b, &mut svc));
+    let mut bare = bare_and_resilience_rows(&mut g);
 
     let breaker = failsafe();
     g.bench_function("failsafe", |b| {
@@ -173,10 +160,7 @@ fn closed(c: &mut Criterion) {
     // the same call through our breaker.
     let layer = ours();
     let mut svc = layer.layer(tower::service_fn(noop));
-    assert_eq!(
-        drive(&mut svc, Request::new(())).unwrap().status(),
-        StatusCode::OK
-    );
+    assert_answers_ok(&mut svc);
     g.bench_function("ours", |b| bench_service(b, &mut svc));
     assert_eq!(layer.circuit().state(), BulwarkState::Closed);
     assert_eq!(layer.circuit().stats().rejected, 0);
@@ -293,34 +277,6 @@ fn open(c: &mut Criterion) {
     g.finish();
 }
 
-/// Runs `work` on each worker's thread at once, `iters` times; the time is the slowest
-/// thread's, from a common start (as in `benches/rate_limit.rs`). So the figure per iteration is
-/// what one call costs each thread while the other calls too.
-fn on_threads<W: FnMut() + Send>(iters: u64, workers: Vec<W>) -> Duration {
-    let barrier = Barrier::new(workers.len());
-    std::thread::scope(|s| {
-        let handles: Vec<_> = workers
-            .into_iter()
-            .map(|mut work| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        work();
-                    }
-                    start.elapsed()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .max()
-            .unwrap()
-    })
-}
-
 const THREADS: usize = 2;
 
 /// Calls made in `closed_2_threads` since the last report, counted once per sample (not per
@@ -376,10 +332,7 @@ fn closed_2_threads(c: &mut Criterion) {
     });
     report_repolled("tower_resilience");
     let mut check = svc.clone();
-    assert_eq!(
-        drive(&mut check, Request::new(())).unwrap().status(),
-        StatusCode::OK
-    );
+    assert_answers_ok(&mut check);
 
     // One state machine (clones share it), each thread calling its own no-op service.
     let breaker = failsafe();
@@ -426,16 +379,9 @@ fn closed_2_threads(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(2))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = config(Duration::from_secs(2), 30);
     targets = closed, open, closed_2_threads
 }
 criterion_main!(benches);

@@ -31,12 +31,13 @@
 //! rows that need none. Every key lives under the prefix `bench-cb-<pid>-…`, deleted at the end.
 //! Results: BENCHMARKS.md.
 
-mod breaker_common;
+mod common;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use breaker_common::*;
+use common::breaker::*;
+use common::*;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode};
 use http::{HeaderName, HeaderValue, Request, StatusCode};
@@ -44,7 +45,7 @@ use tokio::runtime::Runtime;
 use tower::Layer;
 use tower_bulwark::circuit_breaker::{
     CircuitBreakerLayer as BulwarkBreakerLayer, CircuitState as BulwarkState, FleetStats,
-    KeyedCircuitBreakerLayer,
+    KeyedCircuitBreakerLayer, RedisCircuitBreakerBuilder,
 };
 use tower_bulwark::key::HeaderKey;
 use tower_bulwark::redis::RedisBackend;
@@ -112,20 +113,22 @@ impl Fleet {
         }
     }
 
+    /// Our defaults on this run's connection, under `prefix-<name>`, with the bench's sync
+    /// interval and deadline.
+    fn shared(&self, name: &str) -> RedisCircuitBreakerBuilder {
+        our_defaults()
+            .backend(self.redis.clone())
+            .prefix(format!("{}-{name}", self.prefix))
+            .sync_interval(SYNC_INTERVAL)
+            .deadline(DEADLINE)
+    }
+
     /// Our defaults, shared through Redis under `prefix-<name>`. Builds inside the runtime
     /// (the sync task starts there), then lets the task's first rounds (at start, and the one
     /// a new circuit asks for) finish, so that nothing of it runs while a row is timed.
     fn layer(&self, name: &str) -> BulwarkBreakerLayer {
         let _runtime = self.runtime.enter();
-        let layer = BulwarkBreakerLayer::consecutive_failures(FAILURES)
-            .open_for(OPEN_FOR)
-            .half_open_successes(HALF_OPEN_SUCCESSES)
-            .backend(self.redis.clone())
-            .prefix(format!("{}-{name}", self.prefix))
-            .sync_interval(SYNC_INTERVAL)
-            .deadline(DEADLINE)
-            .build()
-            .expect("valid breaker");
+        let layer = self.shared(name).build().expect("valid breaker");
         self.settle(|| layer.sync_fleet());
         layer
     }
@@ -133,13 +136,7 @@ impl Fleet {
     /// The same, one breaker per `x-api-key`.
     fn keyed_layer(&self, name: &str) -> KeyedCircuitBreakerLayer<HeaderKey> {
         let _runtime = self.runtime.enter();
-        BulwarkBreakerLayer::consecutive_failures(FAILURES)
-            .open_for(OPEN_FOR)
-            .half_open_successes(HALF_OPEN_SUCCESSES)
-            .backend(self.redis.clone())
-            .prefix(format!("{}-{name}", self.prefix))
-            .sync_interval(SYNC_INTERVAL)
-            .deadline(DEADLINE)
+        self.shared(name)
             .per_key(HeaderKey::new(HeaderName::from_static("x-api-key")))
             .build()
             .expect("valid breaker")
@@ -189,27 +186,12 @@ impl Fleet {
 fn closed(c: &mut Criterion, fleet: Option<&Fleet>) {
     let mut g = c.benchmark_group("breaker_fleet_closed");
 
-    let mut bare = tower::service_fn(noop);
-    g.bench_function("bare_service", |b| bench_service(b, &mut bare));
-
-    let mut svc = resilience(tower::service_fn(noop));
-    assert_eq!(
-        drive(&mut svc, Request::new(())).unwrap().status(),
-        StatusCode::OK
-    );
-    g.bench_function("tower_resilience", |b| bench_service(b, &mut svc));
+    bare_and_resilience_rows(&mut g);
 
     // Our breaker in memory, as `ours` in benches/circuit_breaker.rs.
-    let layer = BulwarkBreakerLayer::consecutive_failures(FAILURES)
-        .open_for(OPEN_FOR)
-        .half_open_successes(HALF_OPEN_SUCCESSES)
-        .build()
-        .unwrap();
+    let layer = our_defaults().build().unwrap();
     let mut svc = layer.layer(tower::service_fn(noop));
-    assert_eq!(
-        drive(&mut svc, Request::new(())).unwrap().status(),
-        StatusCode::OK
-    );
+    assert_answers_ok(&mut svc);
     g.bench_function("ours_memory", |b| bench_service(b, &mut svc));
     assert_eq!(layer.circuit().state(), BulwarkState::Closed);
     assert_eq!(layer.circuit().stats().rejected, 0);
@@ -218,10 +200,7 @@ fn closed(c: &mut Criterion, fleet: Option<&Fleet>) {
     if let Some(fleet) = fleet {
         let layer = fleet.layer("closed");
         let mut svc = layer.layer(tower::service_fn(noop));
-        assert_eq!(
-            drive(&mut svc, Request::new(())).unwrap().status(),
-            StatusCode::OK
-        );
+        assert_answers_ok(&mut svc);
         let before = layer.fleet_stats().expect("shared through redis");
         g.bench_function("ours_redis", |b| bench_service(b, &mut svc));
         let after = layer.fleet_stats().expect("shared through redis");
@@ -341,15 +320,8 @@ fn sync(c: &mut Criterion, fleet: &Fleet) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
 fn main() {
-    let mut c = config().configure_from_args();
+    let mut c = config(Duration::from_secs(3), 30).configure_from_args();
     let fleet = Fleet::connect();
     closed(&mut c, fleet.as_ref());
     if let Some(fleet) = &fleet {

@@ -19,40 +19,29 @@
 //! the response. Limits are 1e9 per second, so every request is admitted, unless a bench says
 //! otherwise. Results and the command: BENCHMARKS.md.
 
-use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
+mod common;
+
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
-use std::pin::pin;
-use std::sync::Barrier;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BatchSize, Bencher, Criterion};
-use futures_util::task::noop_waker_ref;
+use common::*;
+use criterion::{criterion_group, criterion_main, Criterion};
 use governor::{Quota, RateLimiter};
 use http::header::Entry;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::Empty;
-use tower::{Layer, Service};
+use http::{HeaderName, HeaderValue, Request, StatusCode};
+use tower::Layer;
 use tower_bulwark::key::{HeaderKey, PeerIp};
 use tower_bulwark::rate_limit::headers::{
     RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
 use tower_bulwark::rate_limit::{RateLimitBuilder, RateLimitLayer};
 
-type Req = Request<()>;
-type Res = Response<Empty<Bytes>>;
-
 const KEYS: u32 = 10_000;
 const HIGH: u64 = 1_000_000_000;
 const SECOND: Duration = Duration::from_secs(1);
 const HOUR: Duration = Duration::from_secs(3600);
-/// Requests are built 1 000 at a time, outside the timed part: small enough that a batch stays in
-/// cache and its buffer is reused, large enough that timing each batch costs nothing per request.
-const BATCH: BatchSize = BatchSize::NumIterations(1_000);
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// An algorithm's shortcut on `RateLimitLayer`, such as `RateLimitLayer::token_bucket`.
@@ -67,35 +56,6 @@ const ALGORITHMS: [(&str, Make); 4] = [
     ),
     ("fixed_window", RateLimitLayer::fixed_window),
 ];
-
-/// The no-op inner service: immediately ready, answers at once.
-fn noop(_req: Req) -> Ready<Result<Res, Infallible>> {
-    ready(Ok(Response::new(Empty::new())))
-}
-
-/// `poll_ready`, `call`, one poll: the whole of one request through a synchronous stack.
-fn drive<S: Service<R>, R>(svc: &mut S, req: R) -> S::Response {
-    let mut cx = Context::from_waker(noop_waker_ref());
-    assert!(
-        matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))),
-        "service not ready"
-    );
-    match pin!(svc.call(req)).poll(&mut cx) {
-        Poll::Ready(Ok(response)) => response,
-        _ => panic!("the response future did not complete at once"),
-    }
-}
-
-/// Times `svc` on requests from `next`, built outside the timed part.
-fn bench_service<S: Service<Req>>(b: &mut Bencher<'_>, svc: &mut S, next: impl FnMut() -> Req) {
-    b.iter_batched(
-        next,
-        |req| {
-            black_box(drive(svc, req));
-        },
-        BATCH,
-    );
-}
 
 /// Yields `items` round and round.
 fn cycle<T: Clone>(items: &[T]) -> impl FnMut() -> T + '_ {
@@ -168,9 +128,12 @@ fn global(c: &mut Criterion) {
         for headers in [true, false] {
             let layer = make(HIGH, SECOND).headers(headers).build().unwrap();
             let mut svc = layer.layer(tower::service_fn(noop));
-            assert_eq!(drive(&mut svc, Request::new(())).status(), StatusCode::OK);
+            assert_eq!(
+                drive_ok(&mut svc, Request::new(())).status(),
+                StatusCode::OK
+            );
             g.bench_function(ours_id(name, headers), |b| {
-                bench_service(b, &mut svc, || Request::new(()))
+                bench_answers(b, &mut svc, || Request::new(()))
             });
             assert_eq!(layer.stats().rejected, 0, "{name}: some requests refused");
         }
@@ -178,7 +141,7 @@ fn global(c: &mut Criterion) {
 
     let mut bare = tower::service_fn(noop);
     g.bench_function("bare_service", |b| {
-        bench_service(b, &mut bare, || Request::new(()))
+        bench_answers(b, &mut bare, || Request::new(()))
     });
 
     // The floor for any layer sending our five rate-limit headers: inserting them, with values
@@ -188,7 +151,7 @@ fn global(c: &mut Criterion) {
         b.iter_batched(
             || Request::new(()),
             |req| {
-                let mut response = drive(&mut bare, req);
+                let mut response = drive_ok(&mut bare, req);
                 for (name, value) in &headers {
                     if let Entry::Vacant(slot) = response.headers_mut().entry(name.clone()) {
                         slot.insert(value.clone());
@@ -209,7 +172,7 @@ fn global(c: &mut Criterion) {
             || Request::new(()),
             |req| {
                 assert!(direct.check().is_ok());
-                black_box(drive(&mut bare, req));
+                black_box(drive_ok(&mut bare, req));
             },
             BATCH,
         )
@@ -225,7 +188,7 @@ fn global(c: &mut Criterion) {
     let mut tower_limit =
         tower::limit::RateLimitLayer::new(u64::MAX, HOUR).layer(tower::service_fn(noop));
     g.bench_function("tower/limit::RateLimit", |b| {
-        bench_service(b, &mut tower_limit, || Request::new(()))
+        bench_answers(b, &mut tower_limit, || Request::new(()))
     });
 
     // tower-resilience's default (fixed window), refusing at once rather than waiting.
@@ -237,7 +200,7 @@ fn global(c: &mut Criterion) {
         .unwrap()
         .layer(tower::service_fn(noop));
     g.bench_function("tower_resilience/RateLimiter", |b| {
-        bench_service(b, &mut resilience, || Request::new(()))
+        bench_answers(b, &mut resilience, || Request::new(()))
     });
     g.finish();
 }
@@ -257,7 +220,7 @@ fn keyed(c: &mut Criterion) {
             let mut svc = layer.layer(tower::service_fn(noop));
             let mut next = cycle(&addrs);
             g.bench_function(ours_id(name, headers), |b| {
-                bench_service(b, &mut svc, || peer_request(next()))
+                bench_answers(b, &mut svc, || peer_request(next()))
             });
             let stats = layer.stats();
             assert_eq!(stats.rejected + stats.missing_key, 0, "{name}: refusals");
@@ -277,7 +240,7 @@ fn keyed(c: &mut Criterion) {
         let mut svc = layer.layer(tower::service_fn(noop));
         let mut next = cycle(&addrs);
         let id = format!("{}/quanta_clock", ours_id("token_bucket", headers));
-        g.bench_function(id, |b| bench_service(b, &mut svc, || peer_request(next())));
+        g.bench_function(id, |b| bench_answers(b, &mut svc, || peer_request(next())));
         assert_eq!(layer.stats().rejected, 0);
     }
 
@@ -289,14 +252,14 @@ fn keyed(c: &mut Criterion) {
     let mut svc = layer.layer(tower::service_fn(noop));
     let mut next = cycle(&api_keys);
     g.bench_function("ours/token_bucket/x-api-key", |b| {
-        bench_service(b, &mut svc, || api_key_request(next()))
+        bench_answers(b, &mut svc, || api_key_request(next()))
     });
     assert_eq!(layer.stats().rejected + layer.stats().missing_key, 0);
 
     let mut bare = tower::service_fn(noop);
     let mut next = cycle(&addrs);
     g.bench_function("bare_service", |b| {
-        bench_service(b, &mut bare, || peer_request(next()))
+        bench_answers(b, &mut bare, || peer_request(next()))
     });
 
     let limiter = RateLimiter::keyed(governor_quota(HIGH as u32));
@@ -312,7 +275,7 @@ fn keyed(c: &mut Criterion) {
             |req| {
                 let ip = req.extensions().get::<SocketAddr>().unwrap().ip();
                 assert!(limiter.check_key(&ip).is_ok());
-                black_box(drive(&mut bare, req));
+                black_box(drive_ok(&mut bare, req));
             },
             BATCH,
         )
@@ -328,13 +291,16 @@ fn reject(c: &mut Criterion) {
             .build()
             .unwrap();
         let mut svc = layer.layer(tower::service_fn(noop));
-        assert_eq!(drive(&mut svc, Request::new(())).status(), StatusCode::OK);
         assert_eq!(
-            drive(&mut svc, Request::new(())).status(),
+            drive_ok(&mut svc, Request::new(())).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            drive_ok(&mut svc, Request::new(())).status(),
             StatusCode::TOO_MANY_REQUESTS
         );
         g.bench_function(ours_id("token_bucket", headers), |b| {
-            bench_service(b, &mut svc, || Request::new(()))
+            bench_answers(b, &mut svc, || Request::new(()))
         });
         assert_eq!(layer.stats().allowed, 1);
     }
@@ -346,11 +312,11 @@ fn reject(c: &mut Criterion) {
         .unwrap();
     let mut svc = layer.layer(tower::service_fn(noop));
     for addr in &addrs {
-        drive(&mut svc, peer_request(*addr));
+        drive_ok(&mut svc, peer_request(*addr));
     }
     let mut next = cycle(&addrs);
     g.bench_function("ours/token_bucket/keyed_10k", |b| {
-        bench_service(b, &mut svc, || peer_request(next()))
+        bench_answers(b, &mut svc, || peer_request(next()))
     });
     assert_eq!(layer.stats().allowed, u64::from(KEYS));
 
@@ -371,34 +337,6 @@ fn reject(c: &mut Criterion) {
     g.finish();
 }
 
-/// Runs `work` on `threads` threads at once, each `iters` times; the time is the slowest
-/// thread's, from a common start. So the figure per iteration is what one decision costs each
-/// thread while the others decide too: equal to the one-thread figure if nothing is shared.
-fn on_threads<W: FnMut() + Send>(iters: u64, workers: Vec<W>) -> Duration {
-    let barrier = Barrier::new(workers.len());
-    std::thread::scope(|s| {
-        let handles: Vec<_> = workers
-            .into_iter()
-            .map(|mut work| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        work();
-                    }
-                    start.elapsed()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .max()
-            .unwrap()
-    })
-}
-
 fn contended(c: &mut Criterion) {
     let mut g = c.benchmark_group("contended_one_key");
     for threads in [1, 2] {
@@ -412,7 +350,7 @@ fn contended(c: &mut Criterion) {
                             .map(|_| {
                                 let mut svc = layer.layer(tower::service_fn(noop));
                                 move || {
-                                    black_box(drive(&mut svc, Request::new(())));
+                                    black_box(drive_ok(&mut svc, Request::new(())));
                                 }
                             })
                             .collect();
@@ -435,16 +373,9 @@ fn contended(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(2))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = config(Duration::from_secs(2), 30);
     targets = global, keyed, reject, contended
 }
 criterion_main!(benches);

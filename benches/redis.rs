@@ -14,16 +14,15 @@
 //!
 //! Redis: `BULWARK_BENCH_REDIS` (default `redis://127.0.0.1:6379/`). Results: BENCHMARKS.md.
 
-use std::convert::Infallible;
-use std::future::{ready, Ready};
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use common::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use http::{Request, Response};
-use http_body_util::Empty;
+use http::Request;
 use tower::{Layer, ServiceExt};
 use tower_bulwark::key::{Key, PeerIp};
 use tower_bulwark::rate_limit::store::RedisRateLimiter;
@@ -35,12 +34,6 @@ const KEYS: u64 = 10_000;
 /// Admits everything: a token every microsecond, a burst of a million.
 const HIGH: u64 = 1_000_000;
 const TASKS: [u64; 4] = [1, 16, 64, 256];
-
-type Res = Response<Empty<Bytes>>;
-
-fn ok(_: Request<()>) -> Ready<Result<Res, Infallible>> {
-    ready(Ok(Response::new(Empty::new())))
-}
 
 fn redis_url() -> String {
     std::env::var("BULWARK_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
@@ -132,7 +125,7 @@ fn throughput(c: &mut Criterion) {
         let layer = layer_backend.clone();
         group.bench_with_input(BenchmarkId::new("layer", tasks), &tasks, |bench, &tasks| {
             bench.iter_custom(|iters| {
-                let svc = layer.layer(tower::service_fn(ok));
+                let svc = layer.layer(tower::service_fn(noop));
                 runtime.block_on(spread(tasks, iters, move |n| {
                     let svc = svc.clone();
                     async move {
@@ -224,16 +217,9 @@ fn denied_cache(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(20)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = config(Duration::from_secs(3), 20);
     targets = throughput, denied_cache
 }
 criterion_main!(benches);

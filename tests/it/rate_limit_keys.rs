@@ -1,13 +1,11 @@
 //! Keys through the HTTP layer: forged forwarding headers, malformed ones, missing keys, API
 //! keys, and a flood of unique keys against the `max_keys` bound.
 
-mod common;
-
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use http::{HeaderName, HeaderValue, StatusCode};
 use tower::Layer;
 use tower_bulwark::key::{ForwardingHeader, HeaderKey, Key, PeerIp, TrustedProxyIp};
@@ -27,11 +25,8 @@ fn remaining(layer: &RateLimitLayer<impl Sized>, key: &Key) -> u64 {
 
 #[tokio::test]
 async fn forged_forwarded_for_entries_cannot_change_the_key() {
-    let layer = RateLimitLayer::fixed_window(2, secs(60))
-        .key(TrustedProxyIp::new(1))
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) =
+        limiter_on_clock(RateLimitLayer::fixed_window(2, secs(60)).key(TrustedProxyIp::new(1)));
     let mut svc = layer.layer(inner());
     // The trusted proxy appended 198.51.100.4; everything left of it came from the client.
     let forged = [
@@ -60,11 +55,8 @@ async fn forged_forwarded_for_entries_cannot_change_the_key() {
 
 #[tokio::test]
 async fn forged_entries_behind_two_proxies_and_in_forwarded_share_one_limit() {
-    let layer = RateLimitLayer::fixed_window(10, secs(60))
-        .key(TrustedProxyIp::new(2))
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) =
+        limiter_on_clock(RateLimitLayer::fixed_window(10, secs(60)).key(TrustedProxyIp::new(2)));
     let mut svc = layer.layer(inner());
     for xff in [
         "6.6.6.6, 203.0.113.9, 10.0.0.2",
@@ -82,11 +74,10 @@ async fn forged_entries_behind_two_proxies_and_in_forwarded_share_one_limit() {
     assert_eq!(remaining(&layer, &ip([203, 0, 113, 9])), 6);
     assert_eq!(layer.backend().len(), 1);
 
-    let fwd = RateLimitLayer::fixed_window(10, secs(60))
-        .key(TrustedProxyIp::new(1).header(ForwardingHeader::Forwarded))
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, fwd) = limiter_on_clock(
+        RateLimitLayer::fixed_window(10, secs(60))
+            .key(TrustedProxyIp::new(1).header(ForwardingHeader::Forwarded)),
+    );
     let mut svc = fwd.layer(inner());
     for value in [
         "for=6.6.6.6, for=198.51.100.4",
@@ -103,11 +94,8 @@ async fn forged_entries_behind_two_proxies_and_in_forwarded_share_one_limit() {
 #[tokio::test]
 async fn malformed_forwarding_headers_fall_back_to_the_peer() {
     let peer = [10, 9, 9, 9];
-    let layer = RateLimitLayer::fixed_window(100, secs(60))
-        .key(TrustedProxyIp::new(1))
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) =
+        limiter_on_clock(RateLimitLayer::fixed_window(100, secs(60)).key(TrustedProxyIp::new(1)));
     let mut svc = layer.layer(inner());
     let bad = [
         "",
@@ -151,11 +139,7 @@ async fn malformed_forwarding_headers_fall_back_to_the_peer() {
 #[tokio::test]
 async fn a_missing_key_is_refused_with_500_json_by_default() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = RateLimitLayer::fixed_window(10, secs(60))
-        .key(PeerIp)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = limiter_on_clock(RateLimitLayer::fixed_window(10, secs(60)).key(PeerIp));
     let mut svc = layer.layer(counting_inner(calls.clone()));
     let res = ok(&mut svc, get("/")).await;
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -170,11 +154,7 @@ async fn a_missing_key_is_refused_with_500_json_by_default() {
     );
 
     // gRPC: UNKNOWN for a 500 (gRPC's HTTP to gRPC status mapping).
-    let res = ok(
-        &mut svc,
-        get_with("/", &[("content-type", "application/grpc")]),
-    )
-    .await;
+    let res = ok(&mut svc, grpc_get("/")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(res.headers(), "grpc-status"), Some("2"));
     assert_eq!(
@@ -193,12 +173,11 @@ async fn a_missing_key_is_refused_with_500_json_by_default() {
 
 #[tokio::test]
 async fn a_missing_key_can_be_refused_with_400() {
-    let layer = RateLimitLayer::fixed_window(10, secs(60))
-        .key(PeerIp)
-        .on_missing_key(MissingKey::Reject(StatusCode::BAD_REQUEST))
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = limiter_on_clock(
+        RateLimitLayer::fixed_window(10, secs(60))
+            .key(PeerIp)
+            .on_missing_key(MissingKey::Reject(StatusCode::BAD_REQUEST)),
+    );
     let mut svc = layer.layer(inner());
     let res = ok(&mut svc, get("/")).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
@@ -212,11 +191,7 @@ async fn a_missing_key_can_be_refused_with_400() {
     );
 
     // gRPC: INTERNAL for a 400 (gRPC's HTTP to gRPC status mapping).
-    let res = ok(
-        &mut svc,
-        get_with("/", &[("content-type", "application/grpc")]),
-    )
-    .await;
+    let res = ok(&mut svc, grpc_get("/")).await;
     assert_eq!(header(res.headers(), "grpc-status"), Some("13"));
 
     // A request with a key is counted as usual.
@@ -282,12 +257,11 @@ async fn a_missing_key_on_grpc_answers_the_code_grpc_maps_its_status_to() {
 #[tokio::test]
 async fn a_missing_key_can_fall_back_to_the_global_key() {
     let api_key = HeaderName::from_static("x-api-key");
-    let layer = RateLimitLayer::fixed_window(2, secs(60))
-        .key(HeaderKey::new(api_key))
-        .on_missing_key(MissingKey::Fallback(Key::Global))
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = limiter_on_clock(
+        RateLimitLayer::fixed_window(2, secs(60))
+            .key(HeaderKey::new(api_key))
+            .on_missing_key(MissingKey::Fallback(Key::Global)),
+    );
     let mut svc = layer.layer(inner());
     let mut statuses = Vec::new();
     for _ in 0..3 {
@@ -303,11 +277,10 @@ async fn a_missing_key_can_fall_back_to_the_global_key() {
 
 #[tokio::test]
 async fn each_api_key_has_its_own_limit() {
-    let layer = RateLimitLayer::sliding_window_log(2, secs(60))
-        .key(HeaderKey::new(HeaderName::from_static("x-api-key")))
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = limiter_on_clock(
+        RateLimitLayer::sliding_window_log(2, secs(60))
+            .key(HeaderKey::new(HeaderName::from_static("x-api-key"))),
+    );
     let mut svc = layer.layer(inner());
     let mut statuses = Vec::new();
     for api_key in ["k-1", "k-1", "k-1", "k-2", "k-2", "k-2", "k-3"] {
@@ -362,13 +335,11 @@ fn nth_ip(n: u32) -> [u8; 4] {
 
 #[tokio::test]
 async fn a_flood_of_unique_keys_stays_within_max_keys() {
-    let clock = clock();
-    let layer = RateLimitLayer::fixed_window(10, secs(60))
-        .key(PeerIp)
-        .max_keys(1_000)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = limiter_on_clock(
+        RateLimitLayer::fixed_window(10, secs(60))
+            .key(PeerIp)
+            .max_keys(1_000),
+    );
     let mut svc = layer.layer(inner());
 
     let (mut admitted, mut refused) = (0, 0);
@@ -414,12 +385,8 @@ async fn a_flood_of_unique_keys_stays_within_max_keys() {
 
 #[test]
 fn a_flood_on_the_lock_free_token_bucket_stays_within_max_keys() {
-    let clock = clock();
-    let layer = RateLimitLayer::token_bucket(1, secs(60))
-        .max_keys(1_000)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) =
+        limiter_on_clock(RateLimitLayer::token_bucket(1, secs(60)).max_keys(1_000));
     let backend = layer.backend();
     let admitted = (0..50_000u64)
         .filter(|&n| backend.decide_now(&Key::Int(n), 1).allowed())
@@ -487,14 +454,12 @@ fn a_flood_at_max_keys_does_not_lock_newcomers_out() {
 /// Sweeping drops only idle keys: a client still inside its window keeps its count.
 #[tokio::test]
 async fn sweeping_keeps_live_keys() {
-    let clock = clock();
-    let layer = RateLimitLayer::builder()
-        .limit(Limit::sliding_window_log(2, secs(60)))
-        .key(PeerIp)
-        .max_keys(3)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = limiter_on_clock(
+        RateLimitLayer::builder()
+            .limit(Limit::sliding_window_log(2, secs(60)))
+            .key(PeerIp)
+            .max_keys(3),
+    );
     let mut svc = layer.layer(inner());
     let (a, b, c, d, e) = (nth_ip(1), nth_ip(2), nth_ip(3), nth_ip(4), nth_ip(5));
     ok(&mut svc, from_peer(b, &[])).await;

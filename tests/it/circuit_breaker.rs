@@ -6,8 +6,6 @@
 //! Time moves only through a `ManualClock`; held calls wait on oneshot channels the test
 //! controls. Nothing sleeps.
 
-mod common;
-
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +14,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use common::*;
+use crate::common::breaker::*;
+use crate::common::*;
 use futures_util::FutureExt;
 use http::{Request, Response, StatusCode};
 use proptest::prelude::*;
@@ -24,7 +23,7 @@ use tokio::sync::oneshot;
 use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceExt};
 use tower_bulwark::circuit_breaker::{
-    CircuitBreakerLayer, CircuitEvent, CircuitOpen, CircuitState, CircuitStats,
+    CircuitBreaker, CircuitBreakerLayer, CircuitEvent, CircuitOpen, CircuitState, CircuitStats,
 };
 use tower_bulwark::clock::ManualClock;
 use tower_bulwark::ConfigError;
@@ -34,43 +33,6 @@ use CircuitState::{Closed, HalfOpen, Open};
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Asserts a refusal of the HTTP layer: 503, JSON body, `Retry-After` in whole seconds.
-async fn assert_refused(res: Res, retry_after: u64) {
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        header(res.headers(), "content-type"),
-        Some("application/json")
-    );
-    assert_eq!(
-        header(res.headers(), "retry-after"),
-        Some(retry_after.to_string().as_str())
-    );
-    assert_eq!(
-        body_text(res).await,
-        format!(r#"{{"error":"Service unavailable","retryAfter":{retry_after}}}"#)
-    );
-}
-
-/// The status a request gets (the inner service must not fail).
-async fn status<S>(svc: &mut S, path: &str) -> u16
-where
-    S: Service<Request<Body>, Response = Res>,
-    S::Error: std::fmt::Debug,
-{
-    ok(svc, get(path)).await.status().as_u16()
-}
-
-/// Sends `n` requests to `path`, each must be answered with `expect` by the inner service.
-async fn repeat<S>(svc: &mut S, path: &str, n: usize, expect: u16)
-where
-    S: Service<Request<Body>, Response = Res>,
-    S::Error: std::fmt::Debug,
-{
-    for i in 0..n {
-        assert_eq!(status(svc, path).await, expect, "call {i} to {path}");
-    }
-}
 
 /// Calls the service and returns its response future without awaiting it.
 async fn start<S>(svc: &mut S, req: Request<Body>) -> Pin<Box<S::Future>>
@@ -126,6 +88,41 @@ impl Gate {
         self.calls.load(Ordering::SeqCst)
     }
 
+    /// Starts a call to `/` that the gate holds in flight (polled once, it must be pending):
+    /// what releases it, as [`hold`](Self::hold) returns, and its response future.
+    async fn hold_call<S>(&self, svc: &mut S) -> (oneshot::Sender<u16>, Pin<Box<S::Future>>)
+    where
+        S: Service<Request<Body>>,
+        S::Error: std::fmt::Debug,
+    {
+        let release = self.hold();
+        let mut call = start(svc, get("/")).await;
+        assert!(poll_once(&mut call).await.is_pending());
+        (release, call)
+    }
+
+    /// Two calls as [`hold_call`](Self::hold_call) starts one, both started before either is
+    /// polled.
+    #[allow(clippy::type_complexity)]
+    async fn hold_two_calls<S>(
+        &self,
+        svc: &mut S,
+    ) -> (
+        (oneshot::Sender<u16>, Pin<Box<S::Future>>),
+        (oneshot::Sender<u16>, Pin<Box<S::Future>>),
+    )
+    where
+        S: Service<Request<Body>>,
+        S::Error: std::fmt::Debug,
+    {
+        let (first, second) = (self.hold(), self.hold());
+        let mut a = start(svc, get("/")).await;
+        let mut b = start(svc, get("/")).await;
+        assert!(poll_once(&mut a).await.is_pending());
+        assert!(poll_once(&mut b).await.is_pending());
+        ((first, a), (second, b))
+    }
+
     fn service(&self) -> BoxInner {
         let gate = self.clone();
         BoxCloneService::new(tower::service_fn(move |req: Request<Body>| {
@@ -168,6 +165,45 @@ fn clocked_inner(clock: ManualClock) -> BoxInner {
     }))
 }
 
+/// One failure opens it for 10 s and one successful probe closes it; calls go through `gate`.
+fn one_failure_one_probe(gate: &Gate) -> (ManualClock, CircuitBreaker<BoxInner>) {
+    let (clock, layer) = on_clock(
+        CircuitBreakerLayer::consecutive_failures(1)
+            .half_open_successes(1)
+            .open_for(secs(10)),
+    );
+    (clock, layer.layer(gate.service()))
+}
+
+/// One failure opens it for 10 s, two probes at a time and `successes` of them close it; calls go
+/// through `gate`. Tripped, and 10 s on: half-open.
+async fn two_probes_half_open(
+    gate: &Gate,
+    successes: u32,
+) -> (ManualClock, CircuitBreaker<BoxInner>) {
+    let (clock, layer) = on_clock(
+        CircuitBreakerLayer::consecutive_failures(1)
+            .half_open_probes(2)
+            .half_open_successes(successes)
+            .open_for(secs(10)),
+    );
+    let mut svc = layer.layer(gate.service());
+    trip_and_wait(&mut svc, 1, &clock, secs(10)).await;
+    (clock, svc)
+}
+
+/// A failure rate of 50 % over 10 s, judged from 4 calls, after three failures at time zero.
+async fn three_failures_in_a_ten_second_window() -> (ManualClock, CircuitBreaker<Inner>) {
+    let (clock, layer) = on_clock(
+        CircuitBreakerLayer::failure_rate(0.5)
+            .window_time(secs(10))
+            .minimum_calls(4),
+    );
+    let mut svc = layer.layer(inner());
+    repeat(&mut svc, "/status/500", 3, 500).await;
+    (clock, svc)
+}
+
 /// Records every event of a breaker.
 fn event_log() -> (
     Arc<Mutex<Vec<CircuitEvent>>>,
@@ -194,12 +230,8 @@ fn rejected(state: CircuitState, retry_after: Duration) -> CircuitEvent {
 
 #[tokio::test]
 async fn five_failures_open_it_and_open_refuses_with_503_without_calling_inner() {
-    let clock = clock();
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = CircuitBreakerLayer::consecutive_failures(5)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(5));
     let mut svc = layer.layer(counting_inner(calls.clone()));
 
     // 5xx of any kind and inner errors are failures.
@@ -244,10 +276,7 @@ async fn five_failures_open_it_and_open_refuses_with_503_without_calling_inner()
 
 #[tokio::test]
 async fn a_success_between_failures_resets_the_count() {
-    let layer = CircuitBreakerLayer::consecutive_failures(5)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(5));
     let mut svc = layer.layer(inner());
     repeat(&mut svc, "/status/500", 4, 500).await;
     assert_eq!(status(&mut svc, "/").await, 200);
@@ -263,10 +292,7 @@ async fn a_success_between_failures_resets_the_count() {
 
 #[tokio::test]
 async fn client_errors_are_not_failures() {
-    let layer = CircuitBreakerLayer::consecutive_failures(5)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(5));
     let mut svc = layer.layer(inner());
     for code in [400, 401, 403, 404, 409, 422, 429, 499] {
         repeat(&mut svc, &format!("/status/{code}"), 5, code).await;
@@ -283,11 +309,7 @@ async fn client_errors_are_not_failures() {
 
 #[tokio::test]
 async fn five_successful_probes_close_it_and_closing_clears_the_count() {
-    let clock = clock();
-    let layer = CircuitBreakerLayer::consecutive_failures(5)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(5));
     let mut svc = layer.layer(inner());
     repeat(&mut svc, "/status/500", 5, 500).await;
     assert_eq!(svc.circuit().state(), Open);
@@ -311,12 +333,8 @@ async fn five_successful_probes_close_it_and_closing_clears_the_count() {
 
 #[tokio::test]
 async fn a_failed_probe_reopens_it_for_a_fresh_open_for() {
-    let clock = clock();
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = CircuitBreakerLayer::consecutive_failures(5)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(5));
     let mut svc = layer.layer(counting_inner(calls.clone()));
     repeat(&mut svc, "/status/500", 5, 500).await;
     clock.set(secs(60));
@@ -348,18 +366,11 @@ async fn a_failed_probe_reopens_it_for_a_fresh_open_for() {
 
 #[tokio::test]
 async fn half_open_with_default_probes_refuses_a_second_call_in_flight() {
-    let clock = clock();
     let gate = Gate::default();
-    let layer = CircuitBreakerLayer::consecutive_failures(5)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(5));
     let mut svc = layer.layer(gate.service());
-    repeat(&mut svc, "/status/500", 5, 500).await;
-    clock.advance(secs(60));
-    let release = gate.hold();
-    let mut probe = start(&mut svc, get("/")).await;
-    assert!(poll_once(&mut probe).await.is_pending());
+    trip_and_wait(&mut svc, 5, &clock, secs(60)).await;
+    let (release, probe) = gate.hold_call(&mut svc).await;
     // The only probe slot is taken: refused, told to come back in a second.
     assert_refused(ok(&mut svc, get("/")).await, 1).await;
     assert_eq!(gate.calls(), 6);
@@ -430,10 +441,7 @@ async fn count_window_forgets_calls_older_than_the_last_n() {
 
 #[tokio::test]
 async fn default_rate_window_judges_from_twenty_calls() {
-    let layer = CircuitBreakerLayer::failure_rate(0.5)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = on_clock(CircuitBreakerLayer::failure_rate(0.5));
     let mut svc = layer.layer(inner());
     repeat(&mut svc, "/status/500", 19, 500).await;
     assert_eq!(svc.circuit().state(), Closed);
@@ -443,15 +451,7 @@ async fn default_rate_window_judges_from_twenty_calls() {
 
 #[tokio::test]
 async fn time_window_forgets_failures_older_than_the_period() {
-    let clock = clock();
-    let layer = CircuitBreakerLayer::failure_rate(0.5)
-        .window_time(secs(10))
-        .minimum_calls(4)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let mut svc = layer.layer(inner());
-    repeat(&mut svc, "/status/500", 3, 500).await;
+    let (clock, mut svc) = three_failures_in_a_ten_second_window().await;
     clock.advance(secs(12)); // the three failures are well out of the 10 s window
     assert_eq!(status(&mut svc, "/status/500").await, 500);
     assert_eq!(svc.circuit().state(), Closed, "1 call in the window");
@@ -465,15 +465,7 @@ async fn time_window_forgets_failures_older_than_the_period() {
 
 #[tokio::test]
 async fn time_window_counts_failures_within_the_period() {
-    let clock = clock();
-    let layer = CircuitBreakerLayer::failure_rate(0.5)
-        .window_time(secs(10))
-        .minimum_calls(4)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let mut svc = layer.layer(inner());
-    repeat(&mut svc, "/status/500", 3, 500).await;
+    let (clock, mut svc) = three_failures_in_a_ten_second_window().await;
     clock.advance(secs(8)); // still inside the window
     assert_eq!(svc.circuit().state(), Closed);
     assert_eq!(status(&mut svc, "/status/500").await, 500);
@@ -483,12 +475,11 @@ async fn time_window_counts_failures_within_the_period() {
 #[tokio::test]
 async fn a_failure_rate_reached_exactly_opens_it_whatever_the_float_rounding() {
     // 7/25 = 0.28 exactly; likewise 55/100 at 0.55 (the default window) and 14/50 at 0.28.
-    let layer = CircuitBreakerLayer::failure_rate(0.28)
-        .window_calls(25)
-        .minimum_calls(25)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = on_clock(
+        CircuitBreakerLayer::failure_rate(0.28)
+            .window_calls(25)
+            .minimum_calls(25),
+    );
     let mut svc = layer.layer(inner());
     repeat(&mut svc, "/", 18, 200).await;
     repeat(&mut svc, "/status/500", 6, 500).await;
@@ -500,11 +491,7 @@ async fn a_failure_rate_reached_exactly_opens_it_whatever_the_float_rounding() {
 #[tokio::test]
 async fn a_count_window_smaller_than_the_minimum_is_refused_or_still_opens() {
     // The default minimum (20) is capped at a smaller window's size: it still opens.
-    let layer = CircuitBreakerLayer::failure_rate(0.5)
-        .window_calls(10)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = on_clock(CircuitBreakerLayer::failure_rate(0.5).window_calls(10));
     let mut svc = layer.layer(inner());
     repeat(&mut svc, "/status/500", 9, 500).await;
     assert_eq!(svc.circuit().state(), Closed, "9 calls < the window's 10");
@@ -529,14 +516,12 @@ async fn a_count_window_smaller_than_the_minimum_is_refused_or_still_opens() {
 
 #[tokio::test]
 async fn a_slow_call_rate_opens_a_rate_breaker() {
-    let clock = clock();
-    let layer = CircuitBreakerLayer::failure_rate(1.0)
-        .window_calls(10)
-        .minimum_calls(4)
-        .slow_calls(secs(1), 0.5)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = on_clock(
+        CircuitBreakerLayer::failure_rate(1.0)
+            .window_calls(10)
+            .minimum_calls(4)
+            .slow_calls(secs(1), 0.5),
+    );
     let mut svc = layer.layer(clocked_inner(clock.clone()));
     assert_eq!(status(&mut svc, "/").await, 200);
     assert_eq!(status(&mut svc, "/slow/1000").await, 200); // exactly the threshold: not slow
@@ -558,12 +543,8 @@ async fn a_slow_call_rate_opens_a_rate_breaker() {
 
 #[tokio::test]
 async fn slow_successes_count_as_failures_under_the_consecutive_policy() {
-    let clock = clock();
-    let layer = CircuitBreakerLayer::consecutive_failures(3)
-        .slow_calls(secs(1), 1.0)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) =
+        on_clock(CircuitBreakerLayer::consecutive_failures(3).slow_calls(secs(1), 1.0));
     let mut svc = layer.layer(clocked_inner(clock.clone()));
     repeat(&mut svc, "/slow/1200", 2, 200).await;
     assert_eq!(status(&mut svc, "/slow/900").await, 200); // fast: resets the count
@@ -582,11 +563,7 @@ async fn slow_successes_count_as_failures_under_the_consecutive_policy() {
 
 #[tokio::test]
 async fn without_slow_calls_configured_duration_does_not_matter() {
-    let clock = clock();
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(1));
     let mut svc = layer.layer(clocked_inner(clock.clone()));
     repeat(&mut svc, "/slow/100000", 5, 200).await;
     assert_eq!(svc.circuit().state(), Closed);
@@ -599,24 +576,10 @@ async fn without_slow_calls_configured_duration_does_not_matter() {
 
 #[tokio::test]
 async fn half_open_admits_exactly_the_configured_probes_in_flight() {
-    let clock = clock();
     let gate = Gate::default();
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .half_open_probes(2)
-        .half_open_successes(3)
-        .open_for(secs(10))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let mut svc = layer.layer(gate.service());
-    assert_eq!(status(&mut svc, "/status/500").await, 500);
-    clock.advance(secs(10));
+    let (_, mut svc) = two_probes_half_open(&gate, 3).await;
 
-    let (r1, r2) = (gate.hold(), gate.hold());
-    let mut p1 = start(&mut svc, get("/")).await;
-    let mut p2 = start(&mut svc, get("/")).await;
-    assert!(poll_once(&mut p1).await.is_pending());
-    assert!(poll_once(&mut p2).await.is_pending());
+    let ((r1, p1), (r2, p2)) = gate.hold_two_calls(&mut svc).await;
     assert_eq!(gate.calls(), 3);
     // Both slots taken: the third is refused and never reaches the inner service.
     assert_refused(ok(&mut svc, get("/")).await, 1).await;
@@ -629,9 +592,7 @@ async fn half_open_admits_exactly_the_configured_probes_in_flight() {
     r1.send(200).unwrap();
     assert_eq!(p1.await.unwrap().status(), 200);
     assert_eq!(svc.circuit().state(), HalfOpen, "1 of 3 successes");
-    let r3 = gate.hold();
-    let mut p3 = start(&mut svc, get("/")).await;
-    assert!(poll_once(&mut p3).await.is_pending());
+    let (r3, p3) = gate.hold_call(&mut svc).await;
     assert_refused(ok(&mut svc, get("/")).await, 1).await;
     assert_eq!(gate.calls(), 4);
 
@@ -646,22 +607,12 @@ async fn half_open_admits_exactly_the_configured_probes_in_flight() {
 
 #[tokio::test]
 async fn a_cancelled_probe_frees_its_slot_and_records_nothing() {
-    let clock = clock();
     let gate = Gate::default();
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .half_open_successes(1)
-        .open_for(secs(10))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let mut svc = layer.layer(gate.service());
-    assert_eq!(status(&mut svc, "/status/500").await, 500);
-    clock.advance(secs(10));
+    let (clock, mut svc) = one_failure_one_probe(&gate);
+    trip_and_wait(&mut svc, 1, &clock, secs(10)).await;
 
     // A probe polled once, then dropped (its client went away).
-    let _release = gate.hold();
-    let mut probe = start(&mut svc, get("/")).await;
-    assert!(poll_once(&mut probe).await.is_pending());
+    let (_release, probe) = gate.hold_call(&mut svc).await;
     assert_refused(ok(&mut svc, get("/")).await, 1).await;
     let before = svc.circuit().stats();
     drop(probe);
@@ -694,15 +645,10 @@ async fn a_cancelled_probe_frees_its_slot_and_records_nothing() {
 #[tokio::test]
 async fn a_cancelled_call_while_closed_records_nothing() {
     let gate = Gate::default();
-    let layer = CircuitBreakerLayer::consecutive_failures(2)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(2));
     let mut svc = layer.layer(gate.service());
     assert_eq!(status(&mut svc, "/status/500").await, 500);
-    let _release = gate.hold();
-    let mut call = start(&mut svc, get("/")).await;
-    assert!(poll_once(&mut call).await.is_pending());
+    let (_release, call) = gate.hold_call(&mut svc).await;
     drop(call);
     // Had the cancelled call counted as a success, two more failures would be needed.
     assert_eq!(status(&mut svc, "/status/500").await, 500);
@@ -717,24 +663,13 @@ async fn a_cancelled_call_while_closed_records_nothing() {
 
 #[tokio::test]
 async fn a_call_admitted_while_closed_cannot_close_a_half_open_breaker() {
-    let clock = clock();
     let gate = Gate::default();
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .half_open_successes(1)
-        .open_for(secs(10))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let mut svc = layer.layer(gate.service());
-    let release_old = gate.hold();
-    let mut old = start(&mut svc, get("/")).await; // admitted while closed
-    assert!(poll_once(&mut old).await.is_pending());
+    let (clock, mut svc) = one_failure_one_probe(&gate);
+    let (release_old, old) = gate.hold_call(&mut svc).await; // admitted while closed
     assert_eq!(status(&mut svc, "/status/500").await, 500);
     assert_eq!(svc.circuit().state(), Open);
     clock.advance(secs(10));
-    let release_probe = gate.hold();
-    let mut probe = start(&mut svc, get("/")).await;
-    assert!(poll_once(&mut probe).await.is_pending());
+    let (release_probe, probe) = gate.hold_call(&mut svc).await;
 
     release_old.send(200).unwrap();
     assert_eq!(old.await.unwrap().status(), 200);
@@ -752,20 +687,10 @@ async fn a_call_admitted_while_closed_cannot_close_a_half_open_breaker() {
 
 #[tokio::test]
 async fn a_late_failure_from_an_older_generation_does_not_reopen_a_closed_breaker() {
-    let clock = clock();
     let gate = Gate::default();
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .half_open_successes(1)
-        .open_for(secs(10))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let mut svc = layer.layer(gate.service());
-    let release_old = gate.hold();
-    let mut old = start(&mut svc, get("/")).await;
-    assert!(poll_once(&mut old).await.is_pending());
-    assert_eq!(status(&mut svc, "/status/500").await, 500);
-    clock.advance(secs(10));
+    let (clock, mut svc) = one_failure_one_probe(&gate);
+    let (release_old, old) = gate.hold_call(&mut svc).await;
+    trip_and_wait(&mut svc, 1, &clock, secs(10)).await;
     assert_eq!(status(&mut svc, "/").await, 200); // the probe closes it
     assert_eq!(svc.circuit().state(), Closed);
 
@@ -787,32 +712,14 @@ async fn a_late_failure_from_an_older_generation_does_not_reopen_a_closed_breake
 
 #[tokio::test]
 async fn a_probe_from_an_earlier_half_open_does_not_count_in_the_next() {
-    let clock = clock();
     let gate = Gate::default();
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .half_open_probes(2)
-        .half_open_successes(1)
-        .open_for(secs(10))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let mut svc = layer.layer(gate.service());
-    assert_eq!(status(&mut svc, "/status/500").await, 500);
-    clock.advance(secs(10));
-    let (release_x, release_y) = (gate.hold(), gate.hold());
-    let mut x = start(&mut svc, get("/")).await;
-    let mut y = start(&mut svc, get("/")).await;
-    assert!(poll_once(&mut x).await.is_pending());
-    assert!(poll_once(&mut y).await.is_pending());
+    let (clock, mut svc) = two_probes_half_open(&gate, 1).await;
+    let ((release_x, x), (release_y, y)) = gate.hold_two_calls(&mut svc).await;
     release_y.send(0).unwrap(); // probe y fails: open again
     assert!(y.await.is_err());
     assert_eq!(svc.circuit().state(), Open);
     clock.advance(secs(10));
-    let (release_z, release_w) = (gate.hold(), gate.hold());
-    let mut z = start(&mut svc, get("/")).await;
-    let mut w = start(&mut svc, get("/")).await;
-    assert!(poll_once(&mut z).await.is_pending());
-    assert!(poll_once(&mut w).await.is_pending());
+    let ((release_z, z), (release_w, w)) = gate.hold_two_calls(&mut svc).await;
 
     release_x.send(200).unwrap(); // the old probe succeeds late
     assert_eq!(x.await.unwrap().status(), 200);
@@ -838,13 +745,8 @@ async fn a_probe_from_an_earlier_half_open_does_not_count_in_the_next() {
 
 #[tokio::test]
 async fn a_refused_grpc_call_gets_unavailable_in_a_trailers_only_response() {
-    let clock = clock();
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .open_for(secs(30))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(1).open_for(secs(30)));
     let mut svc = layer.layer(counting_inner(calls.clone()));
     assert_eq!(status(&mut svc, "/status/500").await, 500);
     clock.advance(ms(10_100));
@@ -873,23 +775,16 @@ async fn a_refused_grpc_call_gets_unavailable_in_a_trailers_only_response() {
 
 #[tokio::test]
 async fn grpc_status_header_decides_failure() {
-    let clock = clock();
     // UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS: the server failed.
     for code in [2, 4, 13, 14, 15] {
-        let layer = CircuitBreakerLayer::consecutive_failures(1)
-            .clock(clock.clone())
-            .build()
-            .unwrap();
+        let (clock, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(1));
         let mut svc = layer.layer(clocked_inner(clock.clone()));
         assert_eq!(status(&mut svc, &format!("/grpc/{code}")).await, 200);
         assert_eq!(svc.circuit().state(), Open, "grpc-status {code}");
     }
     // OK, CANCELLED, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED,
     // RESOURCE_EXHAUSTED, FAILED_PRECONDITION, UNIMPLEMENTED, UNAUTHENTICATED: not its fault.
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(1));
     let mut svc = layer.layer(clocked_inner(clock.clone()));
     for code in [0, 1, 3, 5, 6, 7, 8, 9, 12, 16] {
         assert_eq!(status(&mut svc, &format!("/grpc/{code}")).await, 200);
@@ -905,11 +800,10 @@ async fn grpc_status_header_decides_failure() {
 #[tokio::test]
 async fn failure_if_replaces_the_default_classifier() {
     // 429 counts as well as 5xx.
-    let layer = CircuitBreakerLayer::consecutive_failures(3)
-        .failure_if(|status, _| status.is_server_error() || status == 429)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = on_clock(
+        CircuitBreakerLayer::consecutive_failures(3)
+            .failure_if(|status, _| status.is_server_error() || status == 429),
+    );
     let mut svc = layer.layer(inner());
     repeat(&mut svc, "/status/429", 2, 429).await;
     assert_eq!(svc.circuit().state(), Closed);
@@ -917,11 +811,9 @@ async fn failure_if_replaces_the_default_classifier() {
     assert_eq!(svc.circuit().state(), Open);
 
     // Only 429 counts: 5xx no longer does; inner errors still do.
-    let layer = CircuitBreakerLayer::consecutive_failures(2)
-        .failure_if(|status, _| status == 429)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = on_clock(
+        CircuitBreakerLayer::consecutive_failures(2).failure_if(|status, _| status == 429),
+    );
     let mut svc = layer.layer(inner());
     repeat(&mut svc, "/status/500", 10, 500).await;
     assert_eq!(svc.circuit().state(), Closed);
@@ -930,11 +822,10 @@ async fn failure_if_replaces_the_default_classifier() {
     assert_eq!(svc.circuit().state(), Open);
 
     // The classifier sees the response headers.
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .failure_if(|_, headers| headers.contains_key("retry-after"))
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = on_clock(
+        CircuitBreakerLayer::consecutive_failures(1)
+            .failure_if(|_, headers| headers.contains_key("retry-after")),
+    );
     let mut svc = layer.layer(inner());
     repeat(&mut svc, "/status/503", 3, 503).await;
     assert_eq!(svc.circuit().state(), Closed);
@@ -1076,15 +967,13 @@ async fn generic_half_open_refuses_a_second_probe_with_a_short_wait() {
 
 #[tokio::test]
 async fn events_trace_every_transition_and_refusal() {
-    let clock = clock();
     let gate = Gate::default();
     let (log, sink) = event_log();
-    let layer = CircuitBreakerLayer::consecutive_failures(2)
-        .half_open_successes(2)
-        .clock(clock.clone())
-        .on_event(sink)
-        .build()
-        .unwrap();
+    let (clock, layer) = on_clock(
+        CircuitBreakerLayer::consecutive_failures(2)
+            .half_open_successes(2)
+            .on_event(sink),
+    );
     let mut svc = layer.layer(gate.service());
     repeat(&mut svc, "/status/500", 2, 500).await;
     assert_refused(ok(&mut svc, get("/")).await, 60).await;
@@ -1104,9 +993,7 @@ async fn events_trace_every_transition_and_refusal() {
     assert_eq!(status(&mut svc, "/status/500").await, 500);
     clock.advance(secs(60));
     // One probe held in flight; a second call is refused in half-open.
-    let release = gate.hold();
-    let mut probe = start(&mut svc, get("/")).await;
-    assert!(poll_once(&mut probe).await.is_pending());
+    let (release, probe) = gate.hold_call(&mut svc).await;
     assert_refused(ok(&mut svc, get("/")).await, 1).await;
     release.send(200).unwrap();
     assert_eq!(probe.await.unwrap().status(), 200);
@@ -1130,11 +1017,7 @@ async fn events_trace_every_transition_and_refusal() {
 #[tokio::test]
 async fn forcing_the_breaker_is_an_event_too() {
     let (log, sink) = event_log();
-    let layer = CircuitBreakerLayer::consecutive_failures(2)
-        .clock(clock())
-        .on_event(sink)
-        .build()
-        .unwrap();
+    let (_, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(2).on_event(sink));
     layer.circuit().force_open();
     layer.circuit().force_closed();
     assert_eq!(
@@ -1149,13 +1032,8 @@ async fn forcing_the_breaker_is_an_event_too() {
 
 #[tokio::test]
 async fn force_open_refuses_and_never_goes_half_open() {
-    let clock = clock();
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = CircuitBreakerLayer::consecutive_failures(5)
-        .open_for(secs(30))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(5).open_for(secs(30)));
     let mut svc = layer.layer(counting_inner(calls.clone()));
     assert_eq!(status(&mut svc, "/").await, 200);
     layer.circuit().force_open();
@@ -1184,11 +1062,7 @@ async fn force_open_refuses_and_never_goes_half_open() {
 
 #[tokio::test]
 async fn force_closed_never_opens() {
-    let clock = clock();
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (_, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(1));
     let mut svc = layer.layer(inner());
     assert_eq!(status(&mut svc, "/status/500").await, 500);
     assert_eq!(layer.circuit().state(), Open);
@@ -1216,11 +1090,7 @@ async fn force_closed_never_opens() {
 
 #[tokio::test]
 async fn reset_closes_at_once_and_clears_the_counts() {
-    let clock = clock();
-    let layer = CircuitBreakerLayer::consecutive_failures(3)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (_, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(3));
     let mut svc = layer.layer(inner());
     repeat(&mut svc, "/status/500", 2, 500).await;
     layer.circuit().reset();
@@ -1233,12 +1103,11 @@ async fn reset_closes_at_once_and_clears_the_counts() {
     repeat(&mut svc, "/", 3, 200).await;
 
     // The rate window is cleared too.
-    let layer = CircuitBreakerLayer::failure_rate(0.5)
-        .window_calls(4)
-        .minimum_calls(4)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (_, layer) = on_clock(
+        CircuitBreakerLayer::failure_rate(0.5)
+            .window_calls(4)
+            .minimum_calls(4),
+    );
     let mut svc = layer.layer(inner());
     repeat(&mut svc, "/status/500", 3, 500).await;
     layer.circuit().reset();
@@ -1254,16 +1123,10 @@ async fn reset_closes_at_once_and_clears_the_counts() {
 
     // Reset from half-open, with a probe in flight: the probe's outcome no longer counts.
     let gate = Gate::default();
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(1));
     let mut svc = layer.layer(gate.service());
-    assert_eq!(status(&mut svc, "/status/500").await, 500);
-    clock.advance(secs(60));
-    let release = gate.hold();
-    let mut probe = start(&mut svc, get("/")).await;
-    assert!(poll_once(&mut probe).await.is_pending());
+    trip_and_wait(&mut svc, 1, &clock, secs(60)).await;
+    let (release, probe) = gate.hold_call(&mut svc).await;
     layer.circuit().reset();
     release.send(500).unwrap();
     assert_eq!(probe.await.unwrap().status(), 500);
@@ -1443,14 +1306,11 @@ fn every_bad_setting_is_named() {
 
 #[test]
 fn two_threads_never_have_two_probes_in_flight() {
-    let clock = clock();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let max_in_flight = Arc::new(AtomicUsize::new(0));
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .half_open_successes(u32::MAX) // stays half-open
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = on_clock(
+        CircuitBreakerLayer::consecutive_failures(1).half_open_successes(u32::MAX), // stays half-open
+    );
     let (now, max) = (in_flight.clone(), max_in_flight.clone());
     let svc = layer.layer(tower::service_fn(move |req: Request<Body>| {
         let (now, max) = (now.clone(), max.clone());
@@ -1544,7 +1404,7 @@ fn window_and_minimum() -> impl Strategy<Value = (usize, usize)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(proptest_cases(256))]
 
     /// Random outcomes through the HTTP layer: the breaker opens exactly where the model does;
     /// each time, it is refused once, then one probe closes it with an empty window.
@@ -1555,15 +1415,13 @@ proptest! {
         failure_pct in 0u32..=100,
         seed in proptest::collection::vec(0u32..100, 0..120),
     ) {
-        let clock = ManualClock::new();
-        let layer = CircuitBreakerLayer::failure_rate(rate_pct as f64 / 100.0)
-            .window_calls(window)
-            .minimum_calls(minimum as u64)
-            .half_open_successes(1)
-            .open_for(secs(1))
-            .clock(clock.clone())
-            .build()
-            .unwrap();
+        let (clock, layer) = on_clock(
+            CircuitBreakerLayer::failure_rate(rate_pct as f64 / 100.0)
+                .window_calls(window)
+                .minimum_calls(minimum as u64)
+                .half_open_successes(1)
+                .open_for(secs(1)),
+        );
         let mut svc = layer.layer(inner());
         let mut drive = |path: &str| -> u16 {
             svc.ready().now_or_never().unwrap().unwrap();
@@ -1692,17 +1550,15 @@ async fn let_through_after_a_skipped_poll_it_is_told_to_come_back_not_sent_on() 
 /// reopens the breaker and voids the real probe.
 #[tokio::test]
 async fn a_skipped_call_that_lands_in_half_open_takes_no_probe_slot() {
-    let clock = clock();
     let (events, on_event) = event_log();
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .open_for(secs(30))
-        .half_open_probes(1)
-        .half_open_successes(1)
-        .slow_calls(ms(500), 1.0)
-        .clock(clock.clone())
-        .on_event(on_event)
-        .build()
-        .unwrap();
+    let (clock, layer) = on_clock(
+        CircuitBreakerLayer::consecutive_failures(1)
+            .open_for(secs(30))
+            .half_open_probes(1)
+            .half_open_successes(1)
+            .slow_calls(ms(500), 1.0)
+            .on_event(on_event),
+    );
     let stuck = Stuck::new(true);
     let svc = layer.layer(stuck.clone());
     layer.circuit().force_open();

@@ -1,4 +1,3 @@
-#![cfg(all(feature = "redis", feature = "circuit-breaker"))]
 //! The circuit breaker shared by a fleet through Redis: several instances (each its own layer
 //! and its own connection) on one private `redis-server` per test.
 //!
@@ -9,28 +8,18 @@
 //! clock: to end it without waiting, a test moves the stored end (`u`) into the past, as time
 //! would. The one test with a real interval checks liveness only, bounded by `PATIENCE`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::fleet::*;
-use common::redis_server::RedisServer;
+use crate::common::fleet::*;
+use crate::common::redis_server::{start_redis, RedisServer};
 use std::convert::Infallible;
 
 use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer, Service, ServiceExt};
-use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState, FleetStats};
-use tower_bulwark::key::{HeaderKey, Key};
-use tower_bulwark::redis::RedisBackend;
-
-macro_rules! start_redis {
-    () => {
-        match RedisServer::start() {
-            Some(server) => server,
-            None => return,
-        }
-    };
-}
+use tower_bulwark::circuit_breaker::{
+    CircuitBreakerBuilder, CircuitBreakerLayer, CircuitState, FleetStats,
+};
+use tower_bulwark::key::Key;
 
 /// Ends the fleet's open time for `key` (an encoded hash name), as the server clock would.
 fn end_open_time(server: &RedisServer, hash: &str) {
@@ -40,16 +29,10 @@ fn end_open_time(server: &RedisServer, hash: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_through_a_open_b_within_one_sync() {
     let server = start_redis!();
-    let build = |redis| {
-        CircuitBreakerLayer::consecutive_failures(3)
-            .open_for(Duration::from_secs(30))
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    let (a, b) = fleet_pair(&server, || {
+        CircuitBreakerLayer::consecutive_failures(3).open_for(Duration::from_secs(30))
+    })
+    .await;
     let upstream = Upstream::new(502);
     let (svc_a, svc_b) = (a.layer(upstream.service()), b.layer(upstream.service()));
     a.sync_fleet().await.unwrap();
@@ -81,15 +64,7 @@ async fn failures_through_a_open_b_within_one_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_on_two_instances_add_up() {
     let server = start_redis!();
-    let build = |redis| {
-        CircuitBreakerLayer::consecutive_failures(4)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    let (a, b) = fleet_pair(&server, || CircuitBreakerLayer::consecutive_failures(4)).await;
     let upstream = Upstream::new(500);
     let (svc_a, svc_b) = (a.layer(upstream.service()), b.layer(upstream.service()));
     a.sync_fleet().await.unwrap();
@@ -112,15 +87,7 @@ async fn failures_on_two_instances_add_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_success_anywhere_ends_the_fleets_run() {
     let server = start_redis!();
-    let build = |redis| {
-        CircuitBreakerLayer::consecutive_failures(4)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    let (a, b) = fleet_pair(&server, || CircuitBreakerLayer::consecutive_failures(4)).await;
     let (bad, good) = (Upstream::new(500), Upstream::new(200));
     let (svc_a, svc_b) = (a.layer(bad.service()), b.layer(good.service()));
     a.sync_fleet().await.unwrap();
@@ -137,20 +104,18 @@ async fn a_success_anywhere_ends_the_fleets_run() {
     assert_eq!(a.circuit().state(), CircuitState::Closed);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failure_rate_over_a_count_window_is_the_fleets() {
-    let server = start_redis!();
-    let build = |redis| {
-        CircuitBreakerLayer::failure_rate(0.5)
-            .window_calls(10)
-            .minimum_calls(4)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+/// A fleet of A, calling a failing upstream (503), and B, calling a healthy one, both under
+/// `policy()` and synced; then one failure through A and two successes through B, and both
+/// synced again. Returns A, B and A's service.
+async fn one_failure_two_successes(
+    server: &RedisServer,
+    policy: impl Fn() -> CircuitBreakerBuilder,
+) -> (
+    CircuitBreakerLayer,
+    CircuitBreakerLayer,
+    impl Service<Request<()>, Response = Response<impl Sized>, Error = Infallible> + Clone,
+) {
+    let (a, b) = fleet_pair(server, policy).await;
     let (bad, good) = (Upstream::new(503), Upstream::new(200));
     let (svc_a, svc_b) = (a.layer(bad.service()), b.layer(good.service()));
     a.sync_fleet().await.unwrap();
@@ -160,6 +125,18 @@ async fn a_failure_rate_over_a_count_window_is_the_fleets() {
     call(&svc_b, req()).await;
     a.sync_fleet().await.unwrap();
     b.sync_fleet().await.unwrap();
+    (a, b, svc_a)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_rate_over_a_count_window_is_the_fleets() {
+    let server = start_redis!();
+    let (a, b, svc_a) = one_failure_two_successes(&server, || {
+        CircuitBreakerLayer::failure_rate(0.5)
+            .window_calls(10)
+            .minimum_calls(4)
+    })
+    .await;
     assert_eq!(
         a.circuit().state(),
         CircuitState::Closed,
@@ -175,26 +152,12 @@ async fn a_failure_rate_over_a_count_window_is_the_fleets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_rate_over_a_time_window_is_the_fleets() {
     let server = start_redis!();
-    let build = |redis| {
+    let (a, b, svc_a) = one_failure_two_successes(&server, || {
         CircuitBreakerLayer::failure_rate(0.5)
             .window_time(Duration::from_secs(600))
             .minimum_calls(4)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
-    let (bad, good) = (Upstream::new(503), Upstream::new(200));
-    let (svc_a, svc_b) = (a.layer(bad.service()), b.layer(good.service()));
-    a.sync_fleet().await.unwrap();
-    b.sync_fleet().await.unwrap();
-    call(&svc_a, req()).await;
-    call(&svc_b, req()).await;
-    call(&svc_b, req()).await;
-    a.sync_fleet().await.unwrap();
-    b.sync_fleet().await.unwrap();
+    })
+    .await;
     assert_eq!(b.circuit().state(), CircuitState::Closed);
     call(&svc_a, req()).await;
     a.sync_fleet().await.unwrap();
@@ -226,23 +189,15 @@ async fn fleet_half_open(
     assert_eq!(b.circuit().state(), CircuitState::HalfOpen);
 }
 
-fn one_failure_opens(redis: RedisBackend, successes: u32) -> CircuitBreakerLayer {
-    CircuitBreakerLayer::consecutive_failures(1)
-        .half_open_successes(successes)
-        .backend(redis)
-        .sync_interval(NEVER)
-        .deadline(PATIENT_DEADLINE)
-        .build()
-        .unwrap()
+/// One failure opens it; `successes` probe successes close it.
+fn one_failure_opens(successes: u32) -> CircuitBreakerBuilder {
+    CircuitBreakerLayer::consecutive_failures(1).half_open_successes(successes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_instance_at_a_time_probes_for_the_fleet() {
     let server = start_redis!();
-    let (a, b) = (
-        one_failure_opens(redis(&server).await, 2),
-        one_failure_opens(redis(&server).await, 2),
-    );
+    let (a, b) = fleet_pair(&server, || one_failure_opens(2)).await;
     let upstream = Upstream::new(200);
     let (svc_a, svc_b) = (a.layer(upstream.service()), b.layer(upstream.service()));
     fleet_half_open(&server, &a, &b, &svc_a, &upstream).await;
@@ -277,10 +232,7 @@ async fn one_instance_at_a_time_probes_for_the_fleet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_probe_reopens_the_fleet() {
     let server = start_redis!();
-    let (a, b) = (
-        one_failure_opens(redis(&server).await, 2),
-        one_failure_opens(redis(&server).await, 2),
-    );
+    let (a, b) = fleet_pair(&server, || one_failure_opens(2)).await;
     let upstream = Upstream::new(200);
     let (svc_a, svc_b) = (a.layer(upstream.service()), b.layer(upstream.service()));
     fleet_half_open(&server, &a, &b, &svc_a, &upstream).await;
@@ -297,16 +249,13 @@ async fn a_failed_probe_reopens_the_fleet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_breakers_share_each_key_apart() {
     let server = start_redis!();
-    let build = |redis| {
-        CircuitBreakerLayer::consecutive_failures(2)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+    let (a, b) = pair(&server, |redis| {
+        member(CircuitBreakerLayer::consecutive_failures(2), redis)
+            .per_key(upstream_key())
             .build()
             .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    })
+    .await;
     let (bad, good) = (Upstream::new(502), Upstream::new(200));
     let (svc_a, svc_b) = (a.layer(bad.service()), b.layer(good.service()));
     // B has circuits for both keys.
@@ -469,10 +418,7 @@ async fn the_sync_task_spreads_an_opening_on_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_whose_holder_went_silent_passes_to_another_instance() {
     let server = start_redis!();
-    let (a, b) = (
-        one_failure_opens(redis(&server).await, 3),
-        one_failure_opens(redis(&server).await, 3),
-    );
+    let (a, b) = fleet_pair(&server, || one_failure_opens(3)).await;
     let upstream = Upstream::new(200);
     let (svc_a, svc_b) = (a.layer(upstream.service()), b.layer(upstream.service()));
     fleet_half_open(&server, &a, &b, &svc_a, &upstream).await;
@@ -515,10 +461,7 @@ async fn a_lease_whose_holder_went_silent_passes_to_another_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_circuit_neither_follows_nor_reports() {
     let server = start_redis!();
-    let (a, b) = (
-        one_failure_opens(redis(&server).await, 1),
-        one_failure_opens(redis(&server).await, 1),
-    );
+    let (a, b) = fleet_pair(&server, || one_failure_opens(1)).await;
     let upstream = Upstream::new(500);
     let svc_a = a.layer(upstream.service());
     a.sync_fleet().await.unwrap();
@@ -550,17 +493,14 @@ async fn a_forced_circuit_neither_follows_nor_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overflow_circuit_is_shared_too() {
     let server = start_redis!();
-    let build = |redis| {
-        CircuitBreakerLayer::consecutive_failures(1)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+    let (a, b) = pair(&server, |redis| {
+        member(CircuitBreakerLayer::consecutive_failures(1), redis)
+            .per_key(upstream_key())
             .max_keys(1)
             .build()
             .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    })
+    .await;
     let (bad, good) = (Upstream::new(502), Upstream::new(200));
     let (svc_a, svc_b) = (a.layer(bad.service()), b.layer(good.service()));
     // B's overflow circuit has had a call (an unused one is not synced).
@@ -581,15 +521,12 @@ async fn the_overflow_circuit_is_shared_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_generic_variant_shares_too() {
     let server = start_redis!();
-    let build = |redis| {
-        CircuitBreakerLayer::consecutive_failures(1)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
+    let (a, b) = pair(&server, |redis| {
+        member(CircuitBreakerLayer::consecutive_failures(1), redis)
             .build_generic()
             .unwrap()
-    };
-    let (a, b) = (build(redis(&server).await), build(redis(&server).await));
+    })
+    .await;
     let failing = a.layer(service_fn(|_: ()| async {
         Err::<(), _>(std::io::Error::other("down"))
     }));
@@ -607,7 +544,7 @@ async fn the_generic_variant_shares_too() {
 // The script alone, at fixed times (ARGV 21), called as an instance would.
 // ---------------------------------------------------------------------------------------------
 
-const SCRIPT: &str = include_str!("../src/circuit_breaker/fleet/breaker.lua");
+const SCRIPT: &str = include_str!("../../src/circuit_breaker/fleet/breaker.lua");
 
 /// What one instance reports: running totals and flags.
 #[derive(Clone, Copy)]
@@ -687,6 +624,20 @@ fn script(server: &RedisServer, id: &str, sent: Sent, policy: [&str; 5], now_us:
 }
 
 const T0: u64 = 1_800_000_000_000_000;
+
+/// Instance A's first call under `policy`, at `T0`: the fleet's generation `g`, and the report
+/// A sends when one failure trips it in `g`.
+fn first_trip(server: &RedisServer, policy: [&str; 5]) -> (u64, Sent) {
+    let g = script(server, "a", Sent::default(), policy, T0)[1];
+    let trip = Sent {
+        generation: Some(g),
+        calls: 1,
+        failures: 1,
+        run: 1,
+        ..Sent::default()
+    };
+    (g, trip)
+}
 
 #[test]
 fn a_report_sent_again_after_a_late_answer_counts_once() {
@@ -799,14 +750,7 @@ fn a_slow_rate_trips_the_fleet() {
 fn the_open_time_is_the_servers_and_ends_in_half_open() {
     let server = start_redis!();
     let consecutive = ["c", "1", "0", "0", "0"];
-    let g = script(&server, "a", Sent::default(), consecutive, T0)[1];
-    let trip = Sent {
-        generation: Some(g),
-        calls: 1,
-        failures: 1,
-        run: 1,
-        ..Sent::default()
-    };
+    let (g, trip) = first_trip(&server, consecutive);
     let open = script(&server, "a", trip, consecutive, T0);
     assert_eq!((open[0], open[1], open[2]), (1, g + 1, 30_000_000));
     let later = script(&server, "b", Sent::default(), consecutive, T0 + 29_000_000);
@@ -865,15 +809,14 @@ fn the_open_time_is_the_servers_and_ends_in_half_open() {
 async fn a_circuit_made_again_for_a_key_counts_afresh() {
     let server = start_redis!();
     let clock = tower_bulwark::clock::ManualClock::new();
-    let layer = CircuitBreakerLayer::consecutive_failures(3)
-        .clock(clock.clone())
-        .backend(redis(&server).await)
-        .sync_interval(NEVER)
-        .deadline(PATIENT_DEADLINE)
-        .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
-        .max_keys(1)
-        .build()
-        .unwrap();
+    let layer = keyed_member(
+        &server,
+        CircuitBreakerLayer::consecutive_failures(3).clock(clock.clone()),
+    )
+    .await
+    .max_keys(1)
+    .build()
+    .unwrap();
     let upstream = Upstream::new(500);
     let svc = layer.layer(upstream.service());
     let x = Key::from(http::HeaderValue::from_static("x"));
@@ -913,11 +856,8 @@ async fn a_circuit_made_again_for_a_key_counts_afresh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_circuit_the_fleet_has_not_heard_is_kept() {
     let server = start_redis!();
-    let layer = CircuitBreakerLayer::consecutive_failures(3)
-        .backend(redis(&server).await)
-        .sync_interval(NEVER)
-        .deadline(PATIENT_DEADLINE)
-        .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+    let layer = keyed_member(&server, CircuitBreakerLayer::consecutive_failures(3))
+        .await
         .max_keys(1)
         .build()
         .unwrap();
@@ -951,11 +891,8 @@ fn script_calls(server: &RedisServer) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trip_is_told_at_once_for_its_key_only() {
     let server = start_redis!();
-    let layer = CircuitBreakerLayer::consecutive_failures(1)
-        .backend(redis(&server).await)
-        .sync_interval(NEVER)
-        .deadline(PATIENT_DEADLINE)
-        .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+    let layer = keyed_member(&server, CircuitBreakerLayer::consecutive_failures(1))
+        .await
         .build()
         .unwrap();
     let (good, bad) = (Upstream::new(200), Upstream::new(500));
@@ -985,19 +922,14 @@ async fn a_trip_is_told_at_once_for_its_key_only() {
 #[cfg(feature = "redis-cluster")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_breakers_share_each_key_on_a_cluster() {
-    use common::redis_server::RedisCluster;
     use std::collections::BTreeSet;
-    let Some(cluster) = RedisCluster::start() else {
-        return;
-    };
+    use tower_bulwark::redis::RedisBackend;
+    let cluster = start_redis!(cluster);
     let urls = cluster.urls();
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
     let build = |redis| {
-        CircuitBreakerLayer::consecutive_failures(1)
-            .backend(redis)
-            .sync_interval(NEVER)
-            .deadline(PATIENT_DEADLINE)
-            .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+        member(CircuitBreakerLayer::consecutive_failures(1), redis)
+            .per_key(upstream_key())
             .build()
             .unwrap()
     };
@@ -1071,14 +1003,7 @@ fn a_lost_hash_counts_from_what_was_counted() {
 fn a_trip_after_closing_on_probes_reopens_the_fleet() {
     let server = start_redis!();
     let consecutive = ["c", "1", "0", "0", "0"];
-    let g = script(&server, "a", Sent::default(), consecutive, T0)[1];
-    let trip = Sent {
-        generation: Some(g),
-        calls: 1,
-        failures: 1,
-        run: 1,
-        ..Sent::default()
-    };
+    let (g, trip) = first_trip(&server, consecutive);
     script(&server, "a", trip, consecutive, T0);
     let half = Sent {
         generation: Some(g + 1),
@@ -1114,7 +1039,7 @@ async fn deciding_alone_it_tries_redis_once_an_interval() {
         .backend(redis(&server).await)
         .sync_interval(NEVER)
         .deadline(DEADLINE)
-        .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+        .per_key(upstream_key())
         .build()
         .unwrap();
     // One key to sync (a layer with no circuit has nothing to ask Redis).

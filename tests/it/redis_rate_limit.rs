@@ -1,4 +1,3 @@
-#![cfg(feature = "redis")]
 //! The rate limiter on Redis, end to end, each test against its own `redis-server` (a test
 //! returns early, after the harness has said why, when there is no `redis-server` on PATH).
 //!
@@ -9,8 +8,6 @@
 //! the layer (a spawned refund landing in Redis, a restarted Redis, the client reconnecting),
 //! each poll bounded by [`PATIENCE`].
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::fmt;
@@ -18,15 +15,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
-use common::*;
+use crate::common::redis_server::{closed_port, start_redis, RedisServer};
+use crate::common::*;
 use http::{HeaderMap, Request, StatusCode};
 use tower::{Layer, Service, ServiceExt};
 use tower_bulwark::clock::ManualClock;
 use tower_bulwark::key::Key;
-use tower_bulwark::rate_limit::store::RedisRateLimiter;
-use tower_bulwark::rate_limit::store::{Decision, RateLimitBackend, Verdict};
-use tower_bulwark::rate_limit::{Limit, RateLimitLayer, RateLimited};
+use tower_bulwark::rate_limit::store::{Decision, RateLimitBackend, RedisRateLimiter, Verdict};
+use tower_bulwark::rate_limit::{Limit, RateLimitBuilder, RateLimitLayer, RateLimited};
 use tower_bulwark::redis::{FailMode, RedisBackend};
 
 /// The Redis call deadline the tests configure (the default).
@@ -47,16 +43,6 @@ const DRIFT_SECS: u64 = 10;
 
 /// A layer on Redis keyed by [`Key::Global`].
 type RedisLayer = RateLimitLayer<tower_bulwark::key::Global, RedisRateLimiter>;
-
-/// A private Redis for this test, or return early (no `redis-server` on PATH).
-macro_rules! start_redis {
-    () => {
-        match RedisServer::start() {
-            Some(server) => server,
-            None => return,
-        }
-    };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -271,19 +257,6 @@ fn seconds(headers: &HeaderMap, name: &str) -> u64 {
         .unwrap()
 }
 
-/// The request's cost, from its `x-cost` header (default 1).
-fn cost_header(parts: &http::request::Parts) -> u64 {
-    parts
-        .headers
-        .get("x-cost")
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(1)
-}
-
-fn with_cost(cost: u64) -> Request<Body> {
-    get_with("/", &[("x-cost", &cost.to_string())])
-}
-
 /// The `(name, r, t)` items of a `RateLimit` header.
 fn ietf_items(headers: &HeaderMap) -> Vec<(String, u64, u64)> {
     header(headers, "ratelimit")
@@ -373,11 +346,7 @@ async fn assert_same_answer(step: usize, memory: Res, redis: Res) {
 async fn http_layer_on_redis_answers_like_the_memory_layer() {
     let server = start_redis!();
     let redis = RedisBackend::connect(&server.url()).await.unwrap();
-    let clock = clock();
-    let memory = RateLimitLayer::token_bucket(5, secs(600))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, memory) = limiter_on_clock(RateLimitLayer::token_bucket(5, secs(600)));
     let on_redis = RateLimitLayer::token_bucket(5, secs(600))
         .clock(clock.clone())
         .backend(redis)
@@ -391,7 +360,7 @@ async fn http_layer_on_redis_answers_like_the_memory_layer() {
         if step < 7 {
             get("/")
         } else {
-            get_with("/pkg.Svc/Method", &[("content-type", "application/grpc")])
+            grpc_get("/pkg.Svc/Method")
         }
     };
 
@@ -471,10 +440,11 @@ async fn generic_layer_on_redis_refuses_with_a_rate_limited_error() {
 
 /// A layer on Redis with these limits, the test clock and a patient deadline.
 fn layer_with(redis: &RedisBackend, prefix: &str, limits: &[Limit]) -> RedisLayer {
-    let mut builder = RateLimitLayer::builder();
-    for limit in limits {
-        builder = builder.limit(limit.clone());
-    }
+    on_redis(with_limits(limits), redis, prefix)
+}
+
+/// `builder` on Redis under `prefix`, with the test clock and a patient deadline.
+fn on_redis(builder: RateLimitBuilder, redis: &RedisBackend, prefix: &str) -> RedisLayer {
     builder
         .clock(clock())
         .backend(redis.clone())
@@ -520,18 +490,7 @@ async fn several_limits_spend_all_or_nothing_in_redis() {
     let tb = Limit::token_bucket(4, hour).name("tb"); // one token per 900 s
     let log = Limit::sliding_window_log(6, hour).name("log");
     let cost_layer = |prefix: &str, limits: &[Limit]| {
-        let mut builder = RateLimitLayer::builder();
-        for limit in limits {
-            builder = builder.limit(limit.clone());
-        }
-        builder
-            .cost(cost_header)
-            .clock(clock())
-            .backend(redis.clone())
-            .deadline(PATIENT_DEADLINE)
-            .prefix(prefix)
-            .build()
-            .unwrap()
+        on_redis(with_limits(limits).cost(cost_header), &redis, prefix)
     };
 
     // Refused by the first limit: the second spends nothing.
@@ -539,12 +498,12 @@ async fn several_limits_spend_all_or_nothing_in_redis() {
     let log_keys = limit_keys(&redis, "aon-1", &log, &Key::Global);
     let tb_keys = limit_keys(&redis, "aon-1", &tb, &Key::Global);
     let mut svc = layer.layer(inner());
-    let res = ok(&mut svc, with_cost(3)).await;
+    let res = ok(&mut svc, with_cost("/", 3)).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(ietf_remaining(res.headers()), [1, 3]);
     let (log_before, tb_before) = (snapshot(&server, &log_keys), snapshot(&server, &tb_keys));
 
-    let res = ok(&mut svc, with_cost(2)).await; // the bucket holds 1
+    let res = ok(&mut svc, with_cost("/", 2)).await; // the bucket holds 1
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
         ietf_remaining(res.headers()),
@@ -554,7 +513,7 @@ async fn several_limits_spend_all_or_nothing_in_redis() {
     assert_eq!(snapshot(&server, &log_keys), log_before, "nothing written");
     assert_eq!(snapshot(&server, &tb_keys), tb_before, "nothing written");
 
-    let res = ok(&mut svc, with_cost(1)).await;
+    let res = ok(&mut svc, with_cost("/", 1)).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(ietf_remaining(res.headers()), [0, 2], "the log had 3 left");
 
@@ -564,13 +523,13 @@ async fn several_limits_spend_all_or_nothing_in_redis() {
     let tb_keys = limit_keys(&redis, "aon-2", &tb, &Key::Global);
     let mut svc = layer.layer(inner());
     for expected in [[1, 3], [0, 2]] {
-        let res = ok(&mut svc, with_cost(1)).await;
+        let res = ok(&mut svc, with_cost("/", 1)).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(ietf_remaining(res.headers()), expected);
     }
     let tb_before = snapshot(&server, &tb_keys);
     let ttl = int(&server, &["PTTL", &tb_keys[0]]);
-    let res = ok(&mut svc, with_cost(1)).await;
+    let res = ok(&mut svc, with_cost("/", 1)).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
         ietf_remaining(res.headers()),
@@ -586,7 +545,7 @@ async fn several_limits_spend_all_or_nothing_in_redis() {
     let retry_after = seconds(res.headers(), "retry-after");
     assert!((3_600 - DRIFT_SECS..=3_600).contains(&retry_after));
     // A request the log can take (cost 0 reads) shows the bucket as it was.
-    let res = ok(&mut svc, with_cost(0)).await;
+    let res = ok(&mut svc, with_cost("/", 0)).await;
     assert_eq!(ietf_remaining(res.headers()), [0, 2]);
 }
 
@@ -1343,12 +1302,8 @@ async fn with_the_cache_off_every_refusal_asks_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lazy_backend_with_nothing_listening_answers_with_the_fail_mode_in_time() {
-    // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Nothing listens there, and no test's server will.
+    let port = closed_port();
     let redis = RedisBackend::connect_lazy(&format!("redis://127.0.0.1:{port}/")).unwrap();
     let clock = clock();
     let watch = Watch::start();
@@ -1572,11 +1527,7 @@ async fn a_script_error_uses_the_fail_mode_without_backing_off() {
 /// not the fleet's.
 #[tokio::test]
 async fn local_fallback_headers_show_the_local_share() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let redis = RedisBackend::connect_lazy(&format!("redis://127.0.0.1:{port}/")).unwrap();
     let layer = RateLimitLayer::fixed_window(10, secs(60))
         .clock(clock())

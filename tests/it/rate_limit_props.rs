@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::common::{limiter_on_clock, proptest_cases, with_limits};
 use proptest::prelude::*;
 use tower_bulwark::clock::ManualClock;
 use tower_bulwark::key::Key;
@@ -21,15 +22,8 @@ struct Harness {
 
 impl Harness {
     fn new(limits: &[Limit]) -> Self {
-        let clock = ManualClock::new();
-        let mut builder = RateLimitLayer::builder().clock(clock.clone());
-        for limit in limits {
-            builder = builder.limit(limit.clone());
-        }
-        Self {
-            clock,
-            layer: builder.build().expect("valid limits"),
-        }
+        let (clock, layer) = limiter_on_clock(with_limits(limits));
+        Self { clock, layer }
     }
 
     fn decide(&self, now_ns: u64, cost: u64) -> Verdict {
@@ -309,11 +303,31 @@ fn check_retry_after(model: &dyn Model, now: u64, cost: u64, retry_after_ns: u64
 /// Runs one arrival sequence through a single-limit layer and its model, comparing everything.
 /// Returns the admitted and refused requests as `(time, cost)`.
 #[allow(clippy::type_complexity)]
+/// Fails unless every aligned window `[k * period, (k + 1) * period)` admitted a total cost of
+/// at most `limit`.
+fn aligned_windows_within(
+    admitted: &[(u64, u64)],
+    period: u64,
+    limit: u64,
+) -> Result<(), TestCaseError> {
+    let mut per_window: HashMap<u64, u64> = HashMap::new();
+    for &(t, cost) in admitted {
+        *per_window.entry(t / period).or_default() += cost;
+    }
+    for (window, count) in &per_window {
+        prop_assert!(*count <= limit, "window {} admitted {}", window, count);
+    }
+    Ok(())
+}
+
+/// `(time, cost)` of each request, admitted or refused.
+type Arrivals = Vec<(u64, u64)>;
+
 fn run_single(
     limit: Limit,
     model: &mut dyn Model,
     arrivals: &[(u64, u64)],
-) -> Result<(Vec<(u64, u64)>, Vec<(u64, u64)>), TestCaseError> {
+) -> Result<(Arrivals, Arrivals), TestCaseError> {
     let harness = Harness::new(&[limit]);
     let (mut admitted, mut refused) = (Vec::new(), Vec::new());
     let mut now = 0;
@@ -406,7 +420,7 @@ fn bucket_config() -> impl Strategy<Value = (u64, u64, u64)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(proptest_cases(256))]
 
     /// Token bucket: matches a token-count model exactly, and over any interval [a, b] between
     /// two admissions it admits at most `burst + (b - a) / T` (in cost units).
@@ -503,13 +517,7 @@ proptest! {
             &mut model,
             &arrivals,
         )?;
-        let mut per_window: HashMap<u64, u64> = HashMap::new();
-        for &(t, cost) in &admitted {
-            *per_window.entry(t / period).or_default() += cost;
-        }
-        for (window, count) in &per_window {
-            prop_assert!(*count <= limit, "window {} admitted {}", window, count);
-        }
+        aligned_windows_within(&admitted, period, limit)?;
         for &(t, cost) in &refused {
             let before: u64 = admitted
                 .iter()
@@ -534,13 +542,7 @@ proptest! {
             &mut model,
             &arrivals,
         )?;
-        let mut per_window: HashMap<u64, u64> = HashMap::new();
-        for &(t, cost) in &admitted {
-            *per_window.entry(t / period).or_default() += cost;
-        }
-        for (window, count) in &per_window {
-            prop_assert!(*count <= limit, "window {} admitted {}", window, count);
-        }
+        aligned_windows_within(&admitted, period, limit)?;
     }
 
     /// Two limits of any algorithms on one layer: a request passes only if both models allow it,

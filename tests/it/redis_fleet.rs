@@ -1,4 +1,3 @@
-#![cfg(feature = "redis")]
 //! The Redis backend as a fleet sees it.
 //!
 //! 1. **The scripts are the memory algorithms.** Property tests replay random sequences of
@@ -21,8 +20,6 @@
 //! keys are made persistent right behind every call, and a run during which any key expired on
 //! the wall clock anyway is run again with fresh keys.
 
-mod common;
-
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::env;
@@ -33,7 +30,8 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
-use common::redis_server::RedisServer;
+use crate::common::redis_server::{start_redis, RedisServer};
+use crate::common::with_limits;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestCaseResult, TestRunner};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -536,9 +534,7 @@ fn script_token_bucket_rounds_the_interval_up_and_caps_the_reset_at_the_refill()
 /// crate's own default response timeout).
 #[tokio::test]
 async fn a_deadline_longer_than_half_a_second_is_the_one_that_fires() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = start_redis!();
     let redis = RedisBackend::connect(&server.url()).await.unwrap();
     let layer = RateLimitLayer::fixed_window(5, Duration::from_secs(60))
         .backend(redis)
@@ -655,11 +651,7 @@ fn server_secs(server: &RedisServer) -> u64 {
 }
 
 fn fleet_layer(redis: &RedisBackend, prefix: &str, scenario: &Scenario) -> RedisLayer {
-    let mut builder = RateLimitLayer::builder();
-    for limit in &scenario.limits {
-        builder = builder.limit(limit.clone());
-    }
-    let builder = builder
+    let builder = with_limits(&scenario.limits)
         .backend(redis.clone())
         .prefix(format!("{prefix}-{}", scenario.name))
         // Generous (the redis crate's own 500 ms response timeout binds first): a decision made
@@ -672,6 +664,22 @@ fn fleet_layer(redis: &RedisBackend, prefix: &str, scenario: &Scenario) -> Redis
         builder.denied_cache(0)
     };
     builder.build().unwrap()
+}
+
+/// Every scenario, with and without the cache of refused keys flipped.
+fn every_scenario(window: Duration) -> Vec<Scenario> {
+    [false, true]
+        .into_iter()
+        .flat_map(|flip| scenarios(window, flip))
+        .collect()
+}
+
+/// One client's layers on `redis`: one per scenario, under `prefix`.
+fn client_layers(redis: &RedisBackend, prefix: &str, scenarios: &[Scenario]) -> Vec<RedisLayer> {
+    scenarios
+        .iter()
+        .map(|s| fleet_layer(redis, prefix, s))
+        .collect()
 }
 
 /// What one client saw for one scenario.
@@ -687,10 +695,26 @@ struct Tally {
     cache_hits: u64,
 }
 
+/// Every client [`hammer`]s its layers at once, on a task of its own: what each saw.
+async fn hammer_together(clients: Vec<Vec<RedisLayer>>) -> Vec<Vec<Tally>> {
+    let runs: Vec<_> = clients
+        .into_iter()
+        .map(|layers| tokio::spawn(async move { hammer(&layers).await }))
+        .collect();
+    let mut per_client = Vec::new();
+    for run in runs {
+        per_client.push(run.await.unwrap());
+    }
+    per_client
+}
+
 /// Sends `TASKS x ROUNDS` requests per scenario through each layer's HTTP service, from `TASKS`
 /// concurrent tasks, and counts what each layer admitted.
 async fn hammer(layers: &[RedisLayer]) -> Vec<Tally> {
-    let services: Vec<_> = layers.iter().map(|l| l.layer(common::inner())).collect();
+    let services: Vec<_> = layers
+        .iter()
+        .map(|l| l.layer(crate::common::inner()))
+        .collect();
     let admitted: Arc<Vec<AtomicU64>> =
         Arc::new(layers.iter().map(|_| AtomicU64::new(0)).collect());
     let tasks: Vec<_> = (0..TASKS)
@@ -700,7 +724,7 @@ async fn hammer(layers: &[RedisLayer]) -> Vec<Tally> {
             tokio::spawn(async move {
                 for _ in 0..ROUNDS {
                     for (i, svc) in services.iter().enumerate() {
-                        let res = svc.clone().oneshot(common::get("/")).await.unwrap();
+                        let res = svc.clone().oneshot(crate::common::get("/")).await.unwrap();
                         match res.status().as_u16() {
                             200 => {
                                 admitted[i].fetch_add(1, Ordering::Relaxed);
@@ -786,31 +810,16 @@ async fn probe_pair(redis: &RedisBackend, prefix: &str, scenarios: &[Scenario]) 
 /// would have), every scenario with and without the cache of refused keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_connections_share_one_limit_exactly() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = start_redis!();
     let window = pick_window(server_secs(&server));
-    let scenarios: Vec<Scenario> = [false, true]
-        .into_iter()
-        .flat_map(|flip| scenarios(window, flip))
-        .collect();
+    let scenarios = every_scenario(window);
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         let redis = RedisBackend::connect(&server.url()).await.unwrap();
-        let layers: Vec<RedisLayer> = scenarios
-            .iter()
-            .map(|s| fleet_layer(&redis, "inproc", s))
-            .collect();
+        let layers = client_layers(&redis, "inproc", &scenarios);
         clients.push(layers);
     }
-    let runs: Vec<_> = clients
-        .into_iter()
-        .map(|layers| tokio::spawn(async move { hammer(&layers).await }))
-        .collect();
-    let mut per_client = Vec::new();
-    for run in runs {
-        per_client.push(run.await.unwrap());
-    }
+    let per_client = hammer_together(clients).await;
     assert_fleet(&scenarios, &per_client, "4 connections");
     let redis = RedisBackend::connect(&server.url()).await.unwrap();
     probe_pair(&redis, "inproc", &scenarios).await;
@@ -819,8 +828,14 @@ async fn four_connections_share_one_limit_exactly() {
 const CHILD_URL: &str = "BULWARK_FLEET_CHILD_URL";
 const CHILD_PREFIX: &str = "BULWARK_FLEET_CHILD_PREFIX";
 const CHILD_WINDOW: &str = "BULWARK_FLEET_CHILD_WINDOW_SECS";
-/// The name of [`fleet_child_process`], as libtest's `--exact` wants it.
-const CHILD_TEST: &str = "fleet_child_process";
+/// The full name of [`fleet_child_process`], as libtest's `--exact` wants it: its module path
+/// without the crate's name (`redis_fleet::fleet_child_process` in the `it` binary).
+fn child_test() -> String {
+    let module = module_path!()
+        .split_once("::")
+        .map_or("", |(_crate, path)| path);
+    format!("{module}::fleet_child_process")
+}
 
 /// The Redis list each child pushes to once it is connected, and the one it waits on to start.
 fn barrier_keys(prefix: &str) -> (String, String) {
@@ -835,8 +850,8 @@ fn sync_connection(url: &str) -> redis::Connection {
 
 /// Not a test on its own: the body of one client process of
 /// [`four_processes_share_one_limit_exactly`], which runs this test binary again with
-/// `--exact fleet_child_process` and the `BULWARK_FLEET_CHILD_*` variables. Without them it
-/// returns at once.
+/// `--exact redis_fleet::fleet_child_process` and the `BULWARK_FLEET_CHILD_*` variables.
+/// Without them it returns at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_child_process() {
     let Ok(url) = env::var(CHILD_URL) else {
@@ -846,10 +861,7 @@ async fn fleet_child_process() {
     let window = Duration::from_secs(env::var(CHILD_WINDOW).unwrap().parse().unwrap());
     let redis = RedisBackend::connect(&url).await.unwrap();
     let scenarios = scenarios(window, false);
-    let layers: Vec<RedisLayer> = scenarios
-        .iter()
-        .map(|s| fleet_layer(&redis, &prefix, s))
-        .collect();
+    let layers = client_layers(&redis, &prefix, &scenarios);
     // Connected and ready: say so, and wait for the parent's start signal.
     let (ready, go) = barrier_keys(&prefix);
     tokio::task::spawn_blocking(move || {
@@ -936,17 +948,21 @@ fn four_processes_share_one_limit_exactly() {
     if env::var_os(CHILD_URL).is_some() {
         return; // a child runs only `fleet_child_process`
     }
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = start_redis!();
     let window = pick_window(server_secs(&server));
     let prefix = "procs";
     let exe = env::current_exe().unwrap();
+    let child_test = child_test();
     let (done_tx, done_rx) = mpsc::channel();
     let mut pids = Vec::new();
     for i in 0..CLIENTS {
         let child = Command::new(&exe)
-            .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                child_test.as_str(),
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_URL, server.url())
             .env(CHILD_PREFIX, prefix)
             .env(CHILD_WINDOW, window.as_secs().to_string())
@@ -1052,15 +1068,7 @@ mod cluster {
     use std::collections::BTreeSet;
 
     use super::*;
-    use common::redis_server::RedisCluster;
-
-    fn start() -> Option<RedisCluster> {
-        let cluster = RedisCluster::start();
-        if cluster.is_none() {
-            eprintln!("skipping: no Redis Cluster (needs redis-server and redis-cli on PATH)");
-        }
-        cluster
-    }
+    use crate::common::redis_server::RedisCluster;
 
     async fn connect(cluster: &RedisCluster) -> RedisBackend {
         let urls = cluster.urls();
@@ -1117,9 +1125,7 @@ mod cluster {
     /// success) without a single error or degraded verdict.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cluster_keeps_a_decision_on_one_node_spreads_keys_and_reloads_the_script() {
-        let Some(cluster) = start() else {
-            return;
-        };
+        let cluster = start_redis!(cluster);
         let redis = connect(&cluster).await;
         let layer = RateLimitLayer::builder()
             .limit(Limit::token_bucket(3, TEN_HOURS))
@@ -1222,31 +1228,16 @@ mod cluster {
     /// Four cluster clients (four cluster connections) admit exactly each scenario's limit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cluster_clients_share_one_limit_exactly() {
-        let Some(cluster) = start() else {
-            return;
-        };
+        let cluster = start_redis!(cluster);
         let window = pick_window(server_secs(&cluster.nodes[0]));
-        let scenarios: Vec<Scenario> = [false, true]
-            .into_iter()
-            .flat_map(|flip| scenarios(window, flip))
-            .collect();
+        let scenarios = every_scenario(window);
         let mut runs = Vec::new();
         for _ in 0..CLIENTS {
             let redis = connect(&cluster).await;
-            let layers: Vec<RedisLayer> = scenarios
-                .iter()
-                .map(|s| fleet_layer(&redis, "cluster", s))
-                .collect();
+            let layers = client_layers(&redis, "cluster", &scenarios);
             runs.push(layers);
         }
-        let runs: Vec<_> = runs
-            .into_iter()
-            .map(|layers| tokio::spawn(async move { hammer(&layers).await }))
-            .collect();
-        let mut per_client = Vec::new();
-        for run in runs {
-            per_client.push(run.await.unwrap());
-        }
+        let per_client = hammer_together(runs).await;
         assert_fleet(&scenarios, &per_client, "4 cluster clients");
         let redis = connect(&cluster).await;
         probe_pair(&redis, "cluster", &scenarios).await;

@@ -1,40 +1,22 @@
-#![cfg(all(feature = "redis", feature = "circuit-breaker"))]
 //! Faults of the fleet-shared breaker found in review, one test each: the probe bound held
 //! while a probe runs, a trip that survives the loss of the fleet's hash, a keyed layer that
 //! falls back within the deadline, and a sync task that ends with its layer. (Outcomes of a
 //! late answer counted once: `a_report_sent_again_after_a_late_answer_counts_once` in
 //! `redis_circuit_breaker.rs`, at fixed times.)
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::fleet::*;
-use common::redis_server::RedisServer;
+use crate::common::fleet::*;
+use crate::common::redis_server::start_redis;
 use http::{Request, StatusCode};
 use tower::{Layer, ServiceExt};
-use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
-use tower_bulwark::key::HeaderKey;
-use tower_bulwark::redis::RedisBackend;
+use tower_bulwark::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer, CircuitState};
 
-macro_rules! start_redis {
-    () => {
-        match RedisServer::start() {
-            Some(server) => server,
-            None => return,
-        }
-    };
-}
-
-fn one_probe_fleet(redis: RedisBackend) -> CircuitBreakerLayer {
+/// One failure opens it; one probe at a time, two successes close it.
+fn one_probe() -> CircuitBreakerBuilder {
     CircuitBreakerLayer::consecutive_failures(1)
         .half_open_successes(2)
         .half_open_probes(1)
-        .backend(redis)
-        .sync_interval(NEVER)
-        .deadline(PATIENT_DEADLINE)
-        .build()
-        .unwrap()
 }
 
 /// Bug 1: the lease holder gives the lease back at a sync where no call *asked* to probe,
@@ -42,10 +24,7 @@ fn one_probe_fleet(redis: RedisBackend) -> CircuitBreakerLayer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_never_runs_more_probes_than_half_open_probes() {
     let server = start_redis!();
-    let (a, b) = (
-        one_probe_fleet(redis(&server).await),
-        one_probe_fleet(redis(&server).await),
-    );
+    let (a, b) = fleet_pair(&server, one_probe).await;
     let up = Upstream::new(500);
     let (svc_a, svc_b) = (
         CircuitBreakerLayer::layer(&a, up.service()),
@@ -97,7 +76,7 @@ async fn the_fleet_never_runs_more_probes_than_half_open_probes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trip_survives_the_loss_of_the_fleets_hash() {
     let server = start_redis!();
-    let a = one_probe_fleet(redis(&server).await);
+    let a = member(one_probe(), redis(&server).await).build().unwrap();
     let up = Upstream::new(500);
     let svc_a = CircuitBreakerLayer::layer(&a, up.service());
     server.cli(&["HSET", GLOBAL, "st", "0", "g", "5"]); // the fleet has been through 5 changes
@@ -127,7 +106,7 @@ async fn a_keyed_layer_falls_back_within_the_deadline() {
         .backend(redis(&server).await)
         .sync_interval(NEVER)
         .deadline(Duration::from_millis(50))
-        .per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream")))
+        .per_key(upstream_key())
         .build()
         .unwrap();
     let up = Upstream::new(200);
@@ -167,7 +146,7 @@ async fn dropping_the_layer_ends_its_sync_task() {
             .count()
     };
     let before = clients();
-    let layer = one_probe_fleet(redis(&server).await);
+    let layer = member(one_probe(), redis(&server).await).build().unwrap();
     layer.sync_fleet().await.unwrap();
     assert_eq!(clients(), before + 1);
     drop(layer);
@@ -187,10 +166,7 @@ async fn dropping_the_layer_ends_its_sync_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trip_survives_another_instance_making_the_fresh_hash() {
     let server = start_redis!();
-    let (a, b) = (
-        one_probe_fleet(redis(&server).await),
-        one_probe_fleet(redis(&server).await),
-    );
+    let (a, b) = fleet_pair(&server, one_probe).await;
     let up = Upstream::new(500);
     let svc_b = CircuitBreakerLayer::layer(&b, up.service());
     a.sync_fleet().await.unwrap();
@@ -214,10 +190,7 @@ async fn a_trip_survives_another_instance_making_the_fresh_hash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_lease_is_not_relied_on_past_its_end() {
     let server = start_redis!();
-    let (a, b) = (
-        one_probe_fleet(redis(&server).await),
-        one_probe_fleet(redis(&server).await),
-    );
+    let (a, b) = fleet_pair(&server, one_probe).await;
     let up = Upstream::new(500);
     let svc_a = CircuitBreakerLayer::layer(&a, up.service());
     a.sync_fleet().await.unwrap();

@@ -1,10 +1,8 @@
 //! Regression tests for the review's findings: each test fails on the code before its fix.
 
-mod common;
-
 use std::net::IpAddr;
 
-use common::*;
+use crate::common::*;
 use http::{HeaderName, HeaderValue, StatusCode};
 use tower::{Layer, ServiceBuilder};
 use tower_bulwark::key::{HeaderKey, Key, PeerIp, TrustedProxyIp};
@@ -14,11 +12,8 @@ use tower_bulwark::rate_limit::{Limit, RateLimitLayer, RateLimited, MAX_COUNT};
 /// throw the whole line away and key the request by the proxy (shared by everyone).
 #[tokio::test]
 async fn non_utf8_bytes_left_of_the_trusted_entry_do_not_spoil_it() {
-    let layer = RateLimitLayer::fixed_window(1, secs(60))
-        .key(TrustedProxyIp::new(1))
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) =
+        limiter_on_clock(RateLimitLayer::fixed_window(1, secs(60)).key(TrustedProxyIp::new(1)));
     let mut svc = layer.layer(inner());
     let forged = |client: &str| {
         let mut req = from_peer([10, 0, 0, 1], &[]);
@@ -44,12 +39,8 @@ async fn non_utf8_bytes_left_of_the_trusted_entry_do_not_spoil_it() {
 /// a later request: that would let two requests into one window of a limit of one.
 #[tokio::test]
 async fn a_late_refund_never_removes_another_requests_log_entry() {
-    let clock = clock();
-    let layer = RateLimitLayer::sliding_window_log(1, secs(1))
-        .skip_successful(true)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) =
+        limiter_on_clock(RateLimitLayer::sliding_window_log(1, secs(1)).skip_successful(true));
     // A slow request: admitted at t=0, answered (200, so refunded) at t=1.5 s.
     let slow_clock = clock.clone();
     let mut slow = layer.layer(tower::service_fn(move |_req: http::Request<Body>| {
@@ -81,13 +72,12 @@ async fn a_late_refund_never_removes_another_requests_log_entry() {
 /// not credit that entry (the flood would get free requests).
 #[tokio::test]
 async fn refunds_never_credit_the_overflow_entry() {
-    let layer = RateLimitLayer::fixed_window(1, secs(60))
-        .key(PeerIp)
-        .max_keys(1)
-        .skip_successful(true)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = limiter_on_clock(
+        RateLimitLayer::fixed_window(1, secs(60))
+            .key(PeerIp)
+            .max_keys(1)
+            .skip_successful(true),
+    );
     let mut svc = layer.layer(inner());
     // Takes the one slot (and, answered 200, is refunded on it).
     assert_eq!(
@@ -109,11 +99,10 @@ async fn refunds_never_credit_the_overflow_entry() {
 
 #[tokio::test]
 async fn an_over_long_api_key_is_no_key() {
-    let layer = RateLimitLayer::fixed_window(5, secs(60))
-        .key(HeaderKey::new(HeaderName::from_static("x-api-key")).max_len(8))
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = limiter_on_clock(
+        RateLimitLayer::fixed_window(5, secs(60))
+            .key(HeaderKey::new(HeaderName::from_static("x-api-key")).max_len(8)),
+    );
     let mut svc = layer.layer(inner());
     let long = "k".repeat(9);
     let res = ok(&mut svc, get_with("/", &[("x-api-key", &long)])).await;
@@ -127,16 +116,10 @@ async fn an_over_long_api_key_is_no_key() {
 /// single-valued headers keep the inner layer's value.
 #[tokio::test]
 async fn stacked_layers_append_to_the_ietf_lists() {
-    let inner_layer = RateLimitLayer::fixed_window(5, secs(10))
-        .name("inner")
-        .clock(clock())
-        .build()
-        .unwrap();
-    let outer_layer = RateLimitLayer::fixed_window(100, secs(60))
-        .name("outer")
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, inner_layer) =
+        limiter_on_clock(RateLimitLayer::fixed_window(5, secs(10)).name("inner"));
+    let (_, outer_layer) =
+        limiter_on_clock(RateLimitLayer::fixed_window(100, secs(60)).name("outer"));
     let mut svc = ServiceBuilder::new()
         .layer(outer_layer)
         .layer(inner_layer)
@@ -163,11 +146,7 @@ async fn stacked_layers_append_to_the_ietf_lists() {
 /// A token bucket's `X-RateLimit-Limit` is what `Remaining` can reach: the burst.
 #[tokio::test]
 async fn token_bucket_limit_header_is_the_burst() {
-    let layer = RateLimitLayer::token_bucket(1, secs(1))
-        .burst(10)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = limiter_on_clock(RateLimitLayer::token_bucket(1, secs(1)).burst(10));
     let mut svc = layer.layer(inner());
     let res = ok(&mut svc, get("/")).await;
     assert_eq!(header(res.headers(), "x-ratelimit-limit"), Some("10"));
@@ -183,10 +162,7 @@ async fn token_bucket_limit_header_is_the_burst() {
 /// rounded-up emission interval overshoots the period by 2 ns).
 #[tokio::test]
 async fn token_bucket_reset_never_exceeds_the_exact_refill_time() {
-    let layer = RateLimitLayer::token_bucket(3, secs(1))
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = limiter_on_clock(RateLimitLayer::token_bucket(3, secs(1)));
     let mut svc = layer.layer(inner());
     for _ in 0..3 {
         ok(&mut svc, get("/")).await;
@@ -247,10 +223,7 @@ async fn http_extractors_work_with_the_generic_variant() {
 /// layer adds none of its own trio (a mixed trio would contradict itself).
 #[tokio::test]
 async fn a_handlers_partial_trio_is_kept_whole() {
-    let layer = RateLimitLayer::fixed_window(5, secs(60))
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = limiter_on_clock(RateLimitLayer::fixed_window(5, secs(60)));
     let mut svc = layer.layer(tower::service_fn(|_req: http::Request<Body>| {
         let mut res = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
         res.headers_mut()

@@ -2,6 +2,8 @@
 //! response readers. No helper sleeps; time moves only through a `ManualClock`.
 #![allow(dead_code)]
 
+#[cfg(feature = "circuit-breaker")]
+pub mod breaker;
 #[cfg(all(feature = "redis", feature = "circuit-breaker"))]
 pub mod fleet;
 pub mod redis_server;
@@ -15,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use tower::util::ServiceFn;
 use tower::{Service, ServiceExt};
 use tower_bulwark::clock::ManualClock;
@@ -40,6 +43,9 @@ impl std::error::Error for InnerError {}
 
 type InnerFn = fn(Request<Body>) -> Ready<Result<Response<Body>, InnerError>>;
 
+/// The type of [`inner`].
+pub type Inner = ServiceFn<InnerFn>;
+
 fn respond(req: Request<Body>) -> Ready<Result<Response<Body>, InnerError>> {
     let path = req.uri().path();
     if path == "/error" {
@@ -60,7 +66,7 @@ fn respond(req: Request<Body>) -> Ready<Result<Response<Body>, InnerError>> {
 
 /// The inner service: `200 ok` by default, `/status/{code}` answers with that status, `/error`
 /// fails with [`InnerError`], `/own-headers` sets its own `X-RateLimit-Limit: 77`.
-pub fn inner() -> ServiceFn<InnerFn> {
+pub fn inner() -> Inner {
     tower::service_fn(respond as InnerFn)
 }
 
@@ -77,6 +83,41 @@ pub fn counting_inner(
         calls.fetch_add(1, Ordering::SeqCst);
         respond(req)
     })
+}
+
+/// `ProptestConfig::with_cases(cases)`, its regressions kept beside the test's source file
+/// (`tests/it/<module>.proptest-regressions`, where they were when each file was a test binary
+/// of its own). Proptest's default looks under the nearest folder holding a `main.rs` instead
+/// (`tests/proptest-regressions/<module>.txt`), and would miss them.
+pub fn proptest_cases(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::with_cases(cases)
+    }
+}
+
+/// `builder` on a fresh `ManualClock` at zero, built: the clock (for the test to move) and the
+/// layer.
+#[cfg(feature = "rate-limit")]
+pub fn limiter_on_clock<K>(
+    builder: tower_bulwark::rate_limit::RateLimitBuilder<K>,
+) -> (ManualClock, tower_bulwark::rate_limit::RateLimitLayer<K>) {
+    let clock = ManualClock::new();
+    let layer = builder.clock(clock.clone()).build().unwrap();
+    (clock, layer)
+}
+
+/// A builder with every one of `limits`, in order.
+#[cfg(feature = "rate-limit")]
+pub fn with_limits(
+    limits: &[tower_bulwark::rate_limit::Limit],
+) -> tower_bulwark::rate_limit::RateLimitBuilder {
+    limits.iter().fold(
+        tower_bulwark::rate_limit::RateLimitLayer::builder(),
+        |builder, limit| builder.limit(limit.clone()),
+    )
 }
 
 /// A manual clock at zero.
@@ -104,6 +145,11 @@ pub fn get_with(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
         builder = builder.header(*name, *value);
     }
     builder.body(Body::default()).unwrap()
+}
+
+/// A gRPC call: `GET path` with `content-type: application/grpc`.
+pub fn grpc_get(path: &str) -> Request<Body> {
+    get_with(path, &[("content-type", "application/grpc")])
 }
 
 /// `GET /` from TCP peer `peer` (a `SocketAddr` extension, as `PeerIp` reads it).
@@ -140,6 +186,38 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub async fn body_text(res: Res) -> String {
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Asserts a refusal of an HTTP layer: `status`, a JSON body `{"error":error,"retryAfter":N}`
+/// and `Retry-After: N`, N being `retry_after` whole seconds.
+pub async fn assert_json_refusal(res: Res, status: u16, error: &str, retry_after: u64) {
+    assert_eq!(res.status(), status);
+    assert_eq!(
+        header(res.headers(), "content-type"),
+        Some("application/json")
+    );
+    assert_eq!(
+        header(res.headers(), "retry-after"),
+        Some(retry_after.to_string().as_str())
+    );
+    assert_eq!(
+        body_text(res).await,
+        format!(r#"{{"error":"{error}","retryAfter":{retry_after}}}"#)
+    );
+}
+
+/// The cost of a request, from its `x-cost` header (default 1).
+pub fn cost_header(parts: &http::request::Parts) -> u64 {
+    parts
+        .headers
+        .get("x-cost")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(1)
+}
+
+/// `GET path` costing `cost` (its `x-cost` header, read by [`cost_header`]).
+pub fn with_cost(path: &str, cost: u64) -> Request<Body> {
+    get_with(path, &[("x-cost", &cost.to_string())])
 }
 
 /// Every rate-limit header the layer may set.

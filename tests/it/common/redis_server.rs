@@ -10,6 +10,7 @@
 //! not test logic.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::env;
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -18,6 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -104,13 +106,41 @@ fn unique_temp_dir(tag: &str) -> PathBuf {
     }
 }
 
-/// A port on `127.0.0.1` that was free a moment ago (bound to port 0, read, released).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((LOCALHOST, 0)).expect("cannot bind 127.0.0.1:0");
-    listener.local_addr().expect("no local address").port()
+/// The ports a server of this process listens on, or may listen on again (a killed server
+/// keeps its port for [`RedisServer::restart`]; a cluster node its bus port too), and those
+/// handed out by [`closed_port`]. [`free_port`] never hands one out twice, so a test's server
+/// never lands on a port another test of this process is using or will come back to: with
+/// every integration test in one binary, that is every test's port.
+static TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+fn taken() -> MutexGuard<'static, BTreeSet<u16>> {
+    TAKEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A port `P` on `127.0.0.1` where both `P` and the cluster bus port `P + 10000` are free.
+/// Gives `ports` back (a server dropped, or an attempt that could not bind).
+fn release(ports: &[u16]) {
+    let mut taken = taken();
+    for port in ports {
+        taken.remove(port);
+    }
+}
+
+/// A port on `127.0.0.1` that was free a moment ago (bound to port 0, read, released) and that
+/// no other caller in this process holds; it is [`TAKEN`] until [`release`]d.
+fn free_port() -> u16 {
+    loop {
+        let listener = TcpListener::bind((LOCALHOST, 0)).expect("cannot bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("no local address").port();
+        if taken().insert(port) {
+            return port;
+        }
+    }
+}
+
+/// A port `P` on `127.0.0.1` where both `P` and the cluster bus port `P + 10000` are free,
+/// both [`TAKEN`] until [`release`]d.
 fn free_cluster_port() -> u16 {
     for _ in 0..1_000 {
         let listener = TcpListener::bind((LOCALHOST, 0)).expect("cannot bind 127.0.0.1:0");
@@ -118,11 +148,33 @@ fn free_cluster_port() -> u16 {
         let Some(bus) = port.checked_add(CLUSTER_BUS_OFFSET) else {
             continue;
         };
-        if TcpListener::bind((LOCALHOST, bus)).is_ok() {
+        if TcpListener::bind((LOCALHOST, bus)).is_err() {
+            continue;
+        }
+        let mut taken = taken();
+        if !taken.contains(&port) && !taken.contains(&bus) {
+            taken.insert(port);
+            taken.insert(bus);
             return port;
         }
     }
     panic!("found no free port P on 127.0.0.1 with P + {CLUSTER_BUS_OFFSET} also free");
+}
+
+/// A port on `127.0.0.1` where nothing listens, and where no server of this process will ever
+/// listen (it stays [`TAKEN`]): for a client that must find nobody there. Another process on
+/// the machine could still bind it, as with any free port.
+pub fn closed_port() -> u16 {
+    free_port()
+}
+
+/// The ports a server (a cluster node: its bus port too) holds on `port`.
+fn ports_of(port: u16, cluster: bool) -> Vec<u16> {
+    if cluster {
+        vec![port, port + CLUSTER_BUS_OFFSET]
+    } else {
+        vec![port]
+    }
 }
 
 /// The current length of the log, so that one attempt's lines can be told from earlier ones.
@@ -403,6 +455,29 @@ fn wait_until_ready(child: &mut Child, port: u16, timeout: Duration) -> Startup 
 }
 
 // ---------------------------------------------------------------------------------------------
+// start_redis!
+// ---------------------------------------------------------------------------------------------
+
+/// A private [`RedisServer`] for this test (`start_redis!()`), or a private [`RedisCluster`]
+/// (`start_redis!(cluster)`); without the binaries it needs, the harness says why (or fails, under
+/// `BULWARK_REQUIRE_REDIS`) and the test returns early.
+macro_rules! start_redis {
+    () => {
+        match $crate::common::redis_server::RedisServer::start() {
+            Some(server) => server,
+            None => return,
+        }
+    };
+    (cluster) => {
+        match $crate::common::redis_server::RedisCluster::start() {
+            Some(cluster) => cluster,
+            None => return,
+        }
+    };
+}
+pub(crate) use start_redis;
+
+// ---------------------------------------------------------------------------------------------
 // RedisServer
 // ---------------------------------------------------------------------------------------------
 
@@ -432,7 +507,7 @@ impl RedisServer {
     }
 
     /// Starts a server (a cluster node if `cluster`), trying a fresh port whenever redis
-    /// cannot bind the one it was given (another test took it in between).
+    /// cannot bind the one it was given (another process took it in between).
     fn launch(cluster: bool) -> RedisServer {
         let dir = unique_temp_dir(if cluster { "redis-node" } else { "redis" });
         let log = dir.join("redis.log");
@@ -460,6 +535,8 @@ impl RedisServer {
                 }
                 Startup::Exited(status) if is_address_in_use(&log_since(&server.log, offset)) => {
                     failures.push(format!("port {} in use ({status})", server.port));
+                    release(&ports_of(server.port, cluster));
+                    server.port = 0;
                 }
                 Startup::Exited(status) => server.fail(&format!("exited with {status}")),
                 Startup::TimedOut => {
@@ -659,6 +736,9 @@ impl Drop for RedisServer {
         self.thaw();
         self.kill();
         let _ = fs::remove_dir_all(&self.dir);
+        if self.port != 0 {
+            release(&ports_of(self.port, self.cluster));
+        }
     }
 }
 

@@ -3,13 +3,11 @@
 //! cluster whose slot map `node_for_key` reads correctly. Every test returns early, after the
 //! harness has printed why, when no `redis-server` (or, for the cluster, `redis-cli`) is on PATH.
 
-mod common;
-
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::redis_server::{RedisCluster, RedisServer};
+use crate::common::redis_server::start_redis;
 
 /// Sends an inline `PING` on a new connection and reads one reply line, giving up after
 /// `read_timeout`.
@@ -33,9 +31,7 @@ fn is_timeout(e: &io::Error) -> bool {
 
 #[test]
 fn starts_and_answers_commands() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = start_redis!();
     assert_ne!(
         server.port(),
         6379,
@@ -72,12 +68,8 @@ fn starts_and_answers_commands() {
 
 #[test]
 fn servers_started_in_parallel_are_isolated() {
-    let Some(a) = RedisServer::start() else {
-        return;
-    };
-    let Some(b) = RedisServer::start() else {
-        return;
-    };
+    let a = start_redis!();
+    let b = start_redis!();
     assert_ne!(a.port(), b.port());
     assert_ne!(a.pid(), b.pid());
     assert_eq!(a.cli(&["SET", "k", "a"]), "OK");
@@ -86,9 +78,7 @@ fn servers_started_in_parallel_are_isolated() {
 
 #[test]
 fn freeze_stops_answers_and_thaw_resumes_them() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = start_redis!();
     assert_eq!(
         raw_ping(server.port(), Duration::from_secs(5)).unwrap(),
         "+PONG"
@@ -110,9 +100,7 @@ fn freeze_stops_answers_and_thaw_resumes_them() {
 
 #[test]
 fn kill_refuses_connections_and_restart_comes_back_empty_on_the_same_port() {
-    let Some(mut server) = RedisServer::start() else {
-        return;
-    };
+    let mut server = start_redis!();
     let port = server.port();
     let first_pid = server.pid();
     assert_eq!(server.cli(&["SET", "k", "v"]), "OK");
@@ -148,9 +136,7 @@ fn kill_refuses_connections_and_restart_comes_back_empty_on_the_same_port() {
 
 #[test]
 fn drop_kills_the_server() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = start_redis!();
     let port = server.port();
     server.freeze();
     drop(server);
@@ -163,9 +149,7 @@ fn drop_kills_the_server() {
 
 #[test]
 fn cluster_forms_and_node_for_key_matches_the_slot_owner() {
-    let Some(cluster) = RedisCluster::start() else {
-        return;
-    };
+    let cluster = start_redis!(cluster);
     assert_eq!(cluster.nodes.len(), 3);
     let urls = cluster.urls();
     assert_eq!(urls.len(), 3);

@@ -2,61 +2,32 @@
 //! mode and several limits at once. Every value asserted here was computed by hand from the
 //! algorithm; time moves only through a `ManualClock`.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Response, StatusCode};
 use tower::{Layer, Service, ServiceExt};
 use tower_bulwark::clock::{ManualClock, TokioClock};
 use tower_bulwark::key::Key;
 use tower_bulwark::rate_limit::{Limit, RateLimitLayer, RateLimitStats, ResetFormat};
 
-/// The cost of a request, from its `x-cost` header (default 1).
-fn cost_header(parts: &http::request::Parts) -> u64 {
-    parts
-        .headers
-        .get("x-cost")
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(1)
-}
-
-fn with_cost(path: &str, cost: u64) -> http::Request<Body> {
-    get_with(path, &[("x-cost", &cost.to_string())])
-}
-
 fn assert_ietf(res: &Res, policy: &str, ratelimit: &str) {
     assert_eq!(header(res.headers(), "ratelimit-policy"), Some(policy));
     assert_eq!(header(res.headers(), "ratelimit"), Some(ratelimit));
 }
 
+/// Asserts a refusal of the HTTP layer: 429, JSON body, `Retry-After` in whole seconds.
 async fn assert_429(res: Res, retry_after: u64) {
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(
-        header(res.headers(), "content-type"),
-        Some("application/json")
-    );
-    assert_eq!(
-        header(res.headers(), "retry-after"),
-        Some(retry_after.to_string().as_str())
-    );
-    assert_eq!(
-        body_text(res).await,
-        format!(r#"{{"error":"Too many requests","retryAfter":{retry_after}}}"#)
-    );
+    assert_json_refusal(res, 429, "Too many requests", retry_after).await;
 }
 
 #[tokio::test]
 async fn token_bucket_headers_are_exact() {
-    let clock = clock();
-    let layer = RateLimitLayer::token_bucket(10, secs(60)) // one token per 6 s, burst 10
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    // One token per 6 s, burst 10.
+    let (clock, layer) = limiter_on_clock(RateLimitLayer::token_bucket(10, secs(60)));
     let mut svc = layer.layer(inner());
     let policy = r#""default";q=10;w=60"#;
 
@@ -149,12 +120,8 @@ async fn reset_as_unix_epoch_seconds_rounds_up() {
 
 #[tokio::test]
 async fn sliding_window_log_headers_are_exact() {
-    let clock = clock();
-    let layer = RateLimitLayer::sliding_window_log(3, secs(10))
-        .cost(cost_header)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) =
+        limiter_on_clock(RateLimitLayer::sliding_window_log(3, secs(10)).cost(cost_header));
     let mut svc = layer.layer(inner());
     let policy = r#""default";q=3;w=10"#;
 
@@ -187,11 +154,7 @@ async fn sliding_window_log_headers_are_exact() {
 
 #[tokio::test]
 async fn sliding_window_counter_headers_are_exact() {
-    let clock = clock();
-    let layer = RateLimitLayer::sliding_window_counter(10, secs(60))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = limiter_on_clock(RateLimitLayer::sliding_window_counter(10, secs(60)));
     let mut svc = layer.layer(inner());
     let policy = r#""default";q=10;w=60"#;
 
@@ -236,7 +199,7 @@ async fn grpc_requests_are_refused_with_a_grpc_status() {
         .build()
         .unwrap();
     let mut svc = layer.layer(inner());
-    let grpc = || get_with("/pkg.Svc/Method", &[("content-type", "application/grpc")]);
+    let grpc = || grpc_get("/pkg.Svc/Method");
 
     let res = ok(&mut svc, grpc()).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -271,12 +234,7 @@ async fn grpc_requests_are_refused_with_a_grpc_status() {
 
 #[tokio::test]
 async fn headers_switched_off_leave_only_retry_after_on_a_429() {
-    let clock = clock();
-    let layer = RateLimitLayer::fixed_window(1, secs(60))
-        .headers(false)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = limiter_on_clock(RateLimitLayer::fixed_window(1, secs(60)).headers(false));
     let mut svc = layer.layer(inner());
     let res = ok(&mut svc, get("/")).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -291,21 +249,15 @@ async fn headers_switched_off_leave_only_retry_after_on_a_429() {
 
 #[tokio::test]
 async fn legacy_and_ietf_headers_switch_separately() {
-    let legacy_only = RateLimitLayer::fixed_window(5, secs(60))
-        .ietf_headers(false)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, legacy_only) =
+        limiter_on_clock(RateLimitLayer::fixed_window(5, secs(60)).ietf_headers(false));
     let res = ok(&mut legacy_only.layer(inner()), get("/")).await;
     assert_eq!(legacy(res.headers()), (5, 4, 60));
     assert_eq!(header(res.headers(), "ratelimit"), None);
     assert_eq!(header(res.headers(), "ratelimit-policy"), None);
 
-    let ietf_only = RateLimitLayer::fixed_window(5, secs(60))
-        .legacy_headers(false)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, ietf_only) =
+        limiter_on_clock(RateLimitLayer::fixed_window(5, secs(60)).legacy_headers(false));
     let res = ok(&mut ietf_only.layer(inner()), get("/")).await;
     assert_ietf(&res, r#""default";q=5;w=60"#, r#""default";r=4;t=60"#);
     for name in [
@@ -348,28 +300,21 @@ async fn custom_rejection_response_gets_the_headers_it_does_not_set() {
     assert_eq!(body_text(res).await, "slow down for 45s (45s)");
 
     // gRPC requests still get a gRPC status.
-    let res = ok(
-        &mut svc,
-        get_with("/", &[("content-type", "application/grpc")]),
-    )
-    .await;
+    let res = ok(&mut svc, grpc_get("/")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(res.headers(), "grpc-status"), Some("8"));
 }
 
 #[tokio::test]
 async fn custom_rejection_keeps_its_own_retry_after() {
-    let layer = RateLimitLayer::fixed_window(1, secs(60))
-        .on_rejection(|_| {
+    let (_, layer) =
+        limiter_on_clock(RateLimitLayer::fixed_window(1, secs(60)).on_rejection(|_| {
             Response::builder()
                 .status(StatusCode::TOO_MANY_REQUESTS)
                 .header("retry-after", "999")
                 .body(Bytes::from_static(b"no"))
                 .unwrap()
-        })
-        .clock(clock())
-        .build()
-        .unwrap();
+        }));
     let mut svc = layer.layer(inner());
     ok(&mut svc, get("/")).await;
     let res = ok(&mut svc, get("/")).await;
@@ -381,10 +326,7 @@ async fn custom_rejection_keeps_its_own_retry_after() {
 
 #[tokio::test]
 async fn an_inner_services_own_rate_limit_headers_are_kept() {
-    let layer = RateLimitLayer::fixed_window(5, secs(60))
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = limiter_on_clock(RateLimitLayer::fixed_window(5, secs(60)));
     let res = ok(&mut layer.layer(inner()), get("/own-headers")).await;
     // The X-RateLimit trio belongs together: the inner service set its own, so ours is not
     // mixed in (its `Remaining` would not match the inner `Limit`).
@@ -401,10 +343,7 @@ async fn an_inner_services_own_rate_limit_headers_are_kept() {
 #[tokio::test]
 async fn refused_requests_never_reach_the_inner_service() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = RateLimitLayer::token_bucket(3, secs(3))
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = limiter_on_clock(RateLimitLayer::token_bucket(3, secs(3)));
     let mut svc = layer.layer(counting_inner(calls.clone()));
     let mut statuses = Vec::new();
     for _ in 0..5 {
@@ -416,11 +355,7 @@ async fn refused_requests_never_reach_the_inner_service() {
 
 #[tokio::test]
 async fn cost_zero_reads_the_limit_without_spending() {
-    let layer = RateLimitLayer::fixed_window(2, secs(60))
-        .cost(cost_header)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = limiter_on_clock(RateLimitLayer::fixed_window(2, secs(60)).cost(cost_header));
     let mut svc = layer.layer(inner());
     for _ in 0..3 {
         let res = ok(&mut svc, with_cost("/", 0)).await;
@@ -465,12 +400,8 @@ fn two_per_minute() -> [Limit; 4] {
 async fn skip_successful_counts_only_failures() {
     for limit in two_per_minute() {
         let name = limit.algorithm().as_str();
-        let layer = RateLimitLayer::builder()
-            .limit(limit)
-            .skip_successful(true)
-            .clock(clock())
-            .build()
-            .unwrap();
+        let (_, layer) =
+            limiter_on_clock(RateLimitLayer::builder().limit(limit).skip_successful(true));
         let mut svc = layer.layer(inner());
         for _ in 0..5 {
             let res = ok(&mut svc, get("/")).await;
@@ -505,12 +436,7 @@ async fn skip_successful_counts_only_failures() {
 async fn skip_failed_refunds_client_and_server_errors_and_inner_errors() {
     for limit in two_per_minute() {
         let name = limit.algorithm().as_str();
-        let layer = RateLimitLayer::builder()
-            .limit(limit)
-            .skip_failed(true)
-            .clock(clock())
-            .build()
-            .unwrap();
+        let (_, layer) = limiter_on_clock(RateLimitLayer::builder().limit(limit).skip_failed(true));
         let mut svc = layer.layer(inner());
         for path in ["/status/404", "/status/429", "/status/503", "/status/500"] {
             let res = ok(&mut svc, get(path)).await;
@@ -537,12 +463,11 @@ async fn skip_failed_refunds_client_and_server_errors_and_inner_errors() {
 
 #[tokio::test]
 async fn a_refund_gives_back_the_whole_cost() {
-    let layer = RateLimitLayer::fixed_window(5, secs(60))
-        .cost(cost_header)
-        .skip_successful(true)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = limiter_on_clock(
+        RateLimitLayer::fixed_window(5, secs(60))
+            .cost(cost_header)
+            .skip_successful(true),
+    );
     let mut svc = layer.layer(inner());
     let res = ok(&mut svc, with_cost("/", 3)).await;
     assert_eq!(legacy(res.headers()).1, 2);
@@ -590,12 +515,10 @@ async fn a_late_refund_reaches_the_sliding_counters_previous_window() {
 #[tokio::test]
 async fn a_late_token_bucket_refund_is_capped_at_a_full_bucket() {
     for skip_failed in [false, true] {
-        let clock = clock();
-        let layer = RateLimitLayer::token_bucket(2, secs(60)) // one token per 30 s
-            .skip_failed(skip_failed)
-            .clock(clock.clone())
-            .build()
-            .unwrap();
+        let (clock, layer) = limiter_on_clock(
+            RateLimitLayer::token_bucket(2, secs(60)) // one token per 30 s
+                .skip_failed(skip_failed),
+        );
         let mut svc = layer.layer(inner());
         let pending = svc.ready().await.unwrap().call(get("/status/500"));
         clock.set(secs(10));
@@ -621,17 +544,13 @@ async fn a_late_token_bucket_refund_is_capped_at_a_full_bucket() {
 #[tokio::test]
 async fn shadow_mode_lets_everything_through_and_counts() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = RateLimitLayer::fixed_window(1, secs(60))
-        .shadow(true)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let (_, layer) = limiter_on_clock(RateLimitLayer::fixed_window(1, secs(60)).shadow(true));
     let mut svc = layer.layer(counting_inner(calls.clone()));
     for req in [
         get("/"),
         get("/"),
         get("/"),
-        get_with("/", &[("content-type", "application/grpc")]),
+        grpc_get("/"),
         get("/status/404"),
     ] {
         let path = req.uri().path().to_owned();
@@ -661,13 +580,11 @@ async fn shadow_mode_lets_everything_through_and_counts() {
 
 #[tokio::test]
 async fn a_request_refused_by_one_limit_spends_nothing_from_the_other() {
-    let clock = clock();
-    let layer = RateLimitLayer::builder()
-        .limit(Limit::token_bucket(2, secs(1)).name("per-second")) // a token per 500 ms
-        .limit(Limit::fixed_window(3, secs(60)).name("per-minute"))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = limiter_on_clock(
+        RateLimitLayer::builder()
+            .limit(Limit::token_bucket(2, secs(1)).name("per-second")) // a token per 500 ms
+            .limit(Limit::fixed_window(3, secs(60)).name("per-minute")),
+    );
     let mut svc = layer.layer(inner());
     let policy = r#""per-second";q=2;w=1, "per-minute";q=3;w=60"#;
 
@@ -723,14 +640,12 @@ async fn a_request_refused_by_one_limit_spends_nothing_from_the_other() {
 
 #[tokio::test]
 async fn several_limits_stay_all_or_nothing_with_costs() {
-    let clock = clock();
-    let layer = RateLimitLayer::builder()
-        .limit(Limit::token_bucket(4, secs(1))) // "default": a token per 250 ms
-        .limit(Limit::fixed_window(5, secs(60))) // "limit1"
-        .cost(cost_header)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = limiter_on_clock(
+        RateLimitLayer::builder()
+            .limit(Limit::token_bucket(4, secs(1))) // "default": a token per 250 ms
+            .limit(Limit::fixed_window(5, secs(60))) // "limit1"
+            .cost(cost_header),
+    );
     let mut svc = layer.layer(inner());
 
     let res = ok(&mut svc, with_cost("/", 3)).await;
@@ -766,13 +681,11 @@ async fn several_limits_stay_all_or_nothing_with_costs() {
 /// state; it reports the reset it would have had after spending instead.
 #[tokio::test]
 async fn a_refused_request_reports_the_untouched_reset_of_the_other_limits() {
-    let clock = clock();
-    let layer = RateLimitLayer::builder()
-        .limit(Limit::fixed_window(1, secs(60)))
-        .limit(Limit::sliding_window_log(5, secs(10)))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let (clock, layer) = limiter_on_clock(
+        RateLimitLayer::builder()
+            .limit(Limit::fixed_window(1, secs(60)))
+            .limit(Limit::sliding_window_log(5, secs(10))),
+    );
     let mut svc = layer.layer(inner());
     ok(&mut svc, get("/")).await;
     clock.set(secs(4));

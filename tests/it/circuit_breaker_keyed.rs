@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use tower::{service_fn, Layer, ServiceExt};
-use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitEvent, CircuitState};
+use tower_bulwark::circuit_breaker::{
+    CircuitBreakerLayer, CircuitEvent, CircuitState, KeyedCircuitBreakerLayer,
+};
 use tower_bulwark::clock::ManualClock;
 use tower_bulwark::key::{HeaderKey, Key};
 
@@ -40,12 +42,17 @@ fn key(host: &'static str) -> Key {
     Key::from(HeaderValue::from_static(host))
 }
 
-#[tokio::test]
-async fn each_key_trips_on_its_own_failures() {
-    let layer = CircuitBreakerLayer::consecutive_failures(2)
+/// One breaker per `x-upstream`, opened by two failures in a row.
+fn two_failures_per_upstream() -> KeyedCircuitBreakerLayer<HeaderKey> {
+    CircuitBreakerLayer::consecutive_failures(2)
         .per_key(HeaderKey::new(UPSTREAM))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_key_trips_on_its_own_failures() {
+    let layer = two_failures_per_upstream();
     let svc = layer.layer(service_fn(upstream));
     for _ in 0..2 {
         assert_eq!(
@@ -90,10 +97,7 @@ async fn each_key_trips_on_its_own_failures() {
 
 #[tokio::test]
 async fn requests_without_a_key_share_the_overflow_circuit() {
-    let layer = CircuitBreakerLayer::consecutive_failures(2)
-        .per_key(HeaderKey::new(UPSTREAM))
-        .build()
-        .unwrap();
+    let layer = two_failures_per_upstream();
     let svc = layer.layer(service_fn(upstream));
     for _ in 0..2 {
         svc.clone().oneshot(req(None, true)).await.unwrap();

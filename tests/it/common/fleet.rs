@@ -1,5 +1,6 @@
 //! Helpers of the fleet-breaker tests (`redis_circuit_breaker*.rs`): an upstream whose answer
-//! and pace a test sets, request builders, and the settings the tests share.
+//! and pace a test sets, request builders, the settings the tests share, and the instances of
+//! a fleet the tests sync by hand.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
@@ -9,6 +10,11 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 use tower::{service_fn, Service, ServiceExt};
+use tower_bulwark::circuit_breaker::{
+    CircuitBreakerBuilder, CircuitBreakerLayer, KeyedCircuitBreakerBuilder,
+    RedisCircuitBreakerBuilder,
+};
+use tower_bulwark::key::HeaderKey;
 use tower_bulwark::redis::RedisBackend;
 
 use super::redis_server::RedisServer;
@@ -108,4 +114,42 @@ pub fn req_for(upstream: &str) -> Request<()> {
 /// A connection of its own to `server`: one instance of the fleet.
 pub async fn redis(server: &RedisServer) -> RedisBackend {
     RedisBackend::connect(&server.url()).await.unwrap()
+}
+
+/// `policy` as one instance of a fleet the tests sync by hand: on `redis`, no automatic sync
+/// ([`NEVER`]), the [`PATIENT_DEADLINE`].
+pub fn member(policy: CircuitBreakerBuilder, redis: RedisBackend) -> RedisCircuitBreakerBuilder {
+    policy
+        .backend(redis)
+        .sync_interval(NEVER)
+        .deadline(PATIENT_DEADLINE)
+}
+
+/// Instances A and B of one fleet on `server`, each made by `build` on a connection of its own.
+pub async fn pair<L>(server: &RedisServer, build: impl Fn(RedisBackend) -> L) -> (L, L) {
+    let a = build(redis(server).await);
+    let b = build(redis(server).await);
+    (a, b)
+}
+
+/// Instances A and B of one fleet on `server`: `policy()` built as a [`member`] each.
+pub async fn fleet_pair(
+    server: &RedisServer,
+    policy: impl Fn() -> CircuitBreakerBuilder,
+) -> (CircuitBreakerLayer, CircuitBreakerLayer) {
+    pair(server, |redis| member(policy(), redis).build().unwrap()).await
+}
+
+/// The key of the keyed breakers: the `x-upstream` header, as [`req_for`] sets it.
+pub fn upstream_key() -> HeaderKey {
+    HeaderKey::new(http::HeaderName::from_static("x-upstream"))
+}
+
+/// One instance of a keyed fleet: `policy` as a [`member`] on a connection of its own to
+/// `server`, one breaker per [`upstream_key`].
+pub async fn keyed_member(
+    server: &RedisServer,
+    policy: CircuitBreakerBuilder,
+) -> KeyedCircuitBreakerBuilder<HeaderKey> {
+    member(policy, redis(server).await).per_key(upstream_key())
 }
