@@ -22,6 +22,7 @@ use crate::util::StripedCounter;
 /// # }
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateLimitStats {
     /// Requests admitted.
     pub allowed: u64,
