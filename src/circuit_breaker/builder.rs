@@ -504,7 +504,9 @@ impl<K> fmt::Debug for KeyedCircuitBreakerBuilder<K> {
 }
 
 impl<K> KeyedCircuitBreakerBuilder<K> {
-    /// At most this many keys have their own circuit (default 10 000). When full, idle
+    /// At most this many keys have their own circuit (default [`DEFAULT_MAX_KEYS`], 100 000,
+    /// the crate's one default for keyed state; a circuit costs about 1 KiB, so lower it for a
+    /// breaker per upstream host). When full, idle
     /// circuits (closed, nothing counted) are forgotten; if none is, new keys share one
     /// overflow circuit, and a warning says so.
     ///

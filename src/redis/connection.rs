@@ -255,13 +255,13 @@ impl RedisBackend {
     pub async fn raw_get(&self, key: &[u8]) -> RedisResult<Value> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
-        self.query(&cmd).await
+        self.send(&cmd).await
     }
 
     /// Sends one command as is, with no deadline, for benchmarks and tests. Internal and
     /// unstable (feature `internal-hooks`).
     #[cfg(feature = "internal-hooks")]
     pub async fn raw_query(&self, cmd: &Cmd) -> RedisResult<Value> {
-        self.query(cmd).await
+        self.send(cmd).await
     }
 }

@@ -26,8 +26,9 @@ pub(crate) enum Round {
 
 /// What a batch-synced layer does in one round.
 pub(crate) trait BatchSync: Send + Sync + 'static {
-    /// Runs one round.
-    fn round(self: Arc<Self>, round: Round) -> impl Future<Output = ()> + Send;
+    /// Runs one round; `false` when what the layer syncs is gone (the task then ends, even if
+    /// something still holds this value).
+    fn round(self: Arc<Self>, round: Round) -> impl Future<Output = bool> + Send;
 
     /// True while Redis is left alone after failures: woken rounds are skipped, so only the
     /// interval's rounds try Redis (a back-off of one interval, however often it is woken).
@@ -101,8 +102,8 @@ async fn run<L: BatchSync>(layer: Weak<L>, wake: Arc<Notify>, interval: Duration
         if round == Round::Every {
             next_full = tokio::time::Instant::now() + interval;
         }
-        if round == Round::Every || !strong.backing_off() {
-            strong.clone().round(round).await;
+        if (round == Round::Every || !strong.backing_off()) && !strong.clone().round(round).await {
+            return;
         }
         // The layer is held only while a round runs.
         drop(strong);

@@ -241,8 +241,8 @@ impl FleetLink {
 }
 
 impl BatchSync for FleetLink {
-    async fn round(self: Arc<Self>, round: Round) {
-        let _ = self.round_now(round).await;
+    async fn round(self: Arc<Self>, round: Round) -> bool {
+        self.round_now(round).await.is_some()
     }
 
     fn backing_off(&self) -> bool {
