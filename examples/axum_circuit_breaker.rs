@@ -10,6 +10,8 @@
 //! `/api/quote` answers 503 with `Retry-After` at once, without calling the upstream. Then one
 //! probe at a time goes through; 2 successes close it again.
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,20 +25,10 @@ use axum::Router;
 use http::{Request, Response, StatusCode};
 use tower::service_fn;
 use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The crate reports through `tracing` (state changes, warnings): print it on stderr,
-    // filtered by `RUST_LOG` (default `info`).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::builder()
-                .with_default_directive(LevelFilter::INFO.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    support::init_logging();
 
     let addr: SocketAddr = std::env::var("BULWARK_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3001".to_owned())

@@ -11,6 +11,8 @@
 //! * `/partner`: 100 per minute per API key (sliding window log). A request without the key is
 //!   refused with 401 by the limiter itself.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -19,20 +21,10 @@ use axum::Router;
 use http::{HeaderName, StatusCode};
 use tower_bulwark::key::{HeaderKey, PeerIp};
 use tower_bulwark::rate_limit::{MissingKey, RateLimitLayer};
-use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The crate reports through `tracing` (state changes, warnings): print it on stderr,
-    // filtered by `RUST_LOG` (default `info`).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::builder()
-                .with_default_directive(LevelFilter::INFO.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    support::init_logging();
 
     let per_ip = RateLimitLayer::token_bucket(10, Duration::from_secs(60))
         .burst(3)

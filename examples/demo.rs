@@ -19,6 +19,8 @@
 //! REDIS_URL=redis://127.0.0.1:6379/ cargo run --release --example demo --features redis
 //! ```
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -31,19 +33,10 @@ use tower::{service_fn, Layer};
 use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
 use tower_bulwark::key::{self, Key};
 use tower_bulwark::rate_limit::{Limit, RateLimitLayer};
-use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The crate reports through `tracing`: without a subscriber its warnings go nowhere.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::builder()
-                .with_default_directive(LevelFilter::INFO.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    support::init_logging();
 
     let addr: SocketAddr = std::env::var("BULWARK_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3000".to_owned())

@@ -164,7 +164,8 @@ impl<V> KeyedStore<V> {
         self.map.get(key).map(|entry| f(&entry))
     }
 
-    /// Every key with its own entry, and `f` of its entry.
+    /// Every key with its own entry, and `f` of its entry (a fleet sync's round).
+    #[cfg(feature = "redis")]
     pub(crate) fn collect<R>(&self, f: impl Fn(&Key, &V) -> R) -> Vec<R> {
         self.map.iter().map(|e| f(e.key(), e.value())).collect()
     }
