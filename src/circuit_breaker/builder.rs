@@ -1,13 +1,14 @@
 //! Configures a circuit breaker; `build()` checks every setting and names the first bad one.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{HeaderMap, StatusCode};
 
 use super::circuit::Circuit;
+use super::classify::{ClassifyResponse, DefaultClassifier};
 use super::config::{CircuitEvent, Config, EventFn, Slow, Trip};
 use super::generic::GenericCircuitBreakerLayer;
 use super::keyed::{Circuits, KeyedCircuitBreakerLayer, KeyedEventFn};
@@ -62,7 +63,7 @@ enum RateWindow {
 /// # Ok::<(), tower_bulwark::ConfigError>(())
 /// ```
 #[derive(Clone)]
-pub struct CircuitBreakerBuilder {
+pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
     policy: Policy,
     slow: Option<(Duration, f64)>,
     open_for: Duration,
@@ -70,13 +71,13 @@ pub struct CircuitBreakerBuilder {
     half_open_probes: u32,
     clock: Arc<dyn Clock>,
     on_event: Option<EventFn>,
-    classify: Option<ClassifyFn>,
+    classify: C,
     misplaced: Option<ConfigError>,
     #[cfg(feature = "redis")]
     pub(super) fleet: Option<super::redis_builder::FleetSettings>,
 }
 
-impl fmt::Debug for CircuitBreakerBuilder {
+impl<C> fmt::Debug for CircuitBreakerBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerBuilder")
             .field("policy", &self.policy)
@@ -98,7 +99,7 @@ impl CircuitBreakerBuilder {
             half_open_probes: DEFAULT_HALF_OPEN_PROBES,
             clock: Arc::new(SystemClock::new()),
             on_event: None,
-            classify: None,
+            classify: DefaultClassifier,
             misplaced: None,
             #[cfg(feature = "redis")]
             fleet: None,
@@ -116,7 +117,9 @@ impl CircuitBreakerBuilder {
             minimum_calls: None,
         })
     }
+}
 
+impl<C> CircuitBreakerBuilder<C> {
     fn edit_rate(
         mut self,
         field: &'static str,
@@ -281,27 +284,71 @@ impl CircuitBreakerBuilder {
         self
     }
 
-    /// Decides which responses are failures (HTTP layer only). Errors from the inner service
-    /// always are. (The generic variant judges whole results, errors included:
-    /// [`GenericCircuitBreakerLayer::failure_if`](super::GenericCircuitBreakerLayer::failure_if).) The default: 5xx, and a `grpc-status` header of UNKNOWN, DEADLINE_EXCEEDED,
-    /// INTERNAL, UNAVAILABLE or DATA_LOSS.
+    /// Decides which calls are failures, instead of the default [`DefaultClassifier`] (the
+    /// crate's one [`Outcome`](crate::response::Outcome) classifier). Every variant takes it
+    /// here, each judging what it sees:
+    ///
+    /// - the HTTP layers ([`build`](Self::build), [`per_key`](Self::per_key), with or without
+    ///   Redis) take a [`ClassifyResponse`](super::ClassifyResponse), any
+    ///   `Fn(StatusCode, &HeaderMap) -> bool`: the status and headers (a gRPC answer whose
+    ///   status comes at the end of its body is judged on its trailers). Errors from the
+    ///   inner service always fail.
+    /// - the generic layer ([`build_generic`](Self::build_generic)) takes a
+    ///   [`ClassifyResult`](super::ClassifyResult), any `Fn(&Result<T, E>) -> bool`: the
+    ///   whole result, so an error that is the caller's fault need not open it and an `Ok`
+    ///   holding a 503 can.
+    ///
+    /// `build` refuses a classifier for results and `build_generic` one for responses, at
+    /// compile time. Write the closure's parameter types out: the builder does not know yet
+    /// which variant it builds. Cancelled calls record nothing whatever the classifier says.
     ///
     /// ```
+    /// use http::{HeaderMap, StatusCode};
     /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
     ///
     /// // Also count 429 from the upstream as a failure.
     /// let layer = CircuitBreakerLayer::consecutive_failures(5)
-    ///     .failure_if(|status, _headers| status.is_server_error() || status == 429)
+    ///     .failure_if(|status: StatusCode, _: &HeaderMap| status.is_server_error() || status == 429)
     ///     .build()?;
     /// # drop(layer);
     /// # Ok::<(), tower_bulwark::ConfigError>(())
     /// ```
-    pub fn failure_if(
-        mut self,
-        classify: impl Fn(StatusCode, &HeaderMap) -> bool + Send + Sync + 'static,
-    ) -> Self {
-        self.classify = Some(Arc::new(classify));
-        self
+    ///
+    /// The generic variant:
+    ///
+    /// ```
+    /// use std::io::{Error, ErrorKind};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A not-found is the caller's problem, not the dependency's.
+    /// let layer = CircuitBreakerLayer::consecutive_failures(1)
+    ///     .failure_if(|result: &Result<(), Error>| {
+    ///         matches!(result, Err(e) if e.kind() != ErrorKind::NotFound)
+    ///     })
+    ///     .build_generic()?;
+    /// let svc = layer.layer(service_fn(|_: ()| async { Err::<(), _>(Error::from(ErrorKind::NotFound)) }));
+    /// assert!(svc.oneshot(()).await.is_err());
+    /// assert_eq!(layer.circuit().state(), CircuitState::Closed);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn failure_if<F>(self, classify: F) -> CircuitBreakerBuilder<F> {
+        CircuitBreakerBuilder {
+            policy: self.policy,
+            slow: self.slow,
+            open_for: self.open_for,
+            half_open_successes: self.half_open_successes,
+            half_open_probes: self.half_open_probes,
+            clock: self.clock,
+            on_event: self.on_event,
+            classify,
+            misplaced: self.misplaced,
+            #[cfg(feature = "redis")]
+            fleet: self.fleet,
+        }
     }
 
     fn rate_field(rate: f64, field: &'static str) -> Result<(), ConfigError> {
@@ -433,7 +480,7 @@ impl CircuitBreakerBuilder {
     /// # drop(layer);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn per_key<K: KeyExtractor<Parts>>(self, key: K) -> KeyedCircuitBreakerBuilder<K> {
+    pub fn per_key<K: KeyExtractor<Parts>>(self, key: K) -> KeyedCircuitBreakerBuilder<K, C> {
         KeyedCircuitBreakerBuilder {
             base: self,
             key,
@@ -450,14 +497,29 @@ impl CircuitBreakerBuilder {
     /// let err = CircuitBreakerLayer::consecutive_failures(0).build().unwrap_err();
     /// assert_eq!(err.to_string(), "`failures` must be >= 1, got 0");
     /// ```
-    pub fn build(self) -> Result<CircuitBreakerLayer, ConfigError> {
+    ///
+    /// A classifier of whole results is for [`build_generic`](Self::build_generic); `build`
+    /// refuses it at compile time:
+    ///
+    /// ```compile_fail
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5)
+    ///     .failure_if(|result: &Result<u32, std::io::Error>| result.is_err())
+    ///     .build();
+    /// ```
+    pub fn build(self) -> Result<CircuitBreakerLayer, ConfigError>
+    where
+        C: ClassifyResponse,
+    {
         let circuit = Arc::new(Circuit::new(self.config()?));
         super::fleet::start_one(&circuit)?;
-        Ok(CircuitBreakerLayer::new(circuit, self.classify))
+        Ok(CircuitBreakerLayer::new(circuit, shared(self.classify)))
     }
 
     /// Checks the configuration and builds the variant for any `tower::Service`: errors are
-    /// failures, and a refusal is a [`CircuitOpen`](super::CircuitOpen) error.
+    /// failures (or what [`failure_if`](Self::failure_if) says), and a refusal is a
+    /// [`CircuitOpen`](super::CircuitOpen) error.
     ///
     /// ```
     /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
@@ -466,16 +528,37 @@ impl CircuitBreakerBuilder {
     /// # drop(layer);
     /// # Ok::<(), tower_bulwark::ConfigError>(())
     /// ```
-    pub fn build_generic(self) -> Result<GenericCircuitBreakerLayer, ConfigError> {
-        if self.classify.is_some() {
-            return Err(ConfigError::new(
-                "failure_if",
-                "applies only to the HTTP layer (build), not build_generic",
-            ));
-        }
+    ///
+    /// A classifier of HTTP responses does not fit it, and the service is refused where the
+    /// layer wraps it, at compile time:
+    ///
+    /// ```compile_fail
+    /// use http::{HeaderMap, StatusCode};
+    /// use tower::{service_fn, Layer};
+    /// use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+    ///
+    /// let layer = CircuitBreakerLayer::consecutive_failures(5)
+    ///     .failure_if(|status: StatusCode, _: &HeaderMap| status == 429)
+    ///     .build_generic()
+    ///     .unwrap();
+    /// let svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n) }));
+    /// let _ = tower::ServiceExt::oneshot(svc, 1);
+    /// ```
+    pub fn build_generic(self) -> Result<GenericCircuitBreakerLayer<C>, ConfigError> {
         let circuit = Arc::new(Circuit::new(self.config()?));
         super::fleet::start_one(&circuit)?;
-        Ok(GenericCircuitBreakerLayer::new(circuit))
+        Ok(GenericCircuitBreakerLayer::new(circuit, self.classify))
+    }
+}
+
+/// The HTTP layers keep a custom classifier behind one `Arc`, and the default as `None`, so
+/// that the common path judges inline instead of through an indirect call.
+fn shared<C: ClassifyResponse>(classify: C) -> Option<ClassifyFn> {
+    let any: &dyn Any = &classify;
+    if any.is::<DefaultClassifier>() {
+        None
+    } else {
+        Some(Arc::new(classify))
     }
 }
 
@@ -487,14 +570,14 @@ impl CircuitBreakerBuilder {
 /// let err = CircuitBreakerLayer::consecutive_failures(5).per_key(Global).max_keys(0).build().unwrap_err();
 /// assert_eq!(err.to_string(), "`max_keys` must be > 0, got 0");
 /// ```
-pub struct KeyedCircuitBreakerBuilder<K> {
-    base: CircuitBreakerBuilder,
+pub struct KeyedCircuitBreakerBuilder<K, C = DefaultClassifier> {
+    base: CircuitBreakerBuilder<C>,
     key: K,
     max_keys: usize,
     on_keyed_event: Option<KeyedEventFn>,
 }
 
-impl<K> fmt::Debug for KeyedCircuitBreakerBuilder<K> {
+impl<K, C> fmt::Debug for KeyedCircuitBreakerBuilder<K, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedCircuitBreakerBuilder")
             .field("base", &self.base)
@@ -503,7 +586,7 @@ impl<K> fmt::Debug for KeyedCircuitBreakerBuilder<K> {
     }
 }
 
-impl<K> KeyedCircuitBreakerBuilder<K> {
+impl<K, C> KeyedCircuitBreakerBuilder<K, C> {
     /// At most this many keys have their own circuit (default [`DEFAULT_MAX_KEYS`], 100 000,
     /// the crate's one default for keyed state; a circuit costs about 1 KiB, so lower it for a
     /// breaker per upstream host). When full, idle
@@ -555,7 +638,10 @@ impl<K> KeyedCircuitBreakerBuilder<K> {
     /// let err = CircuitBreakerLayer::consecutive_failures(0).per_key(Global).build().unwrap_err();
     /// assert_eq!(err.field(), "failures");
     /// ```
-    pub fn build(self) -> Result<KeyedCircuitBreakerLayer<K>, ConfigError> {
+    pub fn build(self) -> Result<KeyedCircuitBreakerLayer<K>, ConfigError>
+    where
+        C: ClassifyResponse,
+    {
         if self.max_keys == 0 {
             return Err(ConfigError::new("max_keys", "must be > 0, got 0"));
         }
@@ -565,7 +651,7 @@ impl<K> KeyedCircuitBreakerBuilder<K> {
         Ok(KeyedCircuitBreakerLayer::new(
             self.key,
             circuits,
-            self.base.classify,
+            shared(self.base.classify),
         ))
     }
 }

@@ -140,7 +140,7 @@ where
                     ));
                 }
                 let failure = match &classify {
-                    Some(classify) => classify(response.status(), response.headers()),
+                    Some(classify) => classify.is_failure(response.status(), response.headers()),
                     // Plain HTTP: the status alone (no header lookup on the common path).
                     None if !grpc => Outcome::of_status(response.status()).is_failure(),
                     None => {
@@ -162,7 +162,7 @@ const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 fn judge(classify: &Option<ClassifyFn>, status: StatusCode, headers: &HeaderMap) -> bool {
     match classify {
-        Some(classify) => classify(status, headers),
+        Some(classify) => classify.is_failure(status, headers),
         None => Outcome::of_response(status, headers).is_failure(),
     }
 }

@@ -11,6 +11,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::circuit::{Circuit, Permit};
+use super::classify::{ClassifyResult, DefaultClassifier};
 use super::config::CircuitOpen;
 use super::service::Readiness;
 use crate::error::BoxError;
@@ -33,51 +34,9 @@ use crate::response::PolledAfterCompletion;
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct GenericCircuitBreakerLayer<C = ErrorsFail> {
+pub struct GenericCircuitBreakerLayer<C = DefaultClassifier> {
     circuit: Arc<Circuit>,
     classify: C,
-}
-
-/// Decides whether a call's result is a failure, for
-/// [`GenericCircuitBreakerLayer::failure_if`]. Any `Fn(&Result<T, E>) -> bool` is one.
-///
-/// ```
-/// use tower_bulwark::circuit_breaker::{ClassifyResult, ErrorsFail};
-///
-/// let result: Result<u32, std::io::Error> = Ok(7);
-/// assert!(!ErrorsFail.is_failure(&result));
-/// let odd_fails = |r: &Result<u32, std::io::Error>| matches!(r, Ok(n) if n % 2 == 1);
-/// assert!(odd_fails.is_failure(&result));
-/// ```
-pub trait ClassifyResult<T, E> {
-    /// True when `result` counts as a failure.
-    fn is_failure(&self, result: &Result<T, E>) -> bool;
-}
-
-/// The default classifier of [`GenericCircuitBreakerLayer`]: every error is a failure,
-/// every response a success.
-///
-/// ```
-/// use tower_bulwark::circuit_breaker::{ClassifyResult, ErrorsFail};
-///
-/// assert!(ErrorsFail.is_failure(&Err::<(), _>("down")));
-/// ```
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ErrorsFail;
-
-impl<T, E> ClassifyResult<T, E> for ErrorsFail {
-    fn is_failure(&self, result: &Result<T, E>) -> bool {
-        result.is_err()
-    }
-}
-
-impl<F, T, E> ClassifyResult<T, E> for F
-where
-    F: Fn(&Result<T, E>) -> bool,
-{
-    fn is_failure(&self, result: &Result<T, E>) -> bool {
-        self(result)
-    }
 }
 
 impl<C> fmt::Debug for GenericCircuitBreakerLayer<C> {
@@ -88,49 +47,9 @@ impl<C> fmt::Debug for GenericCircuitBreakerLayer<C> {
     }
 }
 
-impl GenericCircuitBreakerLayer {
-    pub(crate) fn new(circuit: Arc<Circuit>) -> Self {
-        Self {
-            circuit,
-            classify: ErrorsFail,
-        }
-    }
-}
-
 impl<C> GenericCircuitBreakerLayer<C> {
-    /// Decides from each call's result (response or error) whether it failed, instead of
-    /// "every error fails": an error that is the caller's fault need not open the breaker,
-    /// and a response can be a failure (a client whose `Ok` holds a 503). Cancelled calls
-    /// still record nothing.
-    ///
-    /// Write the closure's parameter type out (`|result: &Result<Response, Error>|`): it
-    /// cannot be inferred from the layer, which does not know its service yet. The classifier
-    /// is cloned into each call's future: capture `Arc`s rather than owned data.
-    ///
-    /// ```
-    /// use std::io::{Error, ErrorKind};
-    /// use tower::{service_fn, Layer, ServiceExt};
-    /// use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// // A not-found is the caller's problem, not the dependency's.
-    /// let layer = CircuitBreakerLayer::consecutive_failures(1)
-    ///     .build_generic()?
-    ///     .failure_if(|result: &Result<(), Error>| {
-    ///         matches!(result, Err(e) if e.kind() != ErrorKind::NotFound)
-    ///     });
-    /// let svc = layer.layer(service_fn(|_: ()| async { Err::<(), _>(Error::from(ErrorKind::NotFound)) }));
-    /// assert!(svc.oneshot(()).await.is_err());
-    /// assert_eq!(layer.circuit().state(), CircuitState::Closed);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn failure_if<F>(self, classify: F) -> GenericCircuitBreakerLayer<F> {
-        GenericCircuitBreakerLayer {
-            circuit: self.circuit,
-            classify,
-        }
+    pub(crate) fn new(circuit: Arc<Circuit>, classify: C) -> Self {
+        Self { circuit, classify }
     }
 
     /// The breaker's shared state.
@@ -212,7 +131,7 @@ impl<S, C: Clone> Layer<S> for GenericCircuitBreakerLayer<C> {
 /// assert_eq!(svc.oneshot(41).await.unwrap(), 42);
 /// # }
 /// ```
-pub struct GenericCircuitBreaker<S, C = ErrorsFail> {
+pub struct GenericCircuitBreaker<S, C = DefaultClassifier> {
     inner: S,
     circuit: Arc<Circuit>,
     classify: C,
@@ -290,7 +209,7 @@ pin_project! {
     /// assert_eq!(future.await.unwrap(), 7);
     /// # }
     /// ```
-    pub struct GenericResponseFuture<F, C = ErrorsFail> {
+    pub struct GenericResponseFuture<F, C = DefaultClassifier> {
         #[pin]
         future: Option<F>,
         permit: Option<Permit>,

@@ -1,14 +1,16 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::{HeaderMap, StatusCode};
 use tower_layer::Layer;
 
 use super::builder::CircuitBreakerBuilder;
 use super::circuit::Circuit;
+use super::classify::ClassifyResponse;
 use super::service::CircuitBreaker;
 
-pub(crate) type ClassifyFn = Arc<dyn Fn(StatusCode, &HeaderMap) -> bool + Send + Sync>;
+/// A `failure_if` classifier, shared by the layer's services and futures; `None` is the
+/// default, judged inline (no indirect call on the common path).
+pub(crate) type ClassifyFn = Arc<dyn ClassifyResponse>;
 
 /// A circuit breaker for HTTP (and gRPC) services: stops calling a failing service, answers
 /// at once while open (503 with `Retry-After`, or gRPC `UNAVAILABLE`), and probes carefully

@@ -71,6 +71,7 @@
 
 mod builder;
 mod circuit;
+mod classify;
 mod config;
 mod fleet;
 mod future;
@@ -85,14 +86,12 @@ mod window;
 pub use crate::util::DEFAULT_MAX_KEYS;
 pub use builder::{CircuitBreakerBuilder, KeyedCircuitBreakerBuilder};
 pub use circuit::{Circuit, CircuitStats};
+pub use classify::{ClassifyResponse, ClassifyResult, DefaultClassifier};
 pub use config::{CircuitEvent, CircuitOpen, CircuitState};
 #[cfg(feature = "redis")]
 pub use fleet::FleetStats;
 pub use future::ResponseFuture;
-pub use generic::{
-    ClassifyResult, ErrorsFail, GenericCircuitBreaker, GenericCircuitBreakerLayer,
-    GenericResponseFuture,
-};
+pub use generic::{GenericCircuitBreaker, GenericCircuitBreakerLayer, GenericResponseFuture};
 pub use keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use layer::CircuitBreakerLayer;
 #[cfg(feature = "redis")]

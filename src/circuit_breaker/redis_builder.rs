@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::request::Parts;
 
 use super::builder::{CircuitBreakerBuilder, KeyedCircuitBreakerBuilder};
+use super::classify::{ClassifyResponse, DefaultClassifier};
 use super::config::Config;
 use super::fleet::{BreakerSync, FleetLink};
 use super::generic::GenericCircuitBreakerLayer;
@@ -65,7 +66,7 @@ impl FleetSettings {
     }
 }
 
-impl CircuitBreakerBuilder {
+impl<C> CircuitBreakerBuilder<C> {
     /// Shares the breaker with the fleet through Redis (feature `redis`): every instance
     /// feeds one state machine per key and follows it, while each call is still decided
     /// locally, with no round trip. See [`RedisCircuitBreakerBuilder`].
@@ -84,7 +85,7 @@ impl CircuitBreakerBuilder {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn backend(self, redis: RedisBackend) -> RedisCircuitBreakerBuilder {
+    pub fn backend(self, redis: RedisBackend) -> RedisCircuitBreakerBuilder<C> {
         RedisCircuitBreakerBuilder {
             base: self,
             settings: FleetSettings {
@@ -145,12 +146,12 @@ impl CircuitBreakerBuilder {
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct RedisCircuitBreakerBuilder {
-    base: CircuitBreakerBuilder,
+pub struct RedisCircuitBreakerBuilder<C = DefaultClassifier> {
+    base: CircuitBreakerBuilder<C>,
     settings: FleetSettings,
 }
 
-impl fmt::Debug for RedisCircuitBreakerBuilder {
+impl<C> fmt::Debug for RedisCircuitBreakerBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisCircuitBreakerBuilder")
             .field("base", &self.base)
@@ -161,7 +162,7 @@ impl fmt::Debug for RedisCircuitBreakerBuilder {
     }
 }
 
-impl RedisCircuitBreakerBuilder {
+impl<C> RedisCircuitBreakerBuilder<C> {
     /// The start of every Redis key this breaker uses (default `"bulwark"`): keys are
     /// `{prefix:key}:cb`. No braces.
     ///
@@ -228,7 +229,7 @@ impl RedisCircuitBreakerBuilder {
         self
     }
 
-    fn into_base(self) -> CircuitBreakerBuilder {
+    fn into_base(self) -> CircuitBreakerBuilder<C> {
         let mut base = self.base;
         base.fleet = Some(self.settings);
         base
@@ -251,7 +252,7 @@ impl RedisCircuitBreakerBuilder {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn per_key<K: KeyExtractor<Parts>>(self, key: K) -> KeyedCircuitBreakerBuilder<K> {
+    pub fn per_key<K: KeyExtractor<Parts>>(self, key: K) -> KeyedCircuitBreakerBuilder<K, C> {
         self.into_base().per_key(key)
     }
 
@@ -267,7 +268,10 @@ impl RedisCircuitBreakerBuilder {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn build(self) -> Result<CircuitBreakerLayer, ConfigError> {
+    pub fn build(self) -> Result<CircuitBreakerLayer, ConfigError>
+    where
+        C: ClassifyResponse,
+    {
         self.into_base().build()
     }
 
@@ -284,7 +288,7 @@ impl RedisCircuitBreakerBuilder {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn build_generic(self) -> Result<GenericCircuitBreakerLayer, ConfigError> {
+    pub fn build_generic(self) -> Result<GenericCircuitBreakerLayer<C>, ConfigError> {
         self.into_base().build_generic()
     }
 }

@@ -6,14 +6,18 @@ use std::time::Duration;
 
 use http::Request;
 use tower::Service;
-use tower_bulwark::circuit_breaker::{CircuitBreakerBuilder, CircuitBreakerLayer};
+use tower_bulwark::circuit_breaker::{
+    CircuitBreakerBuilder, CircuitBreakerLayer, ClassifyResponse,
+};
 use tower_bulwark::clock::ManualClock;
 
 use super::{assert_json_refusal, get, ok, Body, Res};
 
 /// `policy` on a fresh `ManualClock` at zero, built: the clock (for the test to move) and the
 /// layer.
-pub fn on_clock(policy: CircuitBreakerBuilder) -> (ManualClock, CircuitBreakerLayer) {
+pub fn on_clock<C: ClassifyResponse>(
+    policy: CircuitBreakerBuilder<C>,
+) -> (ManualClock, CircuitBreakerLayer) {
     let clock = ManualClock::new();
     let layer = policy.clock(clock.clone()).build().unwrap();
     (clock, layer)
