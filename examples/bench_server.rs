@@ -1,0 +1,267 @@
+//! The end-to-end cost harness's server: one axum route, `GET /json` (a 2 KiB JSON body), in
+//! one of several modes: bare, each of this crate's layers alone, the whole stack, and the
+//! peers configured alike. `scripts/e2e_cost.sh` runs every mode under callgrind (instructions
+//! per request) and wrk (requests per second); see BENCHMARKS.md.
+//!
+//! ```text
+//! cargo run --release --example bench_server --features axum -- rate-limit 127.0.0.1:3100
+//! cargo run --release --example bench_server --features axum -- --list
+//! ```
+//!
+//! The server runs on a current-thread Tokio runtime: one core, no work stealing, so that
+//! instruction counts repeat from run to run and the load generator can have the other core.
+//! It prints `ready <addr>` on stdout once it listens. Limits are never hit (10^9 per second)
+//! except in the `*-refused` modes, where every request but the first is refused.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{BoxError, Router};
+use http::{header, HeaderValue, StatusCode};
+use tower::ServiceBuilder;
+use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
+use tower_bulwark::key::PeerIp;
+use tower_bulwark::rate_limit::RateLimitLayer;
+
+/// Every mode, in the order the script measures them, with what it serves. The second field
+/// names the mode whose cost it is compared with ("over its baseline").
+const MODES: &[(&str, &str, &str)] = &[
+    ("bare", "", "axum alone"),
+    (
+        "connect-info",
+        "",
+        "axum served with ConnectInfo<SocketAddr> (the keyed rows' baseline)",
+    ),
+    (
+        "governor",
+        "connect-info",
+        "tower_governor, peer IP, no headers",
+    ),
+    (
+        "governor-headers",
+        "connect-info",
+        "tower_governor with its x-ratelimit-* headers",
+    ),
+    (
+        "rate-limit",
+        "connect-info",
+        "ours: token bucket, PeerIp, default headers (5)",
+    ),
+    (
+        "rate-limit-no-headers",
+        "connect-info",
+        "ours: token bucket, PeerIp, headers off",
+    ),
+    (
+        "rate-limit-refused",
+        "connect-info",
+        "ours: token bucket, PeerIp, every request but the first refused (429)",
+    ),
+    (
+        "breaker",
+        "bare",
+        "ours: circuit breaker, consecutive failures, closed",
+    ),
+    (
+        "breaker-open",
+        "bare",
+        "ours: circuit breaker, forced open (every request 503)",
+    ),
+    (
+        "stack",
+        "connect-info",
+        "ours: rate limit (default headers) + circuit breaker",
+    ),
+    (
+        "resilience",
+        "bare",
+        "tower-resilience breaker + rate limiter behind HandleErrorLayer",
+    ),
+    ("compression", "bare", "tower-http CompressionLayer (gzip)"),
+];
+
+/// Never hit: 10^9 per second.
+const HIGH: u64 = 1_000_000_000;
+
+fn json_body() -> &'static [u8] {
+    // 2 KiB of JSON, built once.
+    static BODY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BODY.get_or_init(|| {
+        let mut body = String::from("{\"items\":[");
+        let mut i = 0;
+        while body.len() < 2048 - 64 {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&format!(
+                "{{\"id\":{i},\"name\":\"item-{i:04}\",\"ok\":true}}"
+            ));
+            i += 1;
+        }
+        body.push_str("]}");
+        while body.len() < 2048 {
+            body.insert(body.len() - 1, ' ');
+        }
+        body.into_bytes()
+    })
+}
+
+async fn json() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json_body(),
+    )
+        .into_response()
+}
+
+/// tower-resilience's breaker counts an error or a 5xx as a failure, as ours does.
+fn failed(result: &Result<Response, BoxError>) -> bool {
+    result
+        .as_ref()
+        .map_or(true, |response| response.status().is_server_error())
+}
+
+fn router() -> Router {
+    Router::new().route("/json", get(json))
+}
+
+fn app(mode: &str) -> Result<(Router, bool), Box<dyn std::error::Error>> {
+    let second = Duration::from_secs(1);
+    // (the router, whether it is served with ConnectInfo)
+    Ok(match mode {
+        "bare" => (router(), false),
+        "connect-info" => (router(), true),
+        "governor" | "governor-headers" => {
+            use tower_governor::governor::GovernorConfigBuilder;
+            use tower_governor::GovernorLayer;
+            let mut config = GovernorConfigBuilder::default();
+            config.per_nanosecond(1).burst_size(u32::MAX);
+            if mode == "governor-headers" {
+                let config = config.use_headers().finish().ok_or("governor config")?;
+                (router().layer(GovernorLayer::new(config)), true)
+            } else {
+                let config = config.finish().ok_or("governor config")?;
+                (router().layer(GovernorLayer::new(config)), true)
+            }
+        }
+        "rate-limit" => {
+            let layer = RateLimitLayer::token_bucket(HIGH, second)
+                .key(PeerIp)
+                .build()?;
+            (router().layer(layer), true)
+        }
+        "rate-limit-no-headers" => {
+            let layer = RateLimitLayer::token_bucket(HIGH, second)
+                .key(PeerIp)
+                .headers(false)
+                .build()?;
+            (router().layer(layer), true)
+        }
+        "rate-limit-refused" => {
+            let layer = RateLimitLayer::token_bucket(1, Duration::from_secs(3600))
+                .key(PeerIp)
+                .build()?;
+            (router().layer(layer), true)
+        }
+        "breaker" => {
+            let layer = CircuitBreakerLayer::consecutive_failures(5).build()?;
+            (router().layer(layer), false)
+        }
+        "breaker-open" => {
+            let layer = CircuitBreakerLayer::consecutive_failures(5)
+                .open_for(Duration::from_secs(3600))
+                .build()?;
+            layer.circuit().force_open();
+            (router().layer(layer), false)
+        }
+        "stack" => {
+            let limit = RateLimitLayer::token_bucket(HIGH, second)
+                .key(PeerIp)
+                .build()?;
+            let breaker = CircuitBreakerLayer::consecutive_failures(5).build()?;
+            (
+                router().layer(ServiceBuilder::new().layer(limit).layer(breaker)),
+                true,
+            )
+        }
+        "resilience" => {
+            use tower_resilience::circuitbreaker::CircuitBreakerLayer as ResilienceBreaker;
+            use tower_resilience::ratelimiter::RateLimiterLayer;
+            let breaker = ResilienceBreaker::builder()
+                .consecutive_failures(5)
+                .wait_duration_in_open(Duration::from_secs(60))
+                .failure_classifier(failed)
+                .build()?;
+            let limiter = RateLimiterLayer::builder()
+                .limit_for_period(HIGH as usize)
+                .refresh_period(second)
+                .timeout_duration(Duration::ZERO)
+                .build()?;
+            let stack = ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: BoxError| async {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }))
+                .layer(tower::util::MapErrLayer::new(Into::<BoxError>::into))
+                .layer(breaker)
+                .layer(tower::util::MapErrLayer::new(Into::<BoxError>::into))
+                .layer(limiter);
+            // Its breaker layer is not `Clone` (as `Router::layer` needs), its services are:
+            // wrap the route's service, which is what `Router::layer` does to each route.
+            let route = Router::new().route_service("/json", stack.service(get(json)));
+            (route, false)
+        }
+        "compression" => {
+            let layer = tower_http::compression::CompressionLayer::new();
+            (router().layer(layer), false)
+        }
+        other => return Err(format!("unknown mode {other:?}; try --list").into()),
+    })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "--list".to_owned());
+    if mode == "--list" {
+        for (name, baseline, what) in MODES {
+            println!("{name}|{baseline}|{what}");
+        }
+        return Ok(());
+    }
+    let addr: SocketAddr = args
+        .next()
+        .unwrap_or_else(|| "127.0.0.1:3100".to_owned())
+        .parse()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(&mode, addr))
+}
+
+async fn serve(mode: &str, addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let (app, connect_info) = app(mode)?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("ready {}", listener.local_addr()?);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    if connect_info {
+        // The handler does not read it: the extension is what the keyed layers key on.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    } else {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+    }
+    Ok(())
+}
