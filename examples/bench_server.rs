@@ -36,6 +36,16 @@ const MODES: &[(&str, &str, &str)] = &[
         "axum served with ConnectInfo<SocketAddr> (the keyed rows' baseline)",
     ),
     (
+        "noop-layer",
+        "bare",
+        "a layer that does nothing (tower's MapRequestLayer): what any layer costs in axum",
+    ),
+    (
+        "noop-wrapped-body",
+        "noop-layer",
+        "a layer that only wraps the response body (in this crate's ResponseBody)",
+    ),
+    (
         "governor",
         "connect-info",
         "tower_governor, peer IP, no headers",
@@ -137,6 +147,16 @@ fn app(mode: &str) -> Result<(Router, bool), Box<dyn std::error::Error>> {
     Ok(match mode {
         "bare" => (router(), false),
         "connect-info" => (router(), true),
+        "noop-layer" => {
+            let layer = tower::util::MapRequestLayer::new(|req: axum::extract::Request| req);
+            (router().layer(layer), false)
+        }
+        "noop-wrapped-body" => {
+            let layer = tower_http::map_response_body::MapResponseBodyLayer::new(
+                tower_bulwark::response::ResponseBody::inner,
+            );
+            (router().layer(layer), false)
+        }
         "governor" | "governor-headers" => {
             use tower_governor::governor::GovernorConfigBuilder;
             use tower_governor::GovernorLayer;
