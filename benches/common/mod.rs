@@ -21,11 +21,12 @@ use bytes::Bytes;
 use criterion::{BatchSize, Bencher, Criterion};
 use futures_util::task::noop_waker_ref;
 use http::{Request, Response};
-use http_body_util::Empty;
+use http_body_util::Full;
 use tower::Service;
 
 pub type Req = Request<()>;
-pub type Res = Response<Empty<Bytes>>;
+/// An empty `Full`: a body the layers answer in as it is (`LayerBody`).
+pub type Res = Response<Full<Bytes>>;
 
 /// Requests are built 1 000 at a time, outside the timed part: small enough that a batch stays in
 /// cache and its buffer is reused, large enough that timing each batch costs nothing per request.
@@ -33,7 +34,7 @@ pub const BATCH: BatchSize = BatchSize::NumIterations(1_000);
 
 /// The no-op inner service: immediately ready, answers 200 at once.
 pub fn noop(_req: Req) -> Ready<Result<Res, Infallible>> {
-    ready(Ok(Response::new(Empty::new())))
+    ready(Ok(Response::new(Full::default())))
 }
 
 /// `poll_ready`, `call`, one poll: the whole of one request through a synchronous stack.

@@ -8,9 +8,7 @@ use pin_project_lite::pin_project;
 
 use super::circuit::Permit;
 use super::layer::ClassifyFn;
-use crate::response::{
-    is_grpc, is_grpc_web, polled_after_completion, BodyEnd, Outcome, ResponseBody,
-};
+use crate::response::{is_grpc, is_grpc_web, polled_after_completion, BodyEnd, LayerBody, Outcome};
 
 pin_project! {
     /// Response future of [`CircuitBreaker`](super::CircuitBreaker). Dropped before the inner
@@ -26,9 +24,9 @@ pin_project! {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// let mut svc = CircuitBreakerLayer::consecutive_failures(5).build()?.layer(ok);
-    /// let future: ResponseFuture<_, ()> = svc.ready().await?.call(http::Request::new(()));
+    /// let future: ResponseFuture<_, String> = svc.ready().await?.call(http::Request::new(()));
     /// assert_eq!(future.await?.status(), 200);
     /// # Ok(())
     /// # }
@@ -47,6 +45,9 @@ pin_project! {
             future: F,
             permit: Option<Permit>,
             classify: Option<ClassifyFn>,
+            // gRPC requests are POSTs (HTTP/2 `:method POST`, gRPC-Web too): any other
+            // method's answer is plain HTTP, judged without looking up its content type.
+            post: bool,
             // Set once the inner future has completed, so it is never polled again. (A flag
             // rather than a move to another variant: that would write a whole future's worth
             // of bytes on every call.)
@@ -55,24 +56,30 @@ pin_project! {
         Refused {
             // Boxed: a whole response in here would make every future, the admitted ones
             // too, as large as a response, and each call moves its future.
-            response: Option<Box<Response<ResponseBody<B>>>>,
+            response: Option<Box<Response<B>>>,
         },
     }
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn admitted(future: F, permit: Permit, classify: Option<ClassifyFn>) -> Self {
+    pub(crate) fn admitted(
+        future: F,
+        permit: Permit,
+        classify: Option<ClassifyFn>,
+        post: bool,
+    ) -> Self {
         Self {
             kind: Kind::Admitted {
                 future,
                 permit: Some(permit),
                 classify,
+                post,
                 done: false,
             },
         }
     }
 
-    pub(crate) fn refused(response: Response<ResponseBody<B>>) -> Self {
+    pub(crate) fn refused(response: Response<B>) -> Self {
         Self {
             kind: Kind::Refused {
                 response: Some(Box::new(response)),
@@ -84,8 +91,9 @@ impl<F, B> ResponseFuture<F, B> {
 impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: LayerBody,
 {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
@@ -95,13 +103,14 @@ where
                 future,
                 permit,
                 classify,
+                post,
                 done,
             } => {
                 let result = ready!(future.poll(cx));
                 *done = true;
                 let (permit, classify) = (permit.take(), classify.take());
                 let Some(permit) = permit else {
-                    return Poll::Ready(result.map(|response| response.map(ResponseBody::inner)));
+                    return Poll::Ready(result);
                 };
                 let response = match result {
                     Ok(response) => response,
@@ -110,7 +119,7 @@ where
                         return Poll::Ready(Err(err));
                     }
                 };
-                let grpc = is_grpc(response.headers());
+                let grpc = *post && is_grpc(response.headers());
                 // A gRPC answer (HTTP 200, not gRPC-Web, whose trailers travel inside the body)
                 // whose status is not in its headers carries it in the trailers: judge the call
                 // when the body ends, exactly once.
@@ -135,9 +144,7 @@ where
                         };
                         permit.settle(failure);
                     });
-                    return Poll::Ready(Ok(
-                        response.map(|body| ResponseBody::watched(body, on_end))
-                    ));
+                    return Poll::Ready(Ok(response.map(|body| body.watched(on_end))));
                 }
                 let failure = match &classify {
                     Some(classify) => classify.is_failure(response.status(), response.headers()),
@@ -148,7 +155,7 @@ where
                     }
                 };
                 permit.settle(failure);
-                Poll::Ready(Ok(response.map(ResponseBody::inner)))
+                Poll::Ready(Ok(response))
             }
             // Polled again after completing: answer rather than panic on a request path.
             KindProj::Refused { response } => Poll::Ready(Ok(response

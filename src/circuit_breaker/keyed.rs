@@ -16,7 +16,7 @@ use super::future::ResponseFuture;
 use super::layer::ClassifyFn;
 use super::service::{admit, Readiness};
 use crate::key::{Key, KeyExtractor};
-use crate::response::ResponseBody;
+use crate::response::LayerBody;
 use crate::util::{Entry, KeyedStore, Sweeping};
 
 pub(crate) type KeyedEventFn = Arc<dyn Fn(&Key, &CircuitEvent) + Send + Sync>;
@@ -328,7 +328,7 @@ impl<S, K> Layer<S> for KeyedCircuitBreakerLayer<K> {
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let layer = CircuitBreakerLayer::consecutive_failures(1).per_key(HeaderKey::new(http::HeaderName::from_static("x-upstream"))).build()?;
 /// let failing = service_fn(|_: http::Request<()>| async {
-///     let mut res = http::Response::new(());
+///     let mut res = http::Response::new(String::new());
 ///     *res.status_mut() = http::StatusCode::BAD_GATEWAY;
 ///     Ok::<_, Infallible>(res)
 /// });
@@ -368,8 +368,9 @@ impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for KeyedCircuitBreaker<S
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     K: KeyExtractor<Parts>,
+    ResBody: LayerBody,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResBody>;
 

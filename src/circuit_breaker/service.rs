@@ -4,13 +4,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::RETRY_AFTER;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use tower_service::Service;
 
 use super::circuit::{Circuit, Permit};
 use super::future::ResponseFuture;
 use super::layer::ClassifyFn;
-use crate::response::{Refusal, ResponseBody};
+use crate::response::{LayerBody, Refusal};
 
 /// An HTTP service behind a circuit breaker; made by
 /// [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
@@ -24,7 +24,7 @@ use crate::response::{Refusal, ResponseBody};
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let layer = CircuitBreakerLayer::consecutive_failures(1).build()?;
 /// let failing = service_fn(|_: http::Request<()>| async {
-///     let mut res = http::Response::new(());
+///     let mut res = http::Response::new(String::new());
 ///     *res.status_mut() = http::StatusCode::BAD_GATEWAY;
 ///     Ok::<_, Infallible>(res)
 /// });
@@ -147,8 +147,9 @@ impl<S: fmt::Debug> fmt::Debug for CircuitBreaker<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CircuitBreaker<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: LayerBody,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResBody>;
 
@@ -179,9 +180,13 @@ pub(crate) fn admit<S, ReqBody, ResBody>(
 ) -> ResponseFuture<S::Future, ResBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: LayerBody,
 {
     match readiness.acquire(circuit) {
-        Ok(permit) => ResponseFuture::admitted(inner.call(req), permit, classify.clone()),
+        Ok(permit) => {
+            let post = req.method() == Method::POST;
+            ResponseFuture::admitted(inner.call(req), permit, classify.clone(), post)
+        }
         Err(retry_after) => {
             tracing::debug!(uri = %req.uri(), ?retry_after, "circuit breaker: refused");
             ResponseFuture::refused(unavailable(req.headers(), retry_after))
@@ -190,7 +195,7 @@ where
 }
 
 /// 503 with `Retry-After` and a JSON body, or gRPC UNAVAILABLE.
-fn unavailable<B>(request: &HeaderMap, retry_after: Duration) -> Response<ResponseBody<B>> {
+fn unavailable<B: LayerBody>(request: &HeaderMap, retry_after: Duration) -> Response<B> {
     let refusal = Refusal::circuit_open(retry_after);
     let mut response = refusal.answer(request);
     response

@@ -159,7 +159,7 @@ impl<K> RateLimitBuilder<K> {
     /// # use tower_bulwark::rate_limit::RateLimitLayer;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// let layer = RateLimitLayer::token_bucket(100, Duration::from_secs(60))
     ///     .name("per-minute")
     ///     .build()?;
@@ -195,7 +195,7 @@ impl<K> RateLimitBuilder<K> {
     /// # use tower_bulwark::rate_limit::RateLimitLayer;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// use tower_bulwark::key::HeaderKey;
     ///
     /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60))
@@ -236,7 +236,7 @@ impl<K> RateLimitBuilder<K> {
     /// # use tower_bulwark::rate_limit::RateLimitLayer;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// use tower_bulwark::{key::HeaderKey, rate_limit::MissingKey};
     ///
     /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(1))
@@ -265,7 +265,7 @@ impl<K> RateLimitBuilder<K> {
     /// # use tower_bulwark::rate_limit::RateLimitLayer;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(60))
     ///     .cost(|req| if req.uri.path() == "/export" { 10 } else { 1 })
     ///     .build()?;
@@ -288,7 +288,7 @@ impl<K> RateLimitBuilder<K> {
     /// # use tower_bulwark::rate_limit::RateLimitLayer;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(1))
     ///     .headers(false)
     ///     .build()?;
@@ -309,7 +309,7 @@ impl<K> RateLimitBuilder<K> {
     /// # use tower_bulwark::rate_limit::RateLimitLayer;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(1))
     ///     .legacy_headers(false)
     ///     .build()?;
@@ -332,7 +332,7 @@ impl<K> RateLimitBuilder<K> {
     /// # use tower_bulwark::rate_limit::RateLimitLayer;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(1))
     ///     .ietf_headers(false)
     ///     .build()?;
@@ -355,7 +355,7 @@ impl<K> RateLimitBuilder<K> {
     /// # use tower_bulwark::rate_limit::RateLimitLayer;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// use tower_bulwark::{clock::ManualClock, rate_limit::ResetFormat};
     ///
     /// let layer = RateLimitLayer::fixed_window(10, Duration::from_secs(60))
@@ -381,7 +381,7 @@ impl<K> RateLimitBuilder<K> {
     /// # use tower_bulwark::rate_limit::RateLimitLayer;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60))
     ///     .skip_successful(true)
     ///     .build()?;
@@ -409,12 +409,12 @@ impl<K> RateLimitBuilder<K> {
     /// # use tower_bulwark::rate_limit::RateLimitLayer;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60))
     ///     .skip_failed(true)
     ///     .build()?;
     /// let not_found = service_fn(|_: http::Request<()>| async {
-    ///     Ok::<_, Infallible>(http::Response::builder().status(404).body(()).unwrap())
+    ///     Ok::<_, Infallible>(http::Response::builder().status(404).body(String::new()).unwrap())
     /// });
     /// let svc = layer.layer(not_found);
     /// assert_eq!(svc.clone().oneshot(http::Request::new(())).await?.status(), 404);
@@ -437,7 +437,7 @@ impl<K> RateLimitBuilder<K> {
     /// # use tower_bulwark::rate_limit::RateLimitLayer;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60))
     ///     .shadow(true)
     ///     .build()?;
@@ -505,7 +505,7 @@ impl<K> RateLimitBuilder<K> {
     /// # use tower_bulwark::rate_limit::RateLimitLayer;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60))
     ///     .on_rejection(|limited| {
     ///         let body = format!("slow down for {}s", limited.retry_after_secs());

@@ -24,7 +24,7 @@ use crate::key::Key;
 /// # use tower_bulwark::rate_limit::RateLimitLayer;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+/// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
 /// use tower_bulwark::{key::{HeaderKey, Key}, rate_limit::MissingKey};
 ///
 /// assert_eq!(MissingKey::default(), MissingKey::Reject(http::StatusCode::INTERNAL_SERVER_ERROR));

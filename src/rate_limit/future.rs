@@ -13,7 +13,9 @@ use super::headers::{apply, HeaderPlan};
 use super::service::{after_verdict, Next};
 use super::store::RateLimitBackend;
 use crate::key::Key;
-use crate::response::{polled_after_completion, Outcome, ResponseBody};
+use bytes::Bytes;
+
+use crate::response::{polled_after_completion, LayerBody, Outcome};
 
 pin_project! {
     /// Response future of [`RateLimit`](super::RateLimit).
@@ -27,7 +29,7 @@ pin_project! {
     /// # use tower_bulwark::rate_limit::RateLimitLayer;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// use tower::Service;
     /// use tower_bulwark::rate_limit::ResponseFuture;
     ///
@@ -76,8 +78,9 @@ pin_project! {
             refund: Option<Refund>,
         },
         Refused {
-            // The layer's own answer; its body never holds an inner body, hence `()`.
-            response: Option<Response<ResponseBody<()>>>,
+            // The layer's own answer, its body still as bytes: the future does not name the
+            // inner service's body type, which it is turned into when polled.
+            response: Option<Response<Bytes>>,
         },
     }
 }
@@ -120,8 +123,9 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     K: Send + Sync + 'static,
     B: RateLimitBackend,
+    ResBody: LayerBody,
 {
-    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+    type Output = Result<Response<ResBody>, S::Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
@@ -167,14 +171,14 @@ where
                         if let Some(headers) = headers {
                             apply(response.headers_mut(), *headers);
                         }
-                        response.map(ResponseBody::inner)
+                        response
                     }));
                 }
                 // Polled again after completing: answer rather than panic on a request path.
                 KindProj::Refused { response } => {
                     let response = response
                         .take()
-                        .map_or_else(polled_after_completion, |r| r.map(ResponseBody::retype));
+                        .map_or_else(polled_after_completion, |r| r.map(ResBody::from_bytes));
                     return Poll::Ready(Ok(response));
                 }
             }

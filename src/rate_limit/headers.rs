@@ -96,7 +96,7 @@ pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// # use tower_bulwark::rate_limit::RateLimitLayer;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+/// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
 /// use tower_bulwark::{clock::ManualClock, rate_limit::ResetFormat};
 ///
 /// assert_eq!(ResetFormat::default(), ResetFormat::SecondsFromNow);
@@ -161,7 +161,7 @@ impl HeaderConfig {
                 policy.put_slice(b", ");
             }
             let window = ceil_secs(std::time::Duration::from_nanos(quota.period_ns));
-            put_item(&mut policy, name, (b'q', quota.limit), (b'w', window));
+            let _ = put_item(&mut policy, name, (b'q', quota.limit), (b'w', window));
         }
         // Names were checked to be printable ASCII, so the value is always valid.
         let policy =
@@ -184,39 +184,70 @@ impl HeaderConfig {
     /// The headers for `verdict`; `Retry-After` too when the request is refused.
     pub(crate) fn plan(&self, verdict: &Verdict, clock: &dyn Clock) -> HeaderPlan {
         let mut plan = HeaderPlan::default();
-        if self.legacy {
-            // The limit closest to running out speaks for all; on a tie, the one resetting last.
-            let binding = verdict
+        // The limit closest to running out speaks for all in the trio; on a tie, the one
+        // resetting last.
+        let binding = if self.legacy {
+            verdict
                 .limits
                 .iter()
                 .enumerate()
-                .min_by_key(|(_, s)| (s.remaining, std::cmp::Reverse(s.reset_after)));
-            if let Some((index, status)) = binding {
-                let reset = match self.reset {
-                    ResetFormat::SecondsFromNow => ceil_secs(status.reset_after),
-                    ResetFormat::UnixEpoch => ceil_secs(clock.unix_now() + status.reset_after),
-                };
-                plan.limit = Some(self.limit_values[index].clone());
-                plan.remaining = Some(number(status.remaining));
-                plan.reset = Some(number(reset));
-            }
-        }
+                .min_by_key(|(_, s)| (s.remaining, std::cmp::Reverse(s.reset_after)))
+        } else {
+            None
+        };
         // A verdict with no limits (a fail-open answer) has nothing to report.
-        if self.ietf && !verdict.limits.is_empty() {
-            // `"name";r=N;t=N` per limit, in one buffer sized for the worst case: one allocation.
-            let len: usize = self.names.iter().map(|n| n.len() + 50).sum();
-            let mut value = BytesMut::with_capacity(len);
-            for (status, name) in verdict.limits.iter().zip(&self.names) {
-                if !value.is_empty() {
-                    value.put_slice(b", ");
+        let ietf = self.ietf && !verdict.limits.is_empty();
+        // Every number that changes per request is written into one buffer, and each header
+        // value is a slice of it: one allocation for the lot. `RateLimit` holds the binding
+        // limit's `r` and `t`, which are also `Remaining` and (in seconds from now) `Reset`.
+        let len: usize = if ietf {
+            self.names.iter().map(|n| n.len() + 50).sum()
+        } else {
+            48
+        };
+        let mut buf = BytesMut::with_capacity(len);
+        let mut binding_at = None;
+        let mut ratelimit = 0..0;
+        if ietf {
+            for (index, (status, name)) in verdict.limits.iter().zip(&self.names).enumerate() {
+                if !buf.is_empty() {
+                    buf.put_slice(b", ");
                 }
                 let reset = ceil_secs(status.reset_after);
-                put_item(&mut value, name, (b'r', status.remaining), (b't', reset));
+                let at = put_item(&mut buf, name, (b'r', status.remaining), (b't', reset));
+                if binding.is_some_and(|(i, _)| i == index) {
+                    binding_at = Some(at);
+                }
             }
-            if let Ok(value) = HeaderValue::from_maybe_shared(value.freeze()) {
+            ratelimit = 0..buf.len();
+        }
+        if let Some((index, status)) = binding {
+            plan.limit = Some(self.limit_values[index].clone());
+            let (remaining, reset) = match binding_at {
+                Some(at) => at,
+                None => {
+                    let remaining = put_number(&mut buf, status.remaining);
+                    let reset = put_number(&mut buf, ceil_secs(status.reset_after));
+                    (remaining, reset)
+                }
+            };
+            let reset = match self.reset {
+                ResetFormat::SecondsFromNow => reset,
+                ResetFormat::UnixEpoch => {
+                    put_number(&mut buf, ceil_secs(clock.unix_now() + status.reset_after))
+                }
+            };
+            let buf = buf.split().freeze();
+            plan.remaining = value(&buf, remaining);
+            plan.reset = value(&buf, reset);
+            if ietf {
                 plan.policy = Some(self.policy.clone());
-                plan.ratelimit = Some(value);
+                plan.ratelimit = value(&buf, ratelimit);
             }
+        } else if ietf {
+            let buf = buf.freeze();
+            plan.policy = Some(self.policy.clone());
+            plan.ratelimit = value(&buf, ratelimit);
         }
         if !verdict.allowed {
             plan.retry_after = Some(number(retry_after_secs(verdict)));
@@ -225,18 +256,35 @@ impl HeaderConfig {
     }
 }
 
-/// Writes one structured-field list item: `"name";a=1;b=2`.
-fn put_item(buf: &mut BytesMut, name: &str, first: (u8, u64), second: (u8, u64)) {
+/// A header value of `buf[range]`: the digits and items this module writes are always valid.
+fn value(buf: &Bytes, range: std::ops::Range<usize>) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(buf.slice(range)).ok()
+}
+
+/// Writes `n`; returns where.
+fn put_number(buf: &mut BytesMut, n: u64) -> std::ops::Range<usize> {
+    let start = buf.len();
+    put_u64(buf, n);
+    start..buf.len()
+}
+
+/// Writes `"name";a=N;b=M`; returns where N and M are.
+fn put_item(
+    buf: &mut BytesMut,
+    name: &str,
+    first: (u8, u64),
+    second: (u8, u64),
+) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
     buf.put_u8(b'"');
     buf.put_slice(name.as_bytes());
     buf.put_u8(b'"');
-    for (key, n) in [first, second] {
-        buf.put_slice(&[b';', key, b'=']);
-        put_u64(buf, n);
-    }
+    buf.put_slice(&[b';', first.0, b'=']);
+    let a = put_number(buf, first.1);
+    buf.put_slice(&[b';', second.0, b'=']);
+    let b = put_number(buf, second.1);
+    (a, b)
 }
 
-/// How many small numbers have a ready-made header value.
 const CACHED_NUMBERS: u64 = 1024;
 
 /// `n` as a header value. Numbers below [`CACHED_NUMBERS`] (most remaining counts and resets in
@@ -279,14 +327,28 @@ pub(crate) fn retry_after_secs(verdict: &Verdict) -> u64 {
 /// `RateLimit` and `RateLimit-Policy` are lists, so each layer's items are appended; the
 /// `X-RateLimit-*` trio and `Retry-After` keep the inner layer's values.
 pub(crate) fn apply(headers: &mut HeaderMap, plan: HeaderPlan) {
-    // One allocation for the lot instead of growing the map header by header.
-    headers.reserve(6);
+    // Room for what is added, at once rather than header by header. (Only what is added: a
+    // map with room to spare is left as it is.)
+    let adding = [
+        &plan.limit,
+        &plan.remaining,
+        &plan.reset,
+        &plan.policy,
+        &plan.ratelimit,
+        &plan.retry_after,
+    ]
+    .iter()
+    .filter(|value| value.is_some())
+    .count();
+    headers.reserve(adding);
     // The trio is written as a unit: if an inner layer or the handler set any of it, its
     // values stand and none of ours is mixed in.
-    let inner_trio = [X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET]
-        .iter()
-        .any(|name| headers.contains_key(name));
-    if !inner_trio {
+    if plan.limit.is_some()
+        && !has_any(
+            headers,
+            &[X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET],
+        )
+    {
         let trio = [
             (X_RATELIMIT_LIMIT, plan.limit),
             (X_RATELIMIT_REMAINING, plan.remaining),
@@ -307,5 +369,16 @@ pub(crate) fn apply(headers: &mut HeaderMap, plan: HeaderPlan) {
         if !headers.contains_key(RETRY_AFTER) {
             headers.insert(RETRY_AFTER, value);
         }
+    }
+}
+
+/// Whether `headers` holds any of `names`. A handler's response has a few headers: comparing
+/// each name costs less than hashing ours once per lookup (a custom name is hashed byte by
+/// byte), so small maps are scanned and large ones looked up.
+fn has_any(headers: &HeaderMap, names: &[HeaderName]) -> bool {
+    if headers.keys_len() <= 8 {
+        headers.keys().any(|key| names.contains(key))
+    } else {
+        names.iter().any(|name| headers.contains_key(name))
     }
 }

@@ -136,7 +136,7 @@ impl<K, B> RateLimitLayer<K, B> {
     /// # use tower_bulwark::rate_limit::RateLimitLayer;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
     /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
     /// let svc = layer.layer(ok);
     /// svc.clone().oneshot(http::Request::new(())).await?;

@@ -12,7 +12,7 @@ use super::future::{ResponseFuture, Waiting};
 use super::headers::{apply, HeaderPlan};
 use super::store::{Decision, RateLimitBackend, Verdict};
 use crate::key::{Key, KeyExtractor};
-use crate::response::{grpc_rejection, is_grpc, json_response, GrpcCode, ResponseBody};
+use crate::response::{grpc_answer, is_grpc, json_bytes, GrpcCode, LayerBody};
 
 /// An HTTP service behind a rate limit; made by [`RateLimitLayer`](super::RateLimitLayer).
 ///
@@ -25,7 +25,7 @@ use crate::response::{grpc_rejection, is_grpc, json_response, GrpcCode, Response
 /// # use tower_bulwark::rate_limit::RateLimitLayer;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+/// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
 /// use tower_bulwark::rate_limit::RateLimit;
 ///
 /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;
@@ -87,8 +87,9 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     K: KeyExtractor<Parts>,
     B: RateLimitBackend,
+    ResBody: LayerBody,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
     type Future = ResponseFuture<S, ReqBody, K, B>;
 
@@ -147,7 +148,7 @@ pub(crate) enum Next<F> {
         headers: Option<Box<HeaderPlan>>,
         refund: Option<Refund>,
     },
-    Refused(Response<ResponseBody<()>>),
+    Refused(Response<Bytes>),
 }
 
 /// Counts the verdict and either calls the inner service or builds the refusal; shared by the
@@ -211,26 +212,26 @@ fn too_many_requests(
     parts: &Parts,
     verdict: &Verdict,
     headers: HeaderPlan,
-) -> Response<ResponseBody<()>> {
+) -> Response<Bytes> {
     let refusal = RateLimited::rate_limited(verdict.retry_after);
     let mut response = match &policy.rejection {
         // A replaced body is for HTTP clients: gRPC ones get the gRPC answer all the same.
-        Some(respond) if !is_grpc(&parts.headers) => respond(&refusal).map(ResponseBody::full),
-        _ => refusal.answer(&parts.headers),
+        Some(respond) if !is_grpc(&parts.headers) => respond(&refusal),
+        _ => refusal.answer_bytes(&parts.headers),
     };
     apply(response.headers_mut(), headers);
     response
 }
 
-fn missing_key_response(parts: &Parts, status: StatusCode) -> Response<ResponseBody<()>> {
+fn missing_key_response(parts: &Parts, status: StatusCode) -> Response<Bytes> {
     if is_grpc(&parts.headers) {
-        grpc_rejection(
+        grpc_answer(
             &parts.headers,
             GrpcCode::from_http(status),
             "Rate limit key missing",
         )
     } else {
-        json_response(
+        json_bytes(
             status,
             Bytes::from_static(br#"{"error":"Rate limit key missing"}"#),
         )

@@ -11,7 +11,7 @@ use crate::util::StripedCounter;
 /// # use tower_bulwark::rate_limit::RateLimitLayer;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+/// # let ok = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
 /// use tower_bulwark::rate_limit::RateLimitStats;
 ///
 /// let layer = RateLimitLayer::fixed_window(1, Duration::from_secs(60)).build()?;

@@ -1,14 +1,16 @@
-//! [`ResponseBody`]: the inner service's body or the layer's own, and the watched body that
-//! tells a layer how the response ended.
+//! The bodies of the HTTP layers' responses: [`LayerBody`], the body types a layer hands back
+//! untouched (its own answers built in the same type), [`ResponseBody`], the adapter that
+//! makes any other body one, and the watched body that tells a layer how a response ended
+//! (the body-end hook).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-#[cfg(feature = "circuit-breaker")]
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
+use http_body_util::{BodyExt, Full};
 use pin_project_lite::pin_project;
 
 pin_project! {
@@ -32,9 +34,6 @@ pin_project! {
     }
 }
 
-// pin-project-lite drops attributes on variants from its projections, so the variant only the
-// circuit breaker builds cannot carry a `cfg`: the enum is written once with it, once without.
-#[cfg(feature = "circuit-breaker")]
 pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
@@ -45,21 +44,10 @@ pin_project! {
     }
 }
 
-#[cfg(not(feature = "circuit-breaker"))]
-pin_project! {
-    #[project = KindProj]
-    #[derive(Debug)]
-    enum Kind<B> {
-        Inner { #[pin] body: B },
-        Full { #[pin] body: Full<Bytes> },
-    }
-}
-
 /// How a watched body ended: what a layer that must see the whole response (a gRPC status in
 /// the trailers) learns once, and only once.
-#[cfg(feature = "circuit-breaker")]
 #[derive(Debug)]
-pub(crate) enum BodyEnd<'a> {
+pub enum BodyEnd<'a> {
     /// The trailers arrived.
     Trailers(&'a HeaderMap),
     /// The body ended without trailers.
@@ -71,10 +59,8 @@ pub(crate) enum BodyEnd<'a> {
     Dropped,
 }
 
-#[cfg(feature = "circuit-breaker")]
 pub(crate) type EndHook = Box<dyn FnOnce(BodyEnd<'_>) + Send + Sync>;
 
-#[cfg(feature = "circuit-breaker")]
 pin_project! {
     /// An inner body with a hook called once when it ends, however it ends.
     #[project = WatchedProj]
@@ -93,7 +79,6 @@ pin_project! {
     }
 }
 
-#[cfg(feature = "circuit-breaker")]
 impl<B: std::fmt::Debug> std::fmt::Debug for Watched<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watched")
@@ -102,11 +87,22 @@ impl<B: std::fmt::Debug> std::fmt::Debug for Watched<B> {
     }
 }
 
-#[cfg(feature = "circuit-breaker")]
-impl<B> Watched<B>
+impl<B> Watched<B> {
+    fn new(body: B, on_end: EndHook) -> Self {
+        Self {
+            body,
+            on_end: Some(on_end),
+        }
+    }
+}
+
+impl<B> Body for Watched<B>
 where
     B: Body<Data = Bytes>,
 {
+    type Data = Bytes;
+    type Error = B::Error;
+
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -124,6 +120,14 @@ where
             }
         }
         Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -149,14 +153,10 @@ impl<B> ResponseBody<B> {
 
     /// Wraps the inner service's body and calls `on_end` once when it ends: with its
     /// trailers, at its end, on its error, or when it is dropped unfinished.
-    #[cfg(feature = "circuit-breaker")]
-    pub(crate) fn watched(body: B, on_end: EndHook) -> Self {
+    pub(crate) fn watching(body: B, on_end: EndHook) -> Self {
         Self {
             kind: Kind::Watched {
-                body: Watched {
-                    body,
-                    on_end: Some(on_end),
-                },
+                body: Watched::new(body, on_end),
             },
         }
     }
@@ -192,20 +192,6 @@ impl<B> ResponseBody<B> {
     pub fn empty() -> Self {
         Self::full(Bytes::new())
     }
-
-    /// The same body under another inner-body type. Only for the layer's own bodies, which
-    /// never hold an inner body; one that did would become empty rather than panic.
-    #[cfg(feature = "rate-limit")]
-    pub(crate) fn retype<B2>(self) -> ResponseBody<B2> {
-        match self.kind {
-            Kind::Full { body } => ResponseBody {
-                kind: Kind::Full { body },
-            },
-            Kind::Inner { .. } => ResponseBody::empty(),
-            #[cfg(feature = "circuit-breaker")]
-            Kind::Watched { .. } => ResponseBody::empty(),
-        }
-    }
 }
 
 impl<B> Body for ResponseBody<B>
@@ -221,7 +207,6 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
-            #[cfg(feature = "circuit-breaker")]
             KindProj::Watched { body } => body.poll_frame(cx),
             KindProj::Full { body } => body
                 .poll_frame(cx)
@@ -232,7 +217,6 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            #[cfg(feature = "circuit-breaker")]
             Kind::Watched { body } => body.body.is_end_stream(),
             Kind::Full { body } => body.is_end_stream(),
         }
@@ -241,9 +225,158 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            #[cfg(feature = "circuit-breaker")]
             Kind::Watched { body } => body.body.size_hint(),
             Kind::Full { body } => body.size_hint(),
         }
+    }
+}
+
+/// A response body type the HTTP layers hand back untouched: a layer answers with the inner
+/// service's own body (no wrapper, so axum does not box it a second time) and builds its own
+/// answers (a refusal's JSON, an empty gRPC answer, a gRPC body watched for its trailers) in
+/// the same type.
+///
+/// Implemented for axum's `Body` (feature `axum`), `http_body_util`'s `Full<Bytes>`, `BoxBody`
+/// and `UnsyncBoxBody`, `String`, and [`ResponseBody<B>`] for **any** body `B`. For another body type
+/// (hyper's `Incoming` from a client, `StreamBody`, tonic's `Body`), wrap it in `ResponseBody`
+/// first: `MapResponseBodyLayer::new(ResponseBody::inner)` from tower-http, or
+/// `.map(ResponseBody::inner)` on the response. The trait is sealed: this crate builds these
+/// bodies, so it names the types it knows how to build.
+///
+/// A `Full` (or `String`) body carries no trailers: a gRPC answer in one (HTTP 200 without `grpc-status` in
+/// its headers) is judged at once as a body that ended without a status.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::{Full, StreamBody};
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use tower_bulwark::{circuit_breaker::CircuitBreakerLayer, response::ResponseBody};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let breaker = CircuitBreakerLayer::consecutive_failures(5).build()?;
+///
+/// // `Full<Bytes>` is a LayerBody: the response keeps its type.
+/// let full = breaker.layer(service_fn(|_: http::Request<()>| async {
+///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("hi"))))
+/// }));
+/// let _: http::Response<Full<Bytes>> = full.oneshot(http::Request::new(())).await?;
+///
+/// // A stream is not: wrap it in ResponseBody.
+/// let stream = breaker.layer(service_fn(|_: http::Request<()>| async {
+///     let frames = futures_util::stream::iter(Vec::<Result<http_body::Frame<Bytes>, Infallible>>::new());
+///     Ok::<_, Infallible>(http::Response::new(ResponseBody::inner(StreamBody::new(frames))))
+/// }));
+/// let res = stream.oneshot(http::Request::new(())).await?;
+/// assert_eq!(res.status(), 200);
+/// # Ok(())
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a body this crate's HTTP layers can answer in",
+    note = "wrap the inner service's body in `tower_bulwark::response::ResponseBody` (for instance with tower-http's `MapResponseBodyLayer::new(ResponseBody::inner)`), or see `LayerBody` for the body types it takes as they are"
+)]
+pub trait LayerBody: Body<Data = Bytes> + Sized + sealed::Sealed {}
+
+pub(crate) mod sealed {
+    use bytes::Bytes;
+
+    use super::EndHook;
+
+    /// What a layer does with its response bodies; sealed, so that it stays free to change.
+    pub trait Sealed {
+        /// A body of the layer's own holding `bytes` (empty for a gRPC answer).
+        fn from_bytes(bytes: Bytes) -> Self;
+        /// This body, calling `on_end` once when it ends, however it ends.
+        fn watched(self, on_end: EndHook) -> Self;
+    }
+}
+
+impl<B: Body<Data = Bytes>> LayerBody for ResponseBody<B> {}
+
+impl<B: Body<Data = Bytes>> sealed::Sealed for ResponseBody<B> {
+    fn from_bytes(bytes: Bytes) -> Self {
+        Self::full(bytes)
+    }
+
+    fn watched(self, on_end: EndHook) -> Self {
+        match self.kind {
+            Kind::Inner { body } => Self::watching(body, on_end),
+            // The layer's own body, or already watched: nothing more to learn from it.
+            kind => {
+                on_end(BodyEnd::Finished);
+                Self { kind }
+            }
+        }
+    }
+}
+
+impl LayerBody for Full<Bytes> {}
+
+impl sealed::Sealed for Full<Bytes> {
+    fn from_bytes(bytes: Bytes) -> Self {
+        Full::new(bytes)
+    }
+
+    /// One data frame, no trailers: it ends as it starts.
+    fn watched(self, on_end: EndHook) -> Self {
+        on_end(BodyEnd::Finished);
+        self
+    }
+}
+
+impl LayerBody for String {}
+
+impl sealed::Sealed for String {
+    /// The layer's own bodies are JSON or empty: always UTF-8.
+    fn from_bytes(bytes: Bytes) -> Self {
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// One data frame, no trailers: it ends as it starts.
+    fn watched(self, on_end: EndHook) -> Self {
+        on_end(BodyEnd::Finished);
+        self
+    }
+}
+
+impl<E: 'static> LayerBody for UnsyncBoxBody<Bytes, E> {}
+
+impl<E: 'static> sealed::Sealed for UnsyncBoxBody<Bytes, E> {
+    fn from_bytes(bytes: Bytes) -> Self {
+        Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    }
+
+    fn watched(self, on_end: EndHook) -> Self {
+        Watched::new(self, on_end).boxed_unsync()
+    }
+}
+
+impl<E: 'static> LayerBody for BoxBody<Bytes, E> {}
+
+impl<E: 'static> sealed::Sealed for BoxBody<Bytes, E> {
+    fn from_bytes(bytes: Bytes) -> Self {
+        Full::new(bytes).map_err(|never| match never {}).boxed()
+    }
+
+    fn watched(self, on_end: EndHook) -> Self {
+        Watched::new(self, on_end).boxed()
+    }
+}
+
+#[cfg(feature = "axum")]
+impl LayerBody for axum::body::Body {}
+
+#[cfg(feature = "axum")]
+impl sealed::Sealed for axum::body::Body {
+    fn from_bytes(bytes: Bytes) -> Self {
+        axum::body::Body::from(bytes)
+    }
+
+    fn watched(self, on_end: EndHook) -> Self {
+        axum::body::Body::new(Watched::new(self, on_end))
     }
 }

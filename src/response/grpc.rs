@@ -3,7 +3,9 @@
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Response, StatusCode};
 
-use super::ResponseBody;
+use bytes::Bytes;
+
+use super::LayerBody;
 
 /// True when the request is gRPC: `content-type: application/grpc`, `application/grpc+proto`,
 /// `application/grpc-web...`, with or without parameters.
@@ -81,7 +83,7 @@ fn subtype_ends(rest: &[u8]) -> bool {
 ///
 /// assert_eq!(GrpcCode::ResourceExhausted as u16, 8);
 /// assert_eq!(GrpcCode::Unauthenticated as u16, 16);
-/// let res = grpc_rejection::<()>(&http::HeaderMap::new(), GrpcCode::Unavailable, "shed");
+/// let res = grpc_rejection::<String>(&http::HeaderMap::new(), GrpcCode::Unavailable, "shed");
 /// assert_eq!(res.headers()["grpc-status"], "14");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,18 +159,23 @@ impl GrpcCode {
 ///
 /// let mut request = http::HeaderMap::new();
 /// request.insert("content-type", "application/grpc+proto".parse().unwrap());
-/// let res = grpc_rejection::<()>(&request, GrpcCode::ResourceExhausted, "Too many requests: 100%");
+/// let res = grpc_rejection::<http_body_util::Full<bytes::Bytes>>(&request, GrpcCode::ResourceExhausted, "Too many requests: 100%");
 /// assert_eq!(res.status(), 200);
 /// assert_eq!(res.headers()["content-type"], "application/grpc+proto");
 /// assert_eq!(res.headers()["grpc-status"], "8");
 /// assert_eq!(res.headers()["grpc-message"], "Too many requests: 100%25");
 /// ```
-pub fn grpc_rejection<B>(
+pub fn grpc_rejection<B: LayerBody>(
     request: &HeaderMap,
     code: GrpcCode,
     message: &str,
-) -> Response<ResponseBody<B>> {
-    let mut res = Response::new(ResponseBody::empty());
+) -> Response<B> {
+    grpc_answer(request, code, message).map(B::from_bytes)
+}
+
+/// [`grpc_rejection`] with the (empty) body still as bytes.
+pub(crate) fn grpc_answer(request: &HeaderMap, code: GrpcCode, message: &str) -> Response<Bytes> {
+    let mut res = Response::new(Bytes::new());
     let headers = res.headers_mut();
     let content_type = request
         .get(CONTENT_TYPE)
@@ -301,11 +308,19 @@ mod tests {
     #[test]
     fn rejection_echoes_any_grpc_content_type_in_any_case() {
         for value in GRPC.iter().chain(&GRPC_WEB) {
-            let res = grpc_rejection::<()>(&content_type(value), GrpcCode::Unavailable, "x");
+            let res = grpc_rejection::<http_body_util::Full<Bytes>>(
+                &content_type(value),
+                GrpcCode::Unavailable,
+                "x",
+            );
             assert_eq!(res.headers()[CONTENT_TYPE], *value);
         }
         for value in NOT_GRPC {
-            let res = grpc_rejection::<()>(&content_type(value), GrpcCode::Unavailable, "x");
+            let res = grpc_rejection::<http_body_util::Full<Bytes>>(
+                &content_type(value),
+                GrpcCode::Unavailable,
+                "x",
+            );
             assert_eq!(res.headers()[CONTENT_TYPE], "application/grpc", "{value:?}");
         }
     }

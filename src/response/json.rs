@@ -6,7 +6,7 @@ use bytes::{BufMut, BytesMut};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
-use super::ResponseBody;
+use super::LayerBody;
 
 /// A JSON response with the given status.
 ///
@@ -14,12 +14,18 @@ use super::ResponseBody;
 /// use bytes::Bytes;
 /// use tower_bulwark::response::json_response;
 ///
-/// let res = json_response::<()>(http::StatusCode::TOO_MANY_REQUESTS, Bytes::from("{}"));
+/// let res = json_response::<http_body_util::Full<Bytes>>(http::StatusCode::TOO_MANY_REQUESTS, Bytes::from("{}"));
 /// assert_eq!(res.status(), 429);
 /// assert_eq!(res.headers()["content-type"], "application/json");
 /// ```
-pub fn json_response<B>(status: StatusCode, json: Bytes) -> Response<ResponseBody<B>> {
-    let mut res = Response::new(ResponseBody::full(json));
+pub fn json_response<B: LayerBody>(status: StatusCode, json: Bytes) -> Response<B> {
+    json_bytes(status, json).map(B::from_bytes)
+}
+
+/// [`json_response`] with the body still as bytes: what a layer stores until it knows the
+/// body type it answers in.
+pub(crate) fn json_bytes(status: StatusCode, json: Bytes) -> Response<Bytes> {
+    let mut res = Response::new(json);
     *res.status_mut() = status;
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -35,18 +41,18 @@ pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
 /// `{"error":"<error>","retryAfter":<secs>}` with `content-type: application/json`: the body
 /// of every refusal that tells the client when to come back (429, 503).
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
-pub(crate) fn retry_json<B>(
+pub(crate) fn retry_json(
     status: StatusCode,
     error: &str,
     retry_after_secs: u64,
-) -> Response<ResponseBody<B>> {
+) -> Response<Bytes> {
     let mut body = BytesMut::with_capacity(40 + error.len());
     body.put_slice(br#"{"error":""#);
     body.put_slice(error.as_bytes());
     body.put_slice(br#"","retryAfter":"#);
     put_u64(&mut body, retry_after_secs);
     body.put_u8(b'}');
-    json_response(status, body.freeze())
+    json_bytes(status, body.freeze())
 }
 
 /// Writes `n` in decimal, without going through `core::fmt`.
@@ -70,8 +76,8 @@ pub(crate) fn put_u64(buf: &mut BytesMut, mut n: u64) {
 /// rather than a panic on a request path or a second poll of the inner future. (A generic
 /// layer's future fails with [`PolledAfterCompletion`] instead.)
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
-pub(crate) fn polled_after_completion<B>() -> Response<ResponseBody<B>> {
-    let mut response = Response::new(ResponseBody::empty());
+pub(crate) fn polled_after_completion<B: LayerBody>() -> Response<B> {
+    let mut response = Response::new(B::from_bytes(Bytes::new()));
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     response
 }

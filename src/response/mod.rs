@@ -3,8 +3,8 @@
 //! HTTP layers reject with a real [`Response`](http::Response) (so an axum `Router` needs no
 //! `HandleErrorLayer`): a JSON body for HTTP clients, and for gRPC requests
 //! (`content-type: application/grpc*`) a trailers-only gRPC response, HTTP 200 with
-//! `grpc-status` and `grpc-message` in the headers. The body type stays generic through
-//! [`ResponseBody`].
+//! `grpc-status` and `grpc-message` in the headers. The answer is built in the inner service's own
+//! body type, a [`LayerBody`] (any body wrapped in [`ResponseBody`] is one).
 
 mod body;
 mod classify;
@@ -15,11 +15,15 @@ mod refusal;
 
 #[cfg(feature = "circuit-breaker")]
 pub(crate) use body::BodyEnd;
-pub use body::ResponseBody;
+pub use body::{LayerBody, ResponseBody};
 pub use classify::Outcome;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+pub(crate) use grpc::grpc_answer;
 #[cfg(feature = "circuit-breaker")]
 pub(crate) use grpc::is_grpc_web;
 pub use grpc::{grpc_rejection, is_grpc, GrpcCode};
+#[cfg(feature = "rate-limit")]
+pub(crate) use json::json_bytes;
 #[cfg(feature = "rate-limit")]
 pub(crate) use json::put_u64;
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]

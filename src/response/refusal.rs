@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use http::{HeaderMap, Response, StatusCode};
 
-use super::{ceil_secs, grpc_rejection, is_grpc, retry_json, GrpcCode, ResponseBody};
+use bytes::Bytes;
+
+use super::{ceil_secs, grpc_answer, is_grpc, retry_json, GrpcCode, LayerBody};
 
 /// What refused a call.
 ///
@@ -165,13 +167,19 @@ impl Refusal {
     /// # use std::time::Duration;
     /// use tower_bulwark::response::Refusal;
     ///
-    /// let res = Refusal::circuit_open(Duration::from_secs(2)).answer::<()>(&http::HeaderMap::new());
+    /// let res = Refusal::circuit_open(Duration::from_secs(2))
+    ///     .answer::<http_body_util::Full<bytes::Bytes>>(&http::HeaderMap::new());
     /// assert_eq!(res.status(), 503);
     /// ```
-    pub fn answer<B>(&self, request: &HeaderMap) -> Response<ResponseBody<B>> {
+    pub fn answer<B: LayerBody>(&self, request: &HeaderMap) -> Response<B> {
+        self.answer_bytes(request).map(B::from_bytes)
+    }
+
+    /// [`answer`](Self::answer) with the body still as bytes.
+    pub(crate) fn answer_bytes(&self, request: &HeaderMap) -> Response<Bytes> {
         let (error, grpc_message) = self.kind.message();
         if is_grpc(request) {
-            grpc_rejection(request, self.kind.grpc_code(), grpc_message)
+            grpc_answer(request, self.kind.grpc_code(), grpc_message)
         } else {
             retry_json(self.kind.status(), error, self.retry_after_secs())
         }

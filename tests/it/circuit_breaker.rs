@@ -775,6 +775,8 @@ async fn a_refused_grpc_call_gets_unavailable_in_a_trailers_only_response() {
 
 #[tokio::test]
 async fn grpc_status_header_decides_failure() {
+    // gRPC calls are POSTs (the breaker reads `grpc-status` only on answers to POSTs).
+    let status = post_status;
     // UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS: the server failed.
     for code in [2, 4, 13, 14, 15] {
         let (clock, layer) = on_clock(CircuitBreakerLayer::consecutive_failures(1));

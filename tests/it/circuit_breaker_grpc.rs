@@ -11,25 +11,29 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_bulwark::circuit_breaker::{CircuitBreakerLayer, CircuitState};
+use tower_bulwark::response::ResponseBody;
 
 type Frames = stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>;
 
 /// A gRPC response streaming one message, then trailers with `grpc-status: code`.
-fn grpc_response(code: &'static str) -> Response<StreamBody<Frames>> {
+/// (A stream is not a `LayerBody`: it travels wrapped in `ResponseBody`.)
+fn grpc_response(code: &'static str) -> Response<ResponseBody<StreamBody<Frames>>> {
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static(code));
     let frames = vec![
         Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
         Ok(Frame::trailers(trailers)),
     ];
-    let mut res = Response::new(StreamBody::new(stream::iter(frames)));
+    let mut res = Response::new(ResponseBody::inner(StreamBody::new(stream::iter(frames))));
     res.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/grpc"));
     res
 }
 
+/// A gRPC call: a POST (as every gRPC call is) with a gRPC content type.
 fn grpc_request() -> Request<()> {
     let mut req = Request::new(());
+    *req.method_mut() = http::Method::POST;
     req.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/grpc"));
     req
@@ -153,7 +157,7 @@ async fn a_grpc_body_that_ends_without_a_status_is_a_failure() {
     let svc = layer.layer(service_fn(|_: Request<()>| {
         let frames: Vec<Result<Frame<Bytes>, Infallible>> =
             vec![Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0")))];
-        let mut res = Response::new(StreamBody::new(stream::iter(frames)));
+        let mut res = Response::new(ResponseBody::inner(StreamBody::new(stream::iter(frames))));
         res.headers_mut()
             .insert("content-type", HeaderValue::from_static("application/grpc"));
         ready(Ok::<_, Infallible>(res))

@@ -18,7 +18,7 @@ fn the_http_future_polled_after_completion_answers_500() {
         .unwrap();
     // An `async` block: polling it after it completed panics.
     let mut svc = layer.layer(service_fn(|_: Request<()>| async {
-        Ok::<_, Infallible>(Response::new(()))
+        Ok::<_, Infallible>(Response::new(String::new()))
     }));
     let mut cx = Context::from_waker(noop_waker_ref());
     assert!(svc.poll_ready(&mut cx).is_ready());

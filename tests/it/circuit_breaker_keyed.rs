@@ -17,8 +17,8 @@ use tower_bulwark::key::{HeaderKey, Key};
 const UPSTREAM: HeaderName = HeaderName::from_static("x-upstream");
 
 /// Answers 502 when the request asks for it with `x-fail`, else 200.
-fn upstream(req: Request<()>) -> std::future::Ready<Result<Response<()>, Infallible>> {
-    let mut res = Response::new(());
+fn upstream(req: Request<()>) -> std::future::Ready<Result<Response<String>, Infallible>> {
+    let mut res = Response::new(String::new());
     if req.headers().contains_key("x-fail") {
         *res.status_mut() = StatusCode::BAD_GATEWAY;
     }

@@ -119,7 +119,7 @@ async fn refunds_judge_grpc_statuses_like_the_breaker() {
         .build()
         .unwrap();
     let unavailable = service_fn(|_: Request<()>| async {
-        let mut res = Response::new(());
+        let mut res = Response::new(String::new());
         res.headers_mut()
             .insert("content-type", "application/grpc".parse().unwrap());
         res.headers_mut()

@@ -32,6 +32,17 @@ where
     ok(svc, get(path)).await.status().as_u16()
 }
 
+/// As [`status`] for `POST path`: how gRPC calls travel.
+pub async fn post_status<S>(svc: &mut S, path: &str) -> u16
+where
+    S: Service<Request<Body>, Response = Res>,
+    S::Error: fmt::Debug,
+{
+    let mut req = get(path);
+    *req.method_mut() = http::Method::POST;
+    ok(svc, req).await.status().as_u16()
+}
+
 /// Sends `n` requests to `path`, each must be answered with `expect` by the inner service.
 pub async fn repeat<S>(svc: &mut S, path: &str, n: usize, expect: u16)
 where

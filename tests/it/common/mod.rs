@@ -21,13 +21,12 @@ use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use tower::util::ServiceFn;
 use tower::{Service, ServiceExt};
 use tower_bulwark::clock::ManualClock;
-use tower_bulwark::response::ResponseBody;
 
 /// The request and inner response body of the HTTP tests.
 pub type Body = Full<Bytes>;
 
 /// The layered service's response.
-pub type Res = Response<ResponseBody<Body>>;
+pub type Res = Response<Body>;
 
 /// The error the inner service fails with on `/error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
