@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::config::{Refund, Shared};
 use super::headers::{apply, HeaderPlan};
-use super::service::{after_verdict, Next};
+use super::service::after_verdict;
 use super::store::RateLimitBackend;
 use crate::key::Key;
 use bytes::Bytes;
@@ -75,7 +75,8 @@ pin_project! {
             future: S::Future,
             // Boxed: a plan is a few hundred bytes, and the future is moved several times.
             headers: Option<Box<HeaderPlan>>,
-            refund: Option<Refund>,
+            // Boxed: only layers that refund have one, and every future would carry its room.
+            refund: Option<Box<Refund>>,
         },
         Refused {
             // The layer's own answer, its body still as bytes: the future does not name the
@@ -90,22 +91,27 @@ where
     S: Service<Request<ReqBody>>,
     B: RateLimitBackend,
 {
-    pub(crate) fn from_next(next: Next<S::Future>) -> Self {
-        let kind = match next {
-            Next::Admitted {
+    #[inline]
+    pub(crate) fn admitted(
+        future: S::Future,
+        headers: Option<Box<HeaderPlan>>,
+        refund: Option<Refund>,
+    ) -> Self {
+        Self {
+            kind: Kind::Admitted {
                 future,
                 headers,
-                refund,
-            } => Kind::Admitted {
-                future,
-                headers,
-                refund,
+                refund: refund.map(Box::new),
             },
-            Next::Refused(response) => Kind::Refused {
+        }
+    }
+
+    pub(crate) fn refused(response: Response<Bytes>) -> Self {
+        Self {
+            kind: Kind::Refused {
                 response: Some(response),
             },
-        };
-        Self { kind }
+        }
     }
 
     pub(crate) fn deciding(decision: B::Pending, waiting: Waiting<S, ReqBody, K, B>) -> Self {
@@ -142,9 +148,8 @@ where
                         cost,
                         shared,
                     } = *waiting;
-                    let (parts, body) = request.into_parts();
-                    let next = after_verdict(&shared, &mut inner, parts, body, key, cost, verdict);
-                    self.set(Self::from_next(next));
+                    let next = after_verdict(&shared, &mut inner, request, key, cost, verdict);
+                    self.set(next);
                 }
                 KindProj::Admitted {
                     future,

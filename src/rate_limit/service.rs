@@ -4,10 +4,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use tower_service::Service;
 
-use super::config::{Counters, Policy, RateLimited, Refund, Shared};
+use super::config::{Counters, Policy, RateLimited, Shared};
 use super::future::{ResponseFuture, Waiting};
 use super::headers::{apply, HeaderPlan};
 use super::store::{Decision, RateLimitBackend, Verdict};
@@ -99,28 +99,27 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
+        // The key extractors read the request's head, which a `Request` lends only in pieces:
+        // take it apart for them and put it back together at once, so that the rest of the
+        // call moves one request, not a head and a body.
         let (parts, body) = req.into_parts();
-
-        let key = match shared.resolve_key(shared.key.extract(&parts)) {
+        let key = shared.resolve_key(shared.key.extract(&parts));
+        let cost = match &key {
+            Ok(_) => shared.policy.cost.as_ref().map_or(1, |cost| cost(&parts)),
+            Err(_) => 0,
+        };
+        let req = Request::from_parts(parts, body);
+        let key = match key {
             Ok(key) => key,
             Err(status) => {
-                tracing::debug!(uri = %parts.uri, "rate limit: request has no key");
-                return ResponseFuture::from_next(Next::Refused(missing_key_response(
-                    &parts, status,
-                )));
+                tracing::debug!(uri = %req.uri(), "rate limit: request has no key");
+                return ResponseFuture::refused(missing_key_response(req.headers(), status));
             }
         };
-        let cost = shared.policy.cost.as_ref().map_or(1, |cost| cost(&parts));
         match shared.backend.decide(&key, cost) {
-            Decision::Ready(verdict) => ResponseFuture::from_next(after_verdict(
-                &self.shared,
-                &mut self.inner,
-                parts,
-                body,
-                key,
-                cost,
-                verdict,
-            )),
+            Decision::Ready(verdict) => {
+                after_verdict(&self.shared, &mut self.inner, req, key, cost, verdict)
+            }
             Decision::Pending(decision) => {
                 // The decision needs a round trip: take the service that was made ready and
                 // leave a clone in its place, as tower's own middleware does.
@@ -130,7 +129,7 @@ where
                     decision,
                     Waiting {
                         inner,
-                        request: Request::from_parts(parts, body),
+                        request: req,
                         key,
                         cost,
                         shared: self.shared.clone(),
@@ -141,27 +140,19 @@ where
     }
 }
 
-/// What a request does once its verdict is known.
-pub(crate) enum Next<F> {
-    Admitted {
-        future: F,
-        headers: Option<Box<HeaderPlan>>,
-        refund: Option<Refund>,
-    },
-    Refused(Response<Bytes>),
-}
-
 /// Counts the verdict and either calls the inner service or builds the refusal; shared by the
-/// immediate path (in `call`) and the waiting one (in the response future).
+/// immediate path (in `call`) and the waiting one (in the response future). Builds the response
+/// future itself: a future holds the inner one (hundreds of bytes in axum), and each value it
+/// passes through on the way is one more copy of it.
+#[inline]
 pub(crate) fn after_verdict<S, K, B, ReqBody>(
     shared: &Arc<Shared<K, B>>,
     inner: &mut S,
-    parts: Parts,
-    body: ReqBody,
+    req: Request<ReqBody>,
     key: Key,
     cost: u64,
     verdict: Verdict,
-) -> Next<S::Future>
+) -> ResponseFuture<S, ReqBody, K, B>
 where
     S: Service<Request<ReqBody>>,
     K: Send + Sync + 'static,
@@ -179,19 +170,14 @@ where
             .allowed
             .then(|| shared.refund_for(key, cost, &verdict))
             .flatten();
-        let future = inner.call(Request::from_parts(parts, body));
-        return Next::Admitted {
-            future,
-            headers: None,
-            refund,
-        };
+        return ResponseFuture::admitted(inner.call(req), None, refund);
     }
 
     if !verdict.allowed {
         Counters::bump(&shared.counters.rejected);
         tracing::debug!(key = %key.redacted(), retry_after = ?verdict.retry_after, "rate limit: refused");
         let headers = policy.headers_for(&verdict).plan(&verdict, &*policy.clock);
-        return Next::Refused(too_many_requests(policy, &parts, &verdict, headers));
+        return ResponseFuture::refused(too_many_requests(policy, req.headers(), &verdict, headers));
     }
     let headers = policy
         .headers
@@ -199,34 +185,29 @@ where
         .then(|| Box::new(policy.headers_for(&verdict).plan(&verdict, &*policy.clock)));
     Counters::bump(&shared.counters.allowed);
     let refund = shared.refund_for(key, cost, &verdict);
-    let future = inner.call(Request::from_parts(parts, body));
-    Next::Admitted {
-        future,
-        headers,
-        refund,
-    }
+    ResponseFuture::admitted(inner.call(req), headers, refund)
 }
 
 fn too_many_requests(
     policy: &Policy,
-    parts: &Parts,
+    request: &HeaderMap,
     verdict: &Verdict,
     headers: HeaderPlan,
 ) -> Response<Bytes> {
     let refusal = RateLimited::rate_limited(verdict.retry_after);
     let mut response = match &policy.rejection {
         // A replaced body is for HTTP clients: gRPC ones get the gRPC answer all the same.
-        Some(respond) if !is_grpc(&parts.headers) => respond(&refusal),
-        _ => refusal.answer_bytes(&parts.headers),
+        Some(respond) if !is_grpc(request) => respond(&refusal),
+        _ => refusal.answer_bytes(request),
     };
     apply(response.headers_mut(), headers);
     response
 }
 
-fn missing_key_response(parts: &Parts, status: StatusCode) -> Response<Bytes> {
-    if is_grpc(&parts.headers) {
+fn missing_key_response(request: &HeaderMap, status: StatusCode) -> Response<Bytes> {
+    if is_grpc(request) {
         grpc_answer(
-            &parts.headers,
+            request,
             GrpcCode::from_http(status),
             "Rate limit key missing",
         )
