@@ -54,9 +54,10 @@ pin_project! {
             done: bool,
         },
         Refused {
-            // Boxed: a whole response in here would make every future, the admitted ones
-            // too, as large as a response, and each call moves its future.
-            response: Option<Box<Response<B>>>,
+            // Not boxed: a refusal is the common answer while the breaker is open, and an
+            // allocation per refusal costs more than the room it takes (an axum route's own
+            // future is larger than a response).
+            response: Option<Response<B>>,
         },
     }
 }
@@ -82,7 +83,7 @@ impl<F, B> ResponseFuture<F, B> {
     pub(crate) fn refused(response: Response<B>) -> Self {
         Self {
             kind: Kind::Refused {
-                response: Some(Box::new(response)),
+                response: Some(response),
             },
         }
     }
@@ -158,9 +159,9 @@ where
                 Poll::Ready(Ok(response))
             }
             // Polled again after completing: answer rather than panic on a request path.
-            KindProj::Refused { response } => Poll::Ready(Ok(response
-                .take()
-                .map_or_else(polled_after_completion, |response| *response))),
+            KindProj::Refused { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_else(polled_after_completion)))
+            }
         }
     }
 }

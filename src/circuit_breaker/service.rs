@@ -4,13 +4,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::RETRY_AFTER;
-use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use http::{HeaderMap, Method, Request, Response};
 use tower_service::Service;
 
 use super::circuit::{Circuit, Permit};
 use super::future::ResponseFuture;
 use super::layer::ClassifyFn;
-use crate::response::{LayerBody, Refusal};
+use crate::response::{number, LayerBody, Refusal};
 
 /// An HTTP service behind a circuit breaker; made by
 /// [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
@@ -200,6 +200,6 @@ fn unavailable<B: LayerBody>(request: &HeaderMap, retry_after: Duration) -> Resp
     let mut response = refusal.answer(request);
     response
         .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs()));
+        .insert(RETRY_AFTER, number(refusal.retry_after_secs()));
     response
 }

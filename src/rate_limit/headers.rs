@@ -26,8 +26,6 @@
 //! Everything that does not change per request (the limits, the policy list) is rendered once,
 //! when the layer is built.
 
-use std::sync::OnceLock;
-
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::HeaderMap;
@@ -35,7 +33,7 @@ use http::HeaderMap;
 use super::algorithm::{Algorithm, Quota};
 use super::store::Verdict;
 use crate::clock::Clock;
-use crate::response::{ceil_secs, put_u64};
+use crate::response::{ceil_secs, number, put_u64};
 
 /// `X-RateLimit-Limit`.
 ///
@@ -283,38 +281,6 @@ fn put_item(
     buf.put_slice(&[b';', second.0, b'=']);
     let b = put_number(buf, second.1);
     (a, b)
-}
-
-const CACHED_NUMBERS: u64 = 1024;
-
-/// `n` as a header value. Numbers below [`CACHED_NUMBERS`] (most remaining counts and resets in
-/// seconds) come from a table built once, whose values point at static bytes: cloning one
-/// allocates nothing and touches no shared reference count.
-pub(crate) fn number(n: u64) -> HeaderValue {
-    static TABLE: OnceLock<Box<[HeaderValue]>> = OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut text = BytesMut::new();
-        let mut ends = Vec::with_capacity(CACHED_NUMBERS as usize);
-        for n in 0..CACHED_NUMBERS {
-            put_u64(&mut text, n);
-            ends.push(text.len());
-        }
-        // About 4 KB of digits and 40 KB of values, made once per process and kept for its life.
-        let text: &'static [u8] = Box::leak(text.to_vec().into_boxed_slice());
-        let mut start = 0;
-        ends.into_iter()
-            .map(|end| {
-                let value = HeaderValue::from_maybe_shared(Bytes::from_static(&text[start..end]));
-                start = end;
-                value.unwrap_or(HeaderValue::from_static("0"))
-            })
-            .collect()
-    });
-    usize::try_from(n)
-        .ok()
-        .and_then(|i| table.get(i))
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from(n))
 }
 
 /// `Retry-After` in whole seconds, rounded up, and never 0 for a refusal (0 invites a hot loop).

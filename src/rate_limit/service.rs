@@ -177,7 +177,12 @@ where
         Counters::bump(&shared.counters.rejected);
         tracing::debug!(key = %key.redacted(), retry_after = ?verdict.retry_after, "rate limit: refused");
         let headers = policy.headers_for(&verdict).plan(&verdict, &*policy.clock);
-        return ResponseFuture::refused(too_many_requests(policy, req.headers(), &verdict, headers));
+        return ResponseFuture::refused(too_many_requests(
+            policy,
+            req.headers(),
+            &verdict,
+            headers,
+        ));
     }
     let headers = policy
         .headers

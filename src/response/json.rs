@@ -100,3 +100,37 @@ impl std::fmt::Display for PolledAfterCompletion {
 }
 
 impl std::error::Error for PolledAfterCompletion {}
+
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+const CACHED_NUMBERS: u64 = 1024;
+
+/// `n` as a header value. Numbers below [`CACHED_NUMBERS`] (most remaining counts and resets in
+/// seconds) come from a table built once, whose values point at static bytes: cloning one
+/// allocates nothing and touches no shared reference count.
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+pub(crate) fn number(n: u64) -> HeaderValue {
+    static TABLE: std::sync::OnceLock<Box<[HeaderValue]>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut text = BytesMut::new();
+        let mut ends = Vec::with_capacity(CACHED_NUMBERS as usize);
+        for n in 0..CACHED_NUMBERS {
+            put_u64(&mut text, n);
+            ends.push(text.len());
+        }
+        // About 4 KB of digits and 40 KB of values, made once per process and kept for its life.
+        let text: &'static [u8] = Box::leak(text.to_vec().into_boxed_slice());
+        let mut start = 0;
+        ends.into_iter()
+            .map(|end| {
+                let value = HeaderValue::from_maybe_shared(Bytes::from_static(&text[start..end]));
+                start = end;
+                value.unwrap_or(HeaderValue::from_static("0"))
+            })
+            .collect()
+    });
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| table.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
+}

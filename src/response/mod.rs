@@ -27,7 +27,7 @@ pub(crate) use json::json_bytes;
 #[cfg(feature = "rate-limit")]
 pub(crate) use json::put_u64;
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
-pub(crate) use json::{ceil_secs, polled_after_completion, retry_json};
+pub(crate) use json::{ceil_secs, number, polled_after_completion, retry_json};
 pub use json::{json_response, PolledAfterCompletion};
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
 pub use refusal::{Refusal, RefusalKind};
