@@ -588,21 +588,21 @@ impl<K> RateLimitBuilder<K> {
         let (quotas, names) = self.validate()?;
         let (backend, fallback) = make(&quotas, &names, self.max_keys, self.clock.clone())?;
         let fallback_headers = fallback.map(|fallback| {
-            HeaderConfig::new(
+            Arc::new(HeaderConfig::new(
                 &fallback,
                 names.clone(),
                 self.legacy_headers,
                 self.ietf_headers,
                 self.reset_format,
-            )
+            ))
         });
-        let headers = HeaderConfig::new(
+        let headers = Arc::new(HeaderConfig::new(
             &quotas,
             names,
             self.legacy_headers,
             self.ietf_headers,
             self.reset_format,
-        );
+        ));
         Ok(Arc::new(Shared {
             key: self.key,
             backend,

@@ -98,10 +98,10 @@ pub(crate) type CostFn = Arc<dyn Fn(&Parts) -> u64 + Send + Sync>;
 pub(crate) type RejectionFn = Arc<dyn Fn(&RateLimited) -> Response<Bytes> + Send + Sync>;
 
 pub(crate) struct Policy {
-    pub(crate) headers: HeaderConfig,
+    pub(crate) headers: Arc<HeaderConfig>,
     /// For verdicts of a networked backend's local fallback, when its limits differ (divided
     /// among instances): the headers then describe what was applied.
-    pub(crate) fallback_headers: Option<HeaderConfig>,
+    pub(crate) fallback_headers: Option<Arc<HeaderConfig>>,
     pub(crate) missing_key: MissingKey,
     pub(crate) cost: Option<CostFn>,
     pub(crate) skip_successful: bool,
@@ -120,7 +120,7 @@ pub(crate) struct Shared<K, B> {
 
 impl Policy {
     /// The header configuration that describes `verdict`'s limits.
-    pub(crate) fn headers_for(&self, verdict: &Verdict) -> &HeaderConfig {
+    pub(crate) fn headers_for(&self, verdict: &Verdict) -> &Arc<HeaderConfig> {
         match &self.fallback_headers {
             Some(fallback) if verdict.origin.is_fallback() => fallback,
             _ => &self.headers,

@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::config::{Refund, Shared};
-use super::headers::{apply, HeaderPlan};
+use super::headers::PendingHeaders;
 use super::service::after_verdict;
 use super::store::RateLimitBackend;
 use crate::key::Key;
@@ -73,8 +73,7 @@ pin_project! {
         Admitted {
             #[pin]
             future: S::Future,
-            // Boxed: a plan is a few hundred bytes, and the future is moved several times.
-            headers: Option<Box<HeaderPlan>>,
+            headers: Option<PendingHeaders>,
             // Boxed: only layers that refund have one, and every future would carry its room.
             refund: Option<Box<Refund>>,
         },
@@ -94,7 +93,7 @@ where
     #[inline]
     pub(crate) fn admitted(
         future: S::Future,
-        headers: Option<Box<HeaderPlan>>,
+        headers: Option<PendingHeaders>,
         refund: Option<Refund>,
     ) -> Self {
         Self {
@@ -174,7 +173,7 @@ where
                     }
                     return Poll::Ready(result.map(|mut response| {
                         if let Some(headers) = headers {
-                            apply(response.headers_mut(), *headers);
+                            headers.write(response.headers_mut());
                         }
                         response
                     }));

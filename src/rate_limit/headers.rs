@@ -26,12 +26,16 @@
 //! Everything that does not change per request (the limits, the policy list) is rendered once,
 //! when the layer is built.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::HeaderMap;
+use smallvec::SmallVec;
 
 use super::algorithm::{Algorithm, Quota};
-use super::store::Verdict;
+use super::store::{LimitStatus, Verdict};
 use crate::clock::Clock;
 use crate::response::{ceil_secs, number, put_u64};
 
@@ -117,14 +121,21 @@ pub enum ResetFormat {
 
 /// Headers to set on one response, computed when the decision is made. One slot per header
 /// (the names are constants), so a plan is small and needs no length bookkeeping.
-#[derive(Debug, Default)]
-pub(crate) struct HeaderPlan {
-    limit: Option<HeaderValue>,
-    remaining: Option<HeaderValue>,
-    reset: Option<HeaderValue>,
-    policy: Option<HeaderValue>,
-    ratelimit: Option<HeaderValue>,
-    retry_after: Option<HeaderValue>,
+/// What the headers of an admitted request need from its verdict, kept in its response future
+/// until the response is there: the limits' numbers, not rendered values (rendering happens
+/// once, straight into the response's map).
+#[derive(Debug)]
+pub(crate) struct PendingHeaders {
+    config: Arc<HeaderConfig>,
+    limits: SmallVec<[LimitStatus; 2]>,
+    unix_now: Duration,
+}
+
+impl PendingHeaders {
+    pub(crate) fn write(self, headers: &mut HeaderMap) {
+        self.config
+            .write(headers, &self.limits, self.unix_now, None);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -179,14 +190,41 @@ impl HeaderConfig {
         self.legacy || self.ietf
     }
 
-    /// The headers for `verdict`; `Retry-After` too when the request is refused.
-    pub(crate) fn plan(&self, verdict: &Verdict, clock: &dyn Clock) -> HeaderPlan {
-        let mut plan = HeaderPlan::default();
+    /// The clock reading the reset needs, taken when the verdict is (`Reset` as a Unix time
+    /// is the decision's time plus the wait): zero when it is not needed.
+    pub(crate) fn unix_now(&self, clock: &dyn Clock) -> Duration {
+        match self.reset {
+            ResetFormat::UnixEpoch if self.legacy => clock.unix_now(),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// What an admitted request's headers need, for [`PendingHeaders::write`].
+    pub(crate) fn pending(
+        self: &Arc<Self>,
+        verdict: &Verdict,
+        clock: &dyn Clock,
+    ) -> PendingHeaders {
+        PendingHeaders {
+            config: self.clone(),
+            limits: verdict.limits.clone(),
+            unix_now: self.unix_now(clock),
+        }
+    }
+
+    /// Writes the headers for `limits` into `headers`, and `Retry-After: retry_after` (unless
+    /// the response has one).
+    pub(crate) fn write(
+        &self,
+        headers: &mut HeaderMap,
+        limits: &[LimitStatus],
+        unix_now: Duration,
+        retry_after: Option<u64>,
+    ) {
         // The limit closest to running out speaks for all in the trio; on a tie, the one
         // resetting last.
         let binding = if self.legacy {
-            verdict
-                .limits
+            limits
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, s)| (s.remaining, std::cmp::Reverse(s.reset_after)))
@@ -194,7 +232,18 @@ impl HeaderConfig {
             None
         };
         // A verdict with no limits (a fail-open answer) has nothing to report.
-        let ietf = self.ietf && !verdict.limits.is_empty();
+        let ietf = self.ietf && !limits.is_empty();
+        // Room for what is added, at once rather than header by header (only what is added: a
+        // map with room to spare is left as it is).
+        headers.reserve(
+            3 * usize::from(binding.is_some())
+                + 2 * usize::from(ietf)
+                + usize::from(retry_after.is_some()),
+        );
+        // The trio is written as a unit: if an inner layer or the handler set any of it, its
+        // values stand and none of ours is mixed in.
+        let binding = binding.filter(|_| !has_any(headers, &TRIO));
+
         // Every number that changes per request is written into one buffer, and each header
         // value is a slice of it: one allocation for the lot. `RateLimit` holds the binding
         // limit's `r` and `t`, which are also `Remaining` and (in seconds from now) `Reset`.
@@ -207,7 +256,7 @@ impl HeaderConfig {
         let mut binding_at = None;
         let mut ratelimit = 0..0;
         if ietf {
-            for (index, (status, name)) in verdict.limits.iter().zip(&self.names).enumerate() {
+            for (index, (status, name)) in limits.iter().zip(&self.names).enumerate() {
                 if !buf.is_empty() {
                     buf.put_slice(b", ");
                 }
@@ -219,40 +268,48 @@ impl HeaderConfig {
             }
             ratelimit = 0..buf.len();
         }
-        if let Some((index, status)) = binding {
-            plan.limit = Some(self.limit_values[index].clone());
-            let (remaining, reset) = match binding_at {
-                Some(at) => at,
-                None => {
-                    let remaining = put_number(&mut buf, status.remaining);
-                    let reset = put_number(&mut buf, ceil_secs(status.reset_after));
-                    (remaining, reset)
-                }
-            };
+        let trio = binding.map(|(index, status)| {
+            let (remaining, reset) = binding_at.unwrap_or_else(|| {
+                let remaining = put_number(&mut buf, status.remaining);
+                (
+                    remaining,
+                    put_number(&mut buf, ceil_secs(status.reset_after)),
+                )
+            });
             let reset = match self.reset {
                 ResetFormat::SecondsFromNow => reset,
                 ResetFormat::UnixEpoch => {
-                    put_number(&mut buf, ceil_secs(clock.unix_now() + status.reset_after))
+                    put_number(&mut buf, ceil_secs(unix_now + status.reset_after))
                 }
             };
-            let buf = buf.split().freeze();
-            plan.remaining = value(&buf, remaining);
-            plan.reset = value(&buf, reset);
-            if ietf {
-                plan.policy = Some(self.policy.clone());
-                plan.ratelimit = value(&buf, ratelimit);
+            (index, remaining, reset)
+        });
+        let buf = buf.freeze();
+        if let Some((index, remaining, reset)) = trio {
+            headers.insert(X_RATELIMIT_LIMIT, self.limit_values[index].clone());
+            if let Some(value) = value(&buf, remaining) {
+                headers.insert(X_RATELIMIT_REMAINING, value);
             }
-        } else if ietf {
-            let buf = buf.freeze();
-            plan.policy = Some(self.policy.clone());
-            plan.ratelimit = value(&buf, ratelimit);
+            if let Some(value) = value(&buf, reset) {
+                headers.insert(X_RATELIMIT_RESET, value);
+            }
         }
-        if !verdict.allowed {
-            plan.retry_after = Some(number(retry_after_secs(verdict)));
+        if ietf {
+            if let Some(value) = value(&buf, ratelimit) {
+                // Appended: stacked layers each add their items to both lists.
+                headers.append(RATELIMIT_POLICY, self.policy.clone());
+                headers.append(RATELIMIT, value);
+            }
         }
-        plan
+        if let Some(secs) = retry_after {
+            if !headers.contains_key(RETRY_AFTER) {
+                headers.insert(RETRY_AFTER, number(secs));
+            }
+        }
     }
 }
+
+const TRIO: [HeaderName; 3] = [X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET];
 
 /// A header value of `buf[range]`: the digits and items this module writes are always valid.
 fn value(buf: &Bytes, range: std::ops::Range<usize>) -> Option<HeaderValue> {
@@ -292,52 +349,6 @@ pub(crate) fn retry_after_secs(verdict: &Verdict) -> u64 {
 ///
 /// `RateLimit` and `RateLimit-Policy` are lists, so each layer's items are appended; the
 /// `X-RateLimit-*` trio and `Retry-After` keep the inner layer's values.
-pub(crate) fn apply(headers: &mut HeaderMap, plan: HeaderPlan) {
-    // Room for what is added, at once rather than header by header. (Only what is added: a
-    // map with room to spare is left as it is.)
-    let adding = [
-        &plan.limit,
-        &plan.remaining,
-        &plan.reset,
-        &plan.policy,
-        &plan.ratelimit,
-        &plan.retry_after,
-    ]
-    .iter()
-    .filter(|value| value.is_some())
-    .count();
-    headers.reserve(adding);
-    // The trio is written as a unit: if an inner layer or the handler set any of it, its
-    // values stand and none of ours is mixed in.
-    if plan.limit.is_some()
-        && !has_any(
-            headers,
-            &[X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET],
-        )
-    {
-        let trio = [
-            (X_RATELIMIT_LIMIT, plan.limit),
-            (X_RATELIMIT_REMAINING, plan.remaining),
-            (X_RATELIMIT_RESET, plan.reset),
-        ];
-        for (name, value) in trio {
-            if let Some(value) = value {
-                headers.insert(name, value);
-            }
-        }
-    }
-    for (name, value) in [(RATELIMIT_POLICY, plan.policy), (RATELIMIT, plan.ratelimit)] {
-        if let Some(value) = value {
-            headers.append(name, value);
-        }
-    }
-    if let Some(value) = plan.retry_after {
-        if !headers.contains_key(RETRY_AFTER) {
-            headers.insert(RETRY_AFTER, value);
-        }
-    }
-}
-
 /// Whether `headers` holds any of `names`. A handler's response has a few headers: comparing
 /// each name costs less than hashing ours once per lookup (a custom name is hashed byte by
 /// byte), so small maps are scanned and large ones looked up.

@@ -9,7 +9,7 @@ use tower_service::Service;
 
 use super::config::{Counters, Policy, RateLimited, Shared};
 use super::future::{ResponseFuture, Waiting};
-use super::headers::{apply, HeaderPlan};
+use super::headers::retry_after_secs;
 use super::store::{Decision, RateLimitBackend, Verdict};
 use crate::key::{Key, KeyExtractor};
 use crate::response::{grpc_answer, is_grpc, json_bytes, GrpcCode, LayerBody};
@@ -176,36 +176,32 @@ where
     if !verdict.allowed {
         Counters::bump(&shared.counters.rejected);
         tracing::debug!(key = %key.redacted(), retry_after = ?verdict.retry_after, "rate limit: refused");
-        let headers = policy.headers_for(&verdict).plan(&verdict, &*policy.clock);
-        return ResponseFuture::refused(too_many_requests(
-            policy,
-            req.headers(),
-            &verdict,
-            headers,
-        ));
+        return ResponseFuture::refused(too_many_requests(policy, req.headers(), &verdict));
     }
-    let headers = policy
-        .headers
-        .any()
-        .then(|| Box::new(policy.headers_for(&verdict).plan(&verdict, &*policy.clock)));
+    let headers = policy.headers.any().then(|| {
+        policy
+            .headers_for(&verdict)
+            .pending(&verdict, &*policy.clock)
+    });
     Counters::bump(&shared.counters.allowed);
     let refund = shared.refund_for(key, cost, &verdict);
     ResponseFuture::admitted(inner.call(req), headers, refund)
 }
 
-fn too_many_requests(
-    policy: &Policy,
-    request: &HeaderMap,
-    verdict: &Verdict,
-    headers: HeaderPlan,
-) -> Response<Bytes> {
+fn too_many_requests(policy: &Policy, request: &HeaderMap, verdict: &Verdict) -> Response<Bytes> {
     let refusal = RateLimited::rate_limited(verdict.retry_after);
     let mut response = match &policy.rejection {
         // A replaced body is for HTTP clients: gRPC ones get the gRPC answer all the same.
         Some(respond) if !is_grpc(request) => respond(&refusal),
         _ => refusal.answer_bytes(request),
     };
-    apply(response.headers_mut(), headers);
+    let config = policy.headers_for(verdict);
+    config.write(
+        response.headers_mut(),
+        &verdict.limits,
+        config.unix_now(&*policy.clock),
+        Some(retry_after_secs(verdict)),
+    );
     response
 }
 
