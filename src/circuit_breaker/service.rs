@@ -4,13 +4,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::RETRY_AFTER;
-use http::{HeaderMap, Method, Request, Response};
+use http::{Method, Request, Response};
 use tower_service::Service;
 
 use super::circuit::{Circuit, Permit};
 use super::future::ResponseFuture;
 use super::layer::ClassifyFn;
-use crate::response::{number, LayerBody, Refusal};
+use crate::response::{is_grpc_call, number, LayerBody, Refusal};
 
 /// An HTTP service behind a circuit breaker; made by
 /// [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
@@ -189,15 +189,18 @@ where
         }
         Err(retry_after) => {
             tracing::debug!(uri = %req.uri(), ?retry_after, "circuit breaker: refused");
-            ResponseFuture::refused(unavailable(req.headers(), retry_after))
+            ResponseFuture::refused(unavailable(&req, retry_after))
         }
     }
 }
 
 /// 503 with `Retry-After` and a JSON body, or gRPC UNAVAILABLE.
-fn unavailable<B: LayerBody>(request: &HeaderMap, retry_after: Duration) -> Response<B> {
+fn unavailable<R, B: LayerBody>(request: &Request<R>, retry_after: Duration) -> Response<B> {
     let refusal = Refusal::circuit_open(retry_after);
-    let mut response = refusal.answer(request);
+    let grpc = is_grpc_call(request.method(), request.headers());
+    let mut response = refusal
+        .answer_bytes(request.headers(), grpc)
+        .map(B::from_bytes);
     response
         .headers_mut()
         .insert(RETRY_AFTER, number(refusal.retry_after_secs()));

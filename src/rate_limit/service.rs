@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::config::{Counters, Policy, RateLimited, Shared};
@@ -12,7 +12,7 @@ use super::future::{ResponseFuture, Waiting};
 use super::headers::retry_after_secs;
 use super::store::{Decision, RateLimitBackend, Verdict};
 use crate::key::{Key, KeyExtractor};
-use crate::response::{grpc_answer, is_grpc, json_bytes, GrpcCode, LayerBody};
+use crate::response::{grpc_answer, is_grpc_call, json_bytes, GrpcCode, LayerBody};
 
 /// An HTTP service behind a rate limit; made by [`RateLimitLayer`](super::RateLimitLayer).
 ///
@@ -113,7 +113,7 @@ where
             Ok(key) => key,
             Err(status) => {
                 tracing::debug!(uri = %req.uri(), "rate limit: request has no key");
-                return ResponseFuture::refused(missing_key_response(req.headers(), status));
+                return ResponseFuture::refused(missing_key_response(&req, status));
             }
         };
         match shared.backend.decide(&key, cost) {
@@ -176,7 +176,7 @@ where
     if !verdict.allowed {
         Counters::bump(&shared.counters.rejected);
         tracing::debug!(key = %key.redacted(), retry_after = ?verdict.retry_after, "rate limit: refused");
-        return ResponseFuture::refused(too_many_requests(policy, req.headers(), &verdict));
+        return ResponseFuture::refused(too_many_requests(policy, &req, &verdict));
     }
     let headers = policy.headers.any().then(|| {
         policy
@@ -188,12 +188,17 @@ where
     ResponseFuture::admitted(inner.call(req), headers, refund)
 }
 
-fn too_many_requests(policy: &Policy, request: &HeaderMap, verdict: &Verdict) -> Response<Bytes> {
+fn too_many_requests<B>(
+    policy: &Policy,
+    request: &Request<B>,
+    verdict: &Verdict,
+) -> Response<Bytes> {
     let refusal = RateLimited::rate_limited(verdict.retry_after);
+    let grpc = is_grpc_call(request.method(), request.headers());
     let mut response = match &policy.rejection {
         // A replaced body is for HTTP clients: gRPC ones get the gRPC answer all the same.
-        Some(respond) if !is_grpc(request) => respond(&refusal),
-        _ => refusal.answer_bytes(request),
+        Some(respond) if !grpc => respond(&refusal),
+        _ => refusal.answer_bytes(request.headers(), grpc),
     };
     let config = policy.headers_for(verdict);
     config.write(
@@ -205,10 +210,10 @@ fn too_many_requests(policy: &Policy, request: &HeaderMap, verdict: &Verdict) ->
     response
 }
 
-fn missing_key_response(request: &HeaderMap, status: StatusCode) -> Response<Bytes> {
-    if is_grpc(request) {
+fn missing_key_response<B>(request: &Request<B>, status: StatusCode) -> Response<Bytes> {
+    if is_grpc_call(request.method(), request.headers()) {
         grpc_answer(
-            request,
+            request.headers(),
             GrpcCode::from_http(status),
             "Rate limit key missing",
         )

@@ -33,6 +33,14 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| media_type(v.as_bytes()).is_some())
 }
 
+/// True when the request is a gRPC call: a `POST` (the only method gRPC and gRPC-Web use)
+/// with a gRPC content type. The method is compared first, so other requests cost no header
+/// lookup.
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+pub(crate) fn is_grpc_call(method: &http::Method, headers: &HeaderMap) -> bool {
+    method == http::Method::POST && is_grpc(headers)
+}
+
 /// Which gRPC protocol a `content-type` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Grpc {

@@ -17,10 +17,10 @@ mod refusal;
 pub(crate) use body::BodyEnd;
 pub use body::{LayerBody, ResponseBody};
 pub use classify::Outcome;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
-pub(crate) use grpc::grpc_answer;
 #[cfg(feature = "circuit-breaker")]
 pub(crate) use grpc::is_grpc_web;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+pub(crate) use grpc::{grpc_answer, is_grpc_call};
 pub use grpc::{grpc_rejection, is_grpc, GrpcCode};
 #[cfg(feature = "rate-limit")]
 pub(crate) use json::json_bytes;

@@ -3,11 +3,11 @@
 //! by this one type, without naming each layer.
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use http::{HeaderMap, Response, StatusCode};
-
 use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
 
 use super::{ceil_secs, grpc_answer, is_grpc, retry_json, GrpcCode, LayerBody};
 
@@ -172,16 +172,23 @@ impl Refusal {
     /// assert_eq!(res.status(), 503);
     /// ```
     pub fn answer<B: LayerBody>(&self, request: &HeaderMap) -> Response<B> {
-        self.answer_bytes(request).map(B::from_bytes)
+        self.answer_bytes(request, is_grpc(request))
+            .map(B::from_bytes)
     }
 
-    /// [`answer`](Self::answer) with the body still as bytes.
-    pub(crate) fn answer_bytes(&self, request: &HeaderMap) -> Response<Bytes> {
+    /// [`answer`](Self::answer) with the body still as bytes, to a request already known to
+    /// be gRPC or not (the layers ask `is_grpc_call`, which looks at the method first).
+    pub(crate) fn answer_bytes(&self, request: &HeaderMap, grpc: bool) -> Response<Bytes> {
+        static BODIES: [OnceLock<Box<[Bytes]>>; 2] = [OnceLock::new(), OnceLock::new()];
         let (error, grpc_message) = self.kind.message();
-        if is_grpc(request) {
+        if grpc {
             grpc_answer(request, self.kind.grpc_code(), grpc_message)
         } else {
-            retry_json(self.kind.status(), error, self.retry_after_secs())
+            let cache = match self.kind {
+                RefusalKind::RateLimited => &BODIES[0],
+                RefusalKind::CircuitOpen => &BODIES[1],
+            };
+            retry_json(self.kind.status(), error, self.retry_after_secs(), cache)
         }
     }
 }

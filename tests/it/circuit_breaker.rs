@@ -757,7 +757,7 @@ async fn a_refused_grpc_call_gets_unavailable_in_a_trailers_only_response() {
     ] {
         let res = ok(
             &mut svc,
-            get_with("/pkg.Svc/Call", &[("content-type", content_type)]),
+            post_with("/pkg.Svc/Call", &[("content-type", content_type)]),
         )
         .await;
         assert_eq!(res.status(), StatusCode::OK);

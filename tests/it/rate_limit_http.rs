@@ -188,6 +188,23 @@ async fn sliding_window_counter_headers_are_exact() {
     assert_eq!(legacy(res.headers()), (10, 0, 80));
 }
 
+/// gRPC calls are POSTs: another method with a gRPC content type is not a gRPC call, and gets
+/// the HTTP answer (the method is checked before any header lookup).
+#[tokio::test]
+async fn a_get_with_a_grpc_content_type_is_refused_over_http() {
+    let layer = RateLimitLayer::fixed_window(1, secs(60))
+        .clock(clock())
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner());
+    let get_grpc = || get_with("/pkg.Svc/Method", &[("content-type", "application/grpc")]);
+    assert_eq!(ok(&mut svc, get_grpc()).await.status(), StatusCode::OK);
+    let res = ok(&mut svc, get_grpc()).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(res.headers(), "grpc-status"), None);
+    assert_json_refusal(res, 429, "Too many requests", 60).await;
+}
+
 #[tokio::test]
 async fn grpc_requests_are_refused_with_a_grpc_status() {
     let clock = clock();
@@ -197,7 +214,7 @@ async fn grpc_requests_are_refused_with_a_grpc_status() {
         .build()
         .unwrap();
     let mut svc = layer.layer(inner());
-    let grpc = || grpc_get("/pkg.Svc/Method");
+    let grpc = || grpc_call("/pkg.Svc/Method");
 
     let res = ok(&mut svc, grpc()).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -208,7 +225,7 @@ async fn grpc_requests_are_refused_with_a_grpc_status() {
     for (req, content_type) in [
         (grpc(), "application/grpc"),
         (
-            get_with(
+            post_with(
                 "/pkg.Svc/Method",
                 &[("content-type", "application/grpc+proto")],
             ),
@@ -298,7 +315,7 @@ async fn custom_rejection_response_gets_the_headers_it_does_not_set() {
     assert_eq!(body_text(res).await, "slow down for 45s (45s)");
 
     // gRPC requests still get a gRPC status.
-    let res = ok(&mut svc, grpc_get("/")).await;
+    let res = ok(&mut svc, grpc_call("/")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(res.headers(), "grpc-status"), Some("8"));
 }
@@ -549,7 +566,7 @@ async fn shadow_mode_lets_everything_through_and_counts() {
         get("/"),
         get("/"),
         get("/"),
-        grpc_get("/"),
+        grpc_call("/"),
         get("/status/404"),
     ] {
         let path = req.uri().path().to_owned();

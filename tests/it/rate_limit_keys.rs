@@ -154,7 +154,7 @@ async fn a_missing_key_is_refused_with_500_json_by_default() {
     );
 
     // gRPC: UNKNOWN for a 500 (gRPC's HTTP to gRPC status mapping).
-    let res = ok(&mut svc, grpc_get("/")).await;
+    let res = ok(&mut svc, grpc_call("/")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(res.headers(), "grpc-status"), Some("2"));
     assert_eq!(
@@ -191,7 +191,7 @@ async fn a_missing_key_can_be_refused_with_400() {
     );
 
     // gRPC: INTERNAL for a 400 (gRPC's HTTP to gRPC status mapping).
-    let res = ok(&mut svc, grpc_get("/")).await;
+    let res = ok(&mut svc, grpc_call("/")).await;
     assert_eq!(header(res.headers(), "grpc-status"), Some("13"));
 
     // A request with a key is counted as usual.
@@ -205,7 +205,7 @@ async fn a_missing_key_on_grpc_answers_the_code_grpc_maps_its_status_to() {
     let grpc = |key: Option<&str>| {
         let mut headers = vec![("content-type", "application/grpc+proto")];
         headers.extend(key.map(|key| ("x-api-key", key)));
-        get_with("/pkg.Svc/Method", &headers)
+        post_with("/pkg.Svc/Method", &headers)
     };
     for (status, code) in [
         (StatusCode::UNAUTHORIZED, "16"),      // UNAUTHENTICATED
@@ -241,7 +241,7 @@ async fn a_missing_key_on_grpc_answers_the_code_grpc_maps_its_status_to() {
             "{status}"
         );
         // In any case (RFC 9110 §8.3.1).
-        let upper = get_with(
+        let upper = post_with(
             "/pkg.Svc/Method",
             &[("content-type", "APPLICATION/GRPC"), ("x-api-key", "k-1")],
         );

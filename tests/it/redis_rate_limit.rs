@@ -360,7 +360,7 @@ async fn http_layer_on_redis_answers_like_the_memory_layer() {
         if step < 7 {
             get("/")
         } else {
-            grpc_get("/pkg.Svc/Method")
+            grpc_call("/pkg.Svc/Method")
         }
     };
 

@@ -146,9 +146,16 @@ pub fn get_with(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
     builder.body(Body::default()).unwrap()
 }
 
-/// A gRPC call: `GET path` with `content-type: application/grpc`.
-pub fn grpc_get(path: &str) -> Request<Body> {
-    get_with(path, &[("content-type", "application/grpc")])
+/// A gRPC call: `POST path` (the only method gRPC uses) with `content-type: application/grpc`.
+pub fn grpc_call(path: &str) -> Request<Body> {
+    post_with(path, &[("content-type", "application/grpc")])
+}
+
+/// `POST path` with the given headers.
+pub fn post_with(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut req = get_with(path, headers);
+    *req.method_mut() = http::Method::POST;
+    req
 }
 
 /// `GET /` from TCP peer `peer` (a `SocketAddr` extension, as `PeerIp` reads it).
