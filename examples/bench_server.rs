@@ -68,7 +68,7 @@ const MODES: &[(&str, &str, &str)] = &[
     (
         "rate-limit-refused",
         "connect-info",
-        "ours: token bucket, PeerIp, every request but the first refused (429)",
+        "ours: token bucket of 1 a minute, PeerIp: every request but the first refused (429)",
     ),
     (
         "breaker",
@@ -184,7 +184,8 @@ fn app(mode: &str) -> Result<(Router, bool), Box<dyn std::error::Error>> {
             (router().layer(layer), true)
         }
         "rate-limit-refused" => {
-            let layer = RateLimitLayer::token_bucket(1, Duration::from_secs(3600))
+            // One a minute, the common limit: a refusal says to come back within the minute.
+            let layer = RateLimitLayer::token_bucket(1, Duration::from_secs(60))
                 .key(PeerIp)
                 .build()?;
             (router().layer(layer), true)
@@ -194,9 +195,8 @@ fn app(mode: &str) -> Result<(Router, bool), Box<dyn std::error::Error>> {
             (router().layer(layer), false)
         }
         "breaker-open" => {
-            let layer = CircuitBreakerLayer::consecutive_failures(5)
-                .open_for(Duration::from_secs(3600))
-                .build()?;
+            // Forced open, with the default open time (60 s): every request refused.
+            let layer = CircuitBreakerLayer::consecutive_failures(5).build()?;
             layer.circuit().force_open();
             (router().layer(layer), false)
         }

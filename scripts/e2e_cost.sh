@@ -107,8 +107,12 @@ stop_server() { kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null ||
 # -- 1. instructions per request ------------------------------------------------------------
 declare -A instr statuses
 echo "== callgrind: $warmup warm-up requests, then $requests counted, per mode"
+# One port for every mode (each server is stopped before the next starts): the port is part
+# of the server's command line and environment, whose length shifts its stack, and so its
+# counts, by a few dozen instructions from one port to another.
+cg_port=${E2E_PORT:-$(free_port)}
 for mode in "${modes[@]}"; do
-  port=$(free_port)
+  port=$cg_port
   rm -f "$out"/cg."$mode".*
   start_server "$out/cg-$mode.log" valgrind --tool=callgrind --collect-jumps=no \
     --callgrind-out-file="$out/cg.$mode.%p" "$server" "$mode" "127.0.0.1:$port"

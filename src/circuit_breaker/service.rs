@@ -199,7 +199,8 @@ fn unavailable<R, B: LayerBody>(request: &Request<R>, retry_after: Duration) -> 
     let refusal = Refusal::circuit_open(retry_after);
     let grpc = is_grpc_call(request.method(), request.headers());
     let mut response = refusal
-        .answer_bytes(request.headers(), grpc)
+        // Its Retry-After fits in a header map's first allocation: no room asked.
+        .answer_bytes(request.headers(), grpc, 0)
         .map(B::from_bytes);
     response
         .headers_mut()

@@ -198,7 +198,8 @@ fn too_many_requests<B>(
     let mut response = match &policy.rejection {
         // A replaced body is for HTTP clients: gRPC ones get the gRPC answer all the same.
         Some(respond) if !grpc => respond(&refusal),
-        _ => refusal.answer_bytes(request.headers(), grpc),
+        // Room for the rate-limit headers and Retry-After.
+        _ => refusal.answer_bytes(request.headers(), grpc, 6),
     };
     let config = policy.headers_for(verdict);
     config.write(
@@ -216,11 +217,13 @@ fn missing_key_response<B>(request: &Request<B>, status: StatusCode) -> Response
             request.headers(),
             GrpcCode::from_http(status),
             "Rate limit key missing",
+            0,
         )
     } else {
         json_bytes(
             status,
             Bytes::from_static(br#"{"error":"Rate limit key missing"}"#),
+            0,
         )
     }
 }

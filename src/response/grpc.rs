@@ -178,12 +178,21 @@ pub fn grpc_rejection<B: LayerBody>(
     code: GrpcCode,
     message: &str,
 ) -> Response<B> {
-    grpc_answer(request, code, message).map(B::from_bytes)
+    grpc_answer(request, code, message, 0).map(B::from_bytes)
 }
 
 /// [`grpc_rejection`] with the (empty) body still as bytes.
-pub(crate) fn grpc_answer(request: &HeaderMap, code: GrpcCode, message: &str) -> Response<Bytes> {
+pub(crate) fn grpc_answer(
+    request: &HeaderMap,
+    code: GrpcCode,
+    message: &str,
+    room: usize,
+) -> Response<Bytes> {
     let mut res = Response::new(Bytes::new());
+    if room > 0 {
+        // content-type, grpc-status, grpc-message, the caller's, and a server's content-length.
+        *res.headers_mut() = HeaderMap::with_capacity(room + 4);
+    }
     let headers = res.headers_mut();
     let content_type = request
         .get(CONTENT_TYPE)

@@ -19,13 +19,19 @@ use super::LayerBody;
 /// assert_eq!(res.headers()["content-type"], "application/json");
 /// ```
 pub fn json_response<B: LayerBody>(status: StatusCode, json: Bytes) -> Response<B> {
-    json_bytes(status, json).map(B::from_bytes)
+    json_bytes(status, json, 0).map(B::from_bytes)
 }
 
 /// [`json_response`] with the body still as bytes: what a layer stores until it knows the
 /// body type it answers in.
-pub(crate) fn json_bytes(status: StatusCode, json: Bytes) -> Response<Bytes> {
+///
+/// `room`: how many headers the caller adds, so that the map is allocated once, at its size.
+pub(crate) fn json_bytes(status: StatusCode, json: Bytes, room: usize) -> Response<Bytes> {
     let mut res = Response::new(json);
+    if room > 0 {
+        // Its own content-type, the caller's headers, and the content-length a server adds.
+        *res.headers_mut() = http::HeaderMap::with_capacity(room + 2);
+    }
     *res.status_mut() = status;
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -48,6 +54,7 @@ pub(crate) fn retry_json(
     error: &'static str,
     retry_after_secs: u64,
     cache: &'static std::sync::OnceLock<Box<[Bytes]>>,
+    room: usize,
 ) -> Response<Bytes> {
     let body = usize::try_from(retry_after_secs)
         .ok()
@@ -77,7 +84,7 @@ pub(crate) fn retry_json(
             table[secs].clone()
         })
         .unwrap_or_else(|| retry_body(error, retry_after_secs));
-    json_bytes(status, body)
+    json_bytes(status, body, room)
 }
 
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]

@@ -172,23 +172,35 @@ impl Refusal {
     /// assert_eq!(res.status(), 503);
     /// ```
     pub fn answer<B: LayerBody>(&self, request: &HeaderMap) -> Response<B> {
-        self.answer_bytes(request, is_grpc(request))
+        self.answer_bytes(request, is_grpc(request), 0)
             .map(B::from_bytes)
     }
 
     /// [`answer`](Self::answer) with the body still as bytes, to a request already known to
     /// be gRPC or not (the layers ask `is_grpc_call`, which looks at the method first).
-    pub(crate) fn answer_bytes(&self, request: &HeaderMap, grpc: bool) -> Response<Bytes> {
+    /// `room`: how many headers the caller adds to it.
+    pub(crate) fn answer_bytes(
+        &self,
+        request: &HeaderMap,
+        grpc: bool,
+        room: usize,
+    ) -> Response<Bytes> {
         static BODIES: [OnceLock<Box<[Bytes]>>; 2] = [OnceLock::new(), OnceLock::new()];
         let (error, grpc_message) = self.kind.message();
         if grpc {
-            grpc_answer(request, self.kind.grpc_code(), grpc_message)
+            grpc_answer(request, self.kind.grpc_code(), grpc_message, room)
         } else {
             let cache = match self.kind {
                 RefusalKind::RateLimited => &BODIES[0],
                 RefusalKind::CircuitOpen => &BODIES[1],
             };
-            retry_json(self.kind.status(), error, self.retry_after_secs(), cache)
+            retry_json(
+                self.kind.status(),
+                error,
+                self.retry_after_secs(),
+                cache,
+                room,
+            )
         }
     }
 }
