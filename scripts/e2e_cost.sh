@@ -102,7 +102,10 @@ start_server() {
   done
   echo "server did not start: $*" >&2; cat "$log" >&2; return 1
 }
-stop_server() { kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+stop_server() { kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; }
+pid=""
+# A server left running by a failed step would hold its port: stop it whatever happens.
+trap '[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; true' EXIT
 
 # -- 1. instructions per request ------------------------------------------------------------
 declare -A instr statuses

@@ -379,9 +379,11 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let (parts, body) = req.into_parts();
-        let circuit = self.layer.circuits.circuit(self.layer.key.extract(&parts));
-        let req = Request::from_parts(parts, body);
+        let mut req = req;
+        let circuit = self
+            .layer
+            .circuits
+            .circuit(self.layer.key.extract_request(&mut req));
         // The key, and so the circuit, is known only here: the inner service was polled.
         admit(
             &circuit,

@@ -7,6 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::header::HeaderName;
+use http::request::Parts;
+use http::Request;
 
 use super::forwarded::{self, ForwardingHeader};
 use super::{Key, KeyExtractor, RequestHead};
@@ -24,6 +26,14 @@ pub struct Global;
 impl<Req> KeyExtractor<Req> for Global {
     fn extract(&self, _req: &Req) -> Option<Key> {
         Some(Key::Global)
+    }
+
+    #[inline]
+    fn extract_request<B>(&self, req: &mut Request<B>) -> Option<Key>
+    where
+        Self: KeyExtractor<Parts>,
+    {
+        KeyExtractor::<Request<B>>::extract(self, req)
     }
 }
 
@@ -78,6 +88,14 @@ fn warn_no_peer_once() {
 impl<R: RequestHead> KeyExtractor<R> for PeerIp {
     fn extract(&self, req: &R) -> Option<Key> {
         Self::addr(req).map(Key::Ip)
+    }
+
+    #[inline]
+    fn extract_request<B>(&self, req: &mut Request<B>) -> Option<Key>
+    where
+        Self: KeyExtractor<Parts>,
+    {
+        KeyExtractor::<Request<B>>::extract(self, req)
     }
 }
 
@@ -161,6 +179,14 @@ impl<R: RequestHead> KeyExtractor<R> for TrustedProxyIp {
         self.client_ip(req)
             .or_else(|| PeerIp::addr(req))
             .map(Key::Ip)
+    }
+
+    #[inline]
+    fn extract_request<B>(&self, req: &mut Request<B>) -> Option<Key>
+    where
+        Self: KeyExtractor<Parts>,
+    {
+        KeyExtractor::<Request<B>>::extract(self, req)
     }
 }
 
@@ -298,6 +324,14 @@ impl<R: RequestHead> KeyExtractor<R> for HeaderKey {
             .get(&self.name)
             .filter(|value| value.len() <= self.max_len && !is_blank(value.as_bytes()))
             .map(Key::from)
+    }
+
+    #[inline]
+    fn extract_request<B>(&self, req: &mut Request<B>) -> Option<Key>
+    where
+        Self: KeyExtractor<Parts>,
+    {
+        KeyExtractor::<Request<B>>::extract(self, req)
     }
 }
 

@@ -208,6 +208,49 @@ mod sealed {
 pub trait KeyExtractor<Req>: Send + Sync + 'static {
     /// The key for `req`, or `None` when the request carries none.
     fn extract(&self, req: &Req) -> Option<Key>;
+
+    /// The key of a whole request, which is what the HTTP layers hold. A `Request` lends its
+    /// head only in pieces, so the default moves them into a `Parts` for
+    /// [`extract`](Self::extract) and back. This crate's extractors read the request where
+    /// it is; override it only to spare those moves, with the same answer as `extract`.
+    ///
+    /// ```
+    /// use tower_bulwark::key::{self, HeaderKey, Key, KeyExtractor};
+    ///
+    /// let mut req = http::Request::get("/a").header("x-api-key", "k-1").body(()).unwrap();
+    /// let header = HeaderKey::new(http::HeaderName::from_static("x-api-key"));
+    /// let key = KeyExtractor::<http::request::Parts>::extract_request(&header, &mut req);
+    /// assert!(matches!(key, Some(Key::Header(_))));
+    ///
+    /// // The default, for an extractor of `Parts`: the same answer, the request unchanged.
+    /// let by_path = key::from_fn(|parts: &http::request::Parts| Some(Key::from(parts.uri.path())));
+    /// assert_eq!(by_path.extract_request(&mut req), Some(Key::from("/a")));
+    /// assert_eq!((req.uri(), &req.headers()["x-api-key"]), ("/a", "k-1"));
+    /// ```
+    #[inline]
+    fn extract_request<B>(&self, req: &mut Request<B>) -> Option<Key>
+    where
+        Self: KeyExtractor<Parts>,
+    {
+        with_parts(req, |parts| KeyExtractor::<Parts>::extract(self, parts))
+    }
+}
+
+/// Calls `f` with the head of `req` as `Parts` (which a `Request` does not lend whole): its
+/// fields are moved into an empty `Parts` and back, the request left as it was.
+pub(crate) fn with_parts<B, T>(req: &mut Request<B>, f: impl FnOnce(&Parts) -> T) -> T {
+    fn swap<B>(parts: &mut Parts, req: &mut Request<B>) {
+        std::mem::swap(&mut parts.method, req.method_mut());
+        std::mem::swap(&mut parts.uri, req.uri_mut());
+        std::mem::swap(&mut parts.version, req.version_mut());
+        std::mem::swap(&mut parts.headers, req.headers_mut());
+        std::mem::swap(&mut parts.extensions, req.extensions_mut());
+    }
+    let (mut parts, ()) = Request::new(()).into_parts();
+    swap(&mut parts, req);
+    let answer = f(&parts);
+    swap(&mut parts, req);
+    answer
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use super::config::{Counters, Policy, RateLimited, Shared};
 use super::future::{ResponseFuture, Waiting};
 use super::headers::retry_after_secs;
 use super::store::{Decision, RateLimitBackend, Verdict};
-use crate::key::{Key, KeyExtractor};
+use crate::key::{with_parts, Key, KeyExtractor};
 use crate::response::{grpc_answer, is_grpc_call, json_bytes, GrpcCode, LayerBody};
 
 /// An HTTP service behind a rate limit; made by [`RateLimitLayer`](super::RateLimitLayer).
@@ -99,16 +99,14 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
-        // The key extractors read the request's head, which a `Request` lends only in pieces:
-        // take it apart for them and put it back together at once, so that the rest of the
-        // call moves one request, not a head and a body.
-        let (parts, body) = req.into_parts();
-        let key = shared.resolve_key(shared.key.extract(&parts));
-        let cost = match &key {
-            Ok(_) => shared.policy.cost.as_ref().map_or(1, |cost| cost(&parts)),
-            Err(_) => 0,
+        // The key (and the cost) read the request's head; the crate's extractors read it in
+        // place, and the rest of the call moves one request, not a head and a body.
+        let mut req = req;
+        let key = shared.resolve_key(shared.key.extract_request(&mut req));
+        let cost = match &shared.policy.cost {
+            None => 1,
+            Some(cost) => with_parts(&mut req, |parts| cost(parts)),
         };
-        let req = Request::from_parts(parts, body);
         let key = match key {
             Ok(key) => key,
             Err(status) => {
