@@ -98,19 +98,31 @@ fn retry_body(error: &str, retry_after_secs: u64) -> Bytes {
     body.freeze()
 }
 
-/// Writes `n` in decimal, without going through `core::fmt`.
+/// Writes `n` in decimal, without going through `core::fmt`: two digits per division, from a
+/// table of the hundred pairs (as the `itoa` crate does).
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
 pub(crate) fn put_u64(buf: &mut BytesMut, mut n: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut digits = [0u8; 20];
     let mut at = digits.len();
-    loop {
+    while n >= 100 {
+        // `n % 100` is below 100, so the index is in the table and the cast cannot truncate.
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
         at -= 1;
-        // `n % 10` is a single digit, so the cast cannot truncate.
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        digits[at] = b'0' + n as u8;
     }
     buf.put_slice(&digits[at..]);
 }
@@ -176,4 +188,23 @@ pub(crate) fn number(n: u64) -> HeaderValue {
         .and_then(|i| table.get(i))
         .cloned()
         .unwrap_or_else(|| HeaderValue::from(n))
+}
+
+#[cfg(all(test, any(feature = "rate-limit", feature = "circuit-breaker")))]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::put_u64;
+
+    #[test]
+    fn put_u64_writes_what_display_writes() {
+        let edges = [0, 1, 9, 10, 11, 99, 100, 101, 999, 1_000, 65_535, 999_999_999];
+        let powers = (0..20).map(|e| 10u64.pow(e));
+        let around = powers.flat_map(|p| [p - 1, p, p + 1]);
+        for n in edges.into_iter().chain(around).chain([u64::MAX - 1, u64::MAX]) {
+            let mut buf = BytesMut::new();
+            put_u64(&mut buf, n);
+            assert_eq!(&buf[..], n.to_string().as_bytes(), "{n}");
+        }
+    }
 }
