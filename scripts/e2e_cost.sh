@@ -14,10 +14,10 @@
 #   --quick        fewer requests and one short wrk round (a smoke run, as CI does)
 #   --no-wrk       callgrind only
 #   --annotate M   also write callgrind_annotate's per-function and per-line report of mode
-#                  M to target/e2e/annotate-M.txt (where the instructions go)
+#                  M to target/release/e2e/annotate-M.txt (where the instructions go)
 #   MODE ...       only these modes (default: all; `bench_server --list` names them)
 # Env: E2E_REQUESTS (default 5000), E2E_WARMUP (500), E2E_ROUNDS (3), E2E_SECONDS (4),
-#      E2E_CONNECTIONS (32).
+#      E2E_CONNECTIONS (32), E2E_PORT (default: a free port, the same for every callgrind run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +26,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --no-wrk) wrk_on=0 ;;
-    --annotate) annotate="$2"; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --annotate) annotate="${2:?--annotate needs a mode}"; shift ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) modes+=("$1") ;;
   esac
   shift
@@ -45,8 +45,9 @@ command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null 2>&1 || { echo "install ${need[*]} first" >&2; exit 1; }
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
 
 # -- build: optimised, with line tables for callgrind_annotate ------------------------------
@@ -120,14 +121,27 @@ for mode in "${modes[@]}"; do
   start_server "$out/cg-$mode.log" valgrind --tool=callgrind --collect-jumps=no \
     --callgrind-out-file="$out/cg.$mode.%p" "$server" "$mode" "127.0.0.1:$port"
   client "$port" "$warmup" >/dev/null
-  callgrind_control -z "$pid" >/dev/null 2>&1
+  # callgrind_control talks to the server through vgdb (ptrace): bounded, errors shown.
+  timeout 60 callgrind_control -z "$pid" >/dev/null
   statuses[$mode]=$(client "$port" "$requests")
-  callgrind_control -d "$pid" >/dev/null 2>&1
+  timeout 60 callgrind_control -d "$pid" >/dev/null
   stop_server
+  # Every request must have had the mode's answer: 2xx, or the refusal a refusing mode gives.
+  case "$mode" in
+    *-refused) want=429 ;;
+    *-open) want=503 ;;
+    *) want=200 ;;
+  esac
+  # (A refusing mode may admit one request when its minute comes round on a slow machine.)
+  if ! grep -qE "(^| )${want}x($requests|$(( requests - 1 )))( |\$)" <<<"${statuses[$mode]}"; then
+    echo "mode $mode answered ${statuses[$mode]}, not ${want}x$requests" >&2; exit 1
+  fi
   # The dump made by -d is the first numbered part; its `totals:` line is the instructions
   # since the counters were zeroed.
-  dump=$(ls "$out"/cg."$mode".*.1 2>/dev/null | head -1)
+  dump=$(find "$out" -name "cg.$mode.*.1" | head -1)
+  [ -f "$dump" ] || { echo "no callgrind dump for mode $mode in $out" >&2; exit 1; }
   total=$(awk '/^(totals|summary):/ {print $2; exit}' "$dump")
+  [ -n "$total" ] || { echo "no total in $dump" >&2; exit 1; }
   instr[$mode]=$(( total / requests ))
   printf '  %-24s %8s instr/request  (%s)\n' "$mode" "${instr[$mode]}" "${statuses[$mode]}"
   if [ "$mode" = "$annotate" ]; then
@@ -155,6 +169,7 @@ if [ "$wrk_on" = 1 ]; then
       this[$mode]=$("${pin_wrk[@]}" wrk -t1 -c"$connections" -d"${seconds}s" -H 'Accept-Encoding: gzip' "http://127.0.0.1:$port/json" \
         | awk '/^Requests\/sec:/ {print $2}')
       stop_server
+      [ -n "${this[$mode]}" ] || { echo "wrk gave no figure for mode $mode" >&2; exit 1; }
     done
     for mode in "${wrk_modes[@]}"; do
       rps[$mode]+="${this[$mode]} "

@@ -55,10 +55,12 @@
 //! logged at `warn`, counted in [`FleetStats`].
 //!
 //! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # mod example {
 //! use tower_bulwark::{redis::RedisBackend, circuit_breaker::CircuitBreakerLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let redis = RedisBackend::connect("redis://127.0.0.1:6379/").await?;
 //! let breaker = CircuitBreakerLayer::consecutive_failures(5)
 //!     .backend(redis)
@@ -67,6 +69,8 @@
 //! # drop(breaker);
 //! # Ok(())
 //! # }
+//! # }
+//! # fn main() {}
 //! ```
 
 mod builder;

@@ -119,8 +119,6 @@ pub enum ResetFormat {
     UnixEpoch,
 }
 
-/// Headers to set on one response, computed when the decision is made. One slot per header
-/// (the names are constants), so a plan is small and needs no length bookkeeping.
 /// What the headers of an admitted request need from its verdict, kept in its response future
 /// until the response is there: the limits' numbers, not rendered values (rendering happens
 /// once, straight into the response's map).
@@ -247,10 +245,11 @@ impl HeaderConfig {
         // Every number that changes per request is written into one buffer, and each header
         // value is a slice of it: one allocation for the lot. `RateLimit` holds the binding
         // limit's `r` and `t`, which are also `Remaining` and (in seconds from now) `Reset`.
+        // Sized for the worst case (20-digit numbers), a Unix-time reset included.
         let len: usize = if ietf {
-            self.names.iter().map(|n| n.len() + 50).sum()
+            self.names.iter().map(|n| n.len() + 50).sum::<usize>() + 20
         } else {
-            48
+            64
         };
         let mut buf = BytesMut::with_capacity(len);
         let mut binding_at = None;
@@ -345,10 +344,6 @@ pub(crate) fn retry_after_secs(verdict: &Verdict) -> u64 {
     ceil_secs(verdict.retry_after).max(1)
 }
 
-/// Adds the planned headers to a response that may already carry an inner layer's.
-///
-/// `RateLimit` and `RateLimit-Policy` are lists, so each layer's items are appended; the
-/// `X-RateLimit-*` trio and `Retry-After` keep the inner layer's values.
 /// Whether `headers` holds any of `names`. A handler's response has a few headers: comparing
 /// each name costs less than hashing ours once per lookup (a custom name is hashed byte by
 /// byte), so small maps are scanned and large ones looked up.

@@ -18,7 +18,8 @@
 //!   and the IETF draft's `RateLimit-Policy` and `RateLimit` (see [`headers`]).
 //! * Refused requests get `429 Too Many Requests` with `Retry-After` (whole seconds, rounded up)
 //!   and the body `{"error":"Too many requests","retryAfter":N}` (replace it with
-//!   [`RateLimitBuilder::on_rejection`]); gRPC requests get a trailers-only response with
+//!   [`RateLimitBuilder::on_rejection`]); gRPC calls (`POST`, `content-type: application/grpc*`)
+//!   get a trailers-only response with
 //!   `grpc-status: 8` (`RESOURCE_EXHAUSTED`).
 //! * A request without a key gets [`MissingKey`]'s answer (default 500).
 //!

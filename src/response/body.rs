@@ -46,7 +46,7 @@ pin_project! {
 
 /// How a watched body ended: what a layer that must see the whole response (a gRPC status in
 /// the trailers) learns once, and only once.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub enum BodyEnd<'a> {
     /// The trailers arrived.
     Trailers(&'a HeaderMap),
@@ -236,15 +236,17 @@ where
 /// answers (a refusal's JSON, an empty gRPC answer, a gRPC body watched for its trailers) in
 /// the same type.
 ///
-/// Implemented for axum's `Body` (feature `axum`), `http_body_util`'s `Full<Bytes>`, `BoxBody`
-/// and `UnsyncBoxBody`, `String`, and [`ResponseBody<B>`] for **any** body `B`. For another body type
+/// Implemented for axum 0.8's `Body` (the default feature `axum-body`), `http_body_util`'s
+/// `Full<Bytes>`, `BoxBody` and `UnsyncBoxBody`, `String`, and [`ResponseBody<B>`] for **any**
+/// body `B`. For another body type
 /// (hyper's `Incoming` from a client, `StreamBody`, tonic's `Body`), wrap it in `ResponseBody`
 /// first: `MapResponseBodyLayer::new(ResponseBody::inner)` from tower-http, or
 /// `.map(ResponseBody::inner)` on the response. The trait is sealed: this crate builds these
 /// bodies, so it names the types it knows how to build.
 ///
-/// A `Full` (or `String`) body carries no trailers: a gRPC answer in one (HTTP 200 without `grpc-status` in
-/// its headers) is judged at once as a body that ended without a status.
+/// A `Full` (or `String`) body carries no trailers: a gRPC answer in one (HTTP 200 without
+/// `grpc-status` in its headers) is judged at once as a body that ended without a status,
+/// even if it is then dropped unread.
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -275,7 +277,7 @@ where
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a body this crate's HTTP layers can answer in",
-    note = "wrap the inner service's body in `tower_bulwark::response::ResponseBody` (for instance with tower-http's `MapResponseBodyLayer::new(ResponseBody::inner)`), or see `LayerBody` for the body types it takes as they are"
+    note = "axum 0.8's body is one with the default feature `axum-body`; wrap any other body in `tower_bulwark::response::ResponseBody` (for instance with tower-http's `MapResponseBodyLayer::new(ResponseBody::inner)`); see `LayerBody` for the body types taken as they are"
 )]
 pub trait LayerBody: Body<Data = Bytes> + Sized + sealed::Sealed {}
 
@@ -300,13 +302,25 @@ impl<B: Body<Data = Bytes>> sealed::Sealed for ResponseBody<B> {
         Self::full(bytes)
     }
 
-    fn watched(self, on_end: EndHook) -> Self {
+    fn watched(mut self, on_end: EndHook) -> Self {
         match self.kind {
             Kind::Inner { body } => Self::watching(body, on_end),
-            // The layer's own body, or already watched: nothing more to learn from it.
-            kind => {
+            // Watched already (a breaker inside another): each hears how the body ends.
+            Kind::Watched { ref mut body } => {
+                let first = body.on_end.take();
+                body.on_end = Some(match first {
+                    Some(first) => Box::new(move |end: BodyEnd<'_>| {
+                        first(end);
+                        on_end(end);
+                    }),
+                    None => on_end,
+                });
+                self
+            }
+            // The layer's own body: one frame, no trailers.
+            Kind::Full { .. } => {
                 on_end(BodyEnd::Finished);
-                Self { kind }
+                self
             }
         }
     }
@@ -329,9 +343,13 @@ impl sealed::Sealed for Full<Bytes> {
 impl LayerBody for String {}
 
 impl sealed::Sealed for String {
-    /// The layer's own bodies are JSON or empty: always UTF-8.
+    /// The layer's own bodies are JSON or empty, so UTF-8; an `on_rejection` body that is
+    /// not has its invalid bytes replaced (U+FFFD), as a `String` must.
     fn from_bytes(bytes: Bytes) -> Self {
-        String::from_utf8_lossy(&bytes).into_owned()
+        match String::from_utf8(bytes.to_vec()) {
+            Ok(text) => text,
+            Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
+        }
     }
 
     /// One data frame, no trailers: it ends as it starts.
@@ -367,16 +385,17 @@ impl<E: 'static> sealed::Sealed for BoxBody<Bytes, E> {
     }
 }
 
-#[cfg(feature = "axum")]
-impl LayerBody for axum::body::Body {}
+// axum 0.8's `axum::body::Body` is axum-core 0.5's.
+#[cfg(feature = "axum-body")]
+impl LayerBody for axum_core::body::Body {}
 
-#[cfg(feature = "axum")]
-impl sealed::Sealed for axum::body::Body {
+#[cfg(feature = "axum-body")]
+impl sealed::Sealed for axum_core::body::Body {
     fn from_bytes(bytes: Bytes) -> Self {
-        axum::body::Body::from(bytes)
+        axum_core::body::Body::from(bytes)
     }
 
     fn watched(self, on_end: EndHook) -> Self {
-        axum::body::Body::new(Watched::new(self, on_end))
+        axum_core::body::Body::new(Watched::new(self, on_end))
     }
 }

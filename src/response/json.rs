@@ -47,7 +47,9 @@ pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
 /// `{"error":"<error>","retryAfter":<secs>}` with `content-type: application/json`: the body
 /// of every refusal that tells the client when to come back (429, 503). Bodies for waits
 /// under [`CACHED_NUMBERS`] seconds come from `cache`, a table made on the first refusal
-/// (about 50 KB per message, for the process's life): a refusal then allocates no body.
+/// (about 80 KB per message with its handles, for the process's life): a refusal then
+/// allocates no body. `cache` belongs to `error`: one static per message (`Refusal` keeps
+/// one per kind), since the table is made from whichever call fills it.
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
 pub(crate) fn retry_json(
     status: StatusCode,
@@ -198,10 +200,27 @@ mod tests {
 
     #[test]
     fn put_u64_writes_what_display_writes() {
-        let edges = [0, 1, 9, 10, 11, 99, 100, 101, 999, 1_000, 65_535, 999_999_999];
+        let edges = [
+            0,
+            1,
+            9,
+            10,
+            11,
+            99,
+            100,
+            101,
+            999,
+            1_000,
+            65_535,
+            999_999_999,
+        ];
         let powers = (0..20).map(|e| 10u64.pow(e));
         let around = powers.flat_map(|p| [p - 1, p, p + 1]);
-        for n in edges.into_iter().chain(around).chain([u64::MAX - 1, u64::MAX]) {
+        for n in edges
+            .into_iter()
+            .chain(around)
+            .chain([u64::MAX - 1, u64::MAX])
+        {
             let mut buf = BytesMut::new();
             put_u64(&mut buf, n);
             assert_eq!(&buf[..], n.to_string().as_bytes(), "{n}");

@@ -1,8 +1,8 @@
 //! How a layer answers for itself.
 //!
 //! HTTP layers reject with a real [`Response`](http::Response) (so an axum `Router` needs no
-//! `HandleErrorLayer`): a JSON body for HTTP clients, and for gRPC requests
-//! (`content-type: application/grpc*`) a trailers-only gRPC response, HTTP 200 with
+//! `HandleErrorLayer`): a JSON body for HTTP clients, and for gRPC calls (a `POST` with
+//! `content-type: application/grpc*`) a trailers-only gRPC response, HTTP 200 with
 //! `grpc-status` and `grpc-message` in the headers. The answer is built in the inner service's own
 //! body type, a [`LayerBody`] (any body wrapped in [`ResponseBody`] is one).
 

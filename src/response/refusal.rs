@@ -160,7 +160,9 @@ impl Refusal {
     }
 
     /// The layer's own answer to the request with headers `request`: a trailers-only gRPC
-    /// response for gRPC, else the status with `{"error":..,"retryAfter":N}`. (Each layer adds
+    /// response for gRPC, else the status with `{"error":..,"retryAfter":N}`. It sees only
+    /// headers, so any request with a gRPC content type counts as gRPC here; the layers
+    /// themselves also require a `POST`, as every gRPC call is. (Each layer adds
     /// its own headers, `Retry-After` among them.)
     ///
     /// ```

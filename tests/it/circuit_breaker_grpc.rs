@@ -61,6 +61,38 @@ async fn a_failing_status_in_the_trailers_counts_once_the_body_ends() {
     assert_eq!(refused.headers()["grpc-status"], "14");
 }
 
+/// A breaker inside another (a keyed one inside a global one, say): both watch the same body,
+/// and each hears the trailers' status.
+#[tokio::test]
+async fn nested_breakers_both_judge_the_trailers() {
+    for (code, state, failures) in [
+        ("0", CircuitState::Closed, 0),
+        ("14", CircuitState::Open, 3),
+    ] {
+        let outer = CircuitBreakerLayer::consecutive_failures(3)
+            .build()
+            .unwrap();
+        let inner = CircuitBreakerLayer::consecutive_failures(3)
+            .build()
+            .unwrap();
+        let svc = outer.layer(inner.layer(service_fn(move |_: Request<()>| {
+            ready(Ok::<_, Infallible>(grpc_response(code)))
+        })));
+        for _ in 0..3 {
+            let res = svc.clone().oneshot(grpc_request()).await.unwrap();
+            res.into_body().collect().await.unwrap();
+        }
+        for layer in [&outer, &inner] {
+            assert_eq!(layer.circuit().state(), state, "grpc-status {code}");
+            assert_eq!(
+                layer.circuit().stats().failures,
+                failures,
+                "grpc-status {code}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_ok_or_caller_status_in_the_trailers_is_a_success() {
     for code in ["0", "5"] {
