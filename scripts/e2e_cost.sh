@@ -122,9 +122,9 @@ for mode in "${modes[@]}"; do
     --callgrind-out-file="$out/cg.$mode.%p" "$server" "$mode" "127.0.0.1:$port"
   client "$port" "$warmup" >/dev/null
   # callgrind_control talks to the server through vgdb (ptrace): bounded, errors shown.
-  timeout 60 callgrind_control -z "$pid" >/dev/null
+  timeout 60 callgrind_control -z "$pid" >/dev/null 2>&1 || { echo "callgrind_control -z failed for $mode" >&2; exit 1; }
   statuses[$mode]=$(client "$port" "$requests")
-  timeout 60 callgrind_control -d "$pid" >/dev/null
+  timeout 60 callgrind_control -d "$pid" >/dev/null 2>&1 || { echo "callgrind_control -d failed for $mode" >&2; exit 1; }
   stop_server
   # Every request must have had the mode's answer: 2xx, or the refusal a refusing mode gives.
   case "$mode" in
