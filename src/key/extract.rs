@@ -13,6 +13,20 @@ use http::Request;
 use super::forwarded::{self, ForwardingHeader};
 use super::{Key, KeyExtractor, RequestHead};
 
+/// The `extract_request` of an extractor that reads a `Request` as well as its `Parts`: it
+/// reads the request where it is (written once for the extractors below).
+macro_rules! read_requests_in_place {
+    () => {
+        #[inline]
+        fn extract_request<B>(&self, req: &mut Request<B>) -> Option<Key>
+        where
+            Self: KeyExtractor<Parts>,
+        {
+            KeyExtractor::<Request<B>>::extract(self, req)
+        }
+    };
+}
+
 /// One key for every request: a single limit for the whole service.
 ///
 /// ```
@@ -28,13 +42,7 @@ impl<Req> KeyExtractor<Req> for Global {
         Some(Key::Global)
     }
 
-    #[inline]
-    fn extract_request<B>(&self, req: &mut Request<B>) -> Option<Key>
-    where
-        Self: KeyExtractor<Parts>,
-    {
-        KeyExtractor::<Request<B>>::extract(self, req)
-    }
+    read_requests_in_place!();
 }
 
 /// The IP of the TCP peer.
@@ -90,13 +98,7 @@ impl<R: RequestHead> KeyExtractor<R> for PeerIp {
         Self::addr(req).map(Key::Ip)
     }
 
-    #[inline]
-    fn extract_request<B>(&self, req: &mut Request<B>) -> Option<Key>
-    where
-        Self: KeyExtractor<Parts>,
-    {
-        KeyExtractor::<Request<B>>::extract(self, req)
-    }
+    read_requests_in_place!();
 }
 
 /// The client IP behind a known number of trusted reverse proxies.
@@ -181,13 +183,7 @@ impl<R: RequestHead> KeyExtractor<R> for TrustedProxyIp {
             .map(Key::Ip)
     }
 
-    #[inline]
-    fn extract_request<B>(&self, req: &mut Request<B>) -> Option<Key>
-    where
-        Self: KeyExtractor<Parts>,
-    {
-        KeyExtractor::<Request<B>>::extract(self, req)
-    }
+    read_requests_in_place!();
 }
 
 /// Counts IPv6 clients by network prefix rather than by full address.
@@ -326,13 +322,7 @@ impl<R: RequestHead> KeyExtractor<R> for HeaderKey {
             .map(Key::from)
     }
 
-    #[inline]
-    fn extract_request<B>(&self, req: &mut Request<B>) -> Option<Key>
-    where
-        Self: KeyExtractor<Parts>,
-    {
-        KeyExtractor::<Request<B>>::extract(self, req)
-    }
+    read_requests_in_place!();
 }
 
 /// True for a value that is empty or only optional whitespace (RFC 9110 §5.6.3: spaces, tabs).
