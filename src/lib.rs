@@ -9,13 +9,14 @@
 //! | [`rate_limit`] | token bucket (GCRA), sliding window log, sliding window counter, fixed window; 429 with headers |
 //! | [`key`] | which bucket a request counts in: global, peer IP, client IP behind trusted proxies, header, closure |
 //! | [`circuit_breaker`] | closed → open → half-open on consecutive failures, failure rates or slow calls; 503 with `Retry-After` |
+//! | [`retry`] | jittered exponential backoff, `Retry-After` and gRPC pushback, body replay, retry budgets |
 //! | [`clock`] | the one time source every layer reads, real or manual (for tests) |
 //! | [`response`] | how layers answer for themselves: JSON for HTTP, trailers-only for gRPC |
 //! | [`redis`] | (feature `redis`) one connection shared by every layer whose state a fleet shares |
 //!
 //! State lives in memory, bounded in keys, unless a layer is given a Redis backend: then a
-//! fleet of instances shares one limit and one breaker. Retries, caching, compression, latency
-//! metrics and adaptive limits are planned; the README's status table tracks them. How the
+//! fleet of instances shares one limit and one breaker. Caching, compression, latency metrics and
+//! adaptive limits are planned; the README's status table tracks them. How the
 //! crate is put together is in `ARCHITECTURE.md`.
 //!
 //! ```
@@ -48,7 +49,9 @@ pub mod rate_limit;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod response;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(feature = "retry")]
+pub mod retry;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 mod util;
 
 pub use error::{BackendError, BoxError, ConfigError};

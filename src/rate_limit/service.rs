@@ -195,7 +195,11 @@ fn too_many_requests<B>(
     let grpc = is_grpc_call(request.method(), request.headers());
     let mut response = match &policy.rejection {
         // A replaced body is for HTTP clients: gRPC ones get the gRPC answer all the same.
-        Some(respond) if !grpc => respond(&refusal),
+        Some(respond) if !grpc => {
+            let mut answer = respond(&refusal);
+            answer.extensions_mut().insert(refusal);
+            answer
+        }
         // Room for the rate-limit headers and Retry-After.
         _ => refusal.answer_bytes(request.headers(), grpc, 6),
     };

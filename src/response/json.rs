@@ -1,7 +1,7 @@
 //! JSON answers and the small pieces every refusal shares.
 
 use bytes::Bytes;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 use bytes::{BufMut, BytesMut};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
@@ -39,7 +39,7 @@ pub(crate) fn json_bytes(status: StatusCode, json: Bytes, room: usize) -> Respon
 }
 
 /// Whole seconds, rounded up, for `Retry-After` and reset headers.
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
@@ -50,7 +50,7 @@ pub(crate) fn ceil_secs(d: std::time::Duration) -> u64 {
 /// (about 80 KB per message with its handles, for the process's life): a refusal then
 /// allocates no body. `cache` belongs to `error`: one static per message (`Refusal` keeps
 /// one per kind), since the table is made from whichever call fills it.
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 pub(crate) fn retry_json(
     status: StatusCode,
     error: &'static str,
@@ -89,7 +89,7 @@ pub(crate) fn retry_json(
     json_bytes(status, body, room)
 }
 
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 fn retry_body(error: &str, retry_after_secs: u64) -> Bytes {
     let mut body = BytesMut::with_capacity(40 + error.len());
     body.put_slice(br#"{"error":""#);
@@ -102,7 +102,7 @@ fn retry_body(error: &str, retry_after_secs: u64) -> Bytes {
 
 /// Writes `n` in decimal, without going through `core::fmt`: two digits per division, from a
 /// table of the hundred pairs (as the `itoa` crate does).
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 pub(crate) fn put_u64(buf: &mut BytesMut, mut n: u64) {
     const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
@@ -158,7 +158,7 @@ impl std::fmt::Display for PolledAfterCompletion {
 
 impl std::error::Error for PolledAfterCompletion {}
 
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 const CACHED_NUMBERS: u64 = 1024;
 
 /// `n` as a header value. Numbers below [`CACHED_NUMBERS`] (most remaining counts and resets in

@@ -10,7 +10,7 @@ mod body;
 mod classify;
 mod grpc;
 mod json;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 mod refusal;
 
 #[cfg(feature = "circuit-breaker")]
@@ -19,15 +19,17 @@ pub use body::{LayerBody, ResponseBody};
 pub use classify::Outcome;
 #[cfg(feature = "circuit-breaker")]
 pub(crate) use grpc::is_grpc_web;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 pub(crate) use grpc::{grpc_answer, is_grpc_call};
 pub use grpc::{grpc_rejection, is_grpc, GrpcCode};
 #[cfg(feature = "rate-limit")]
 pub(crate) use json::json_bytes;
 #[cfg(feature = "rate-limit")]
 pub(crate) use json::put_u64;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
-pub(crate) use json::{ceil_secs, number, polled_after_completion, retry_json};
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+pub(crate) use json::{ceil_secs, retry_json};
 pub use json::{json_response, PolledAfterCompletion};
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+pub(crate) use json::{number, polled_after_completion};
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 pub use refusal::{Refusal, RefusalKind};

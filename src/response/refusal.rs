@@ -189,7 +189,7 @@ impl Refusal {
     ) -> Response<Bytes> {
         static BODIES: [OnceLock<Box<[Bytes]>>; 2] = [OnceLock::new(), OnceLock::new()];
         let (error, grpc_message) = self.kind.message();
-        if grpc {
+        let mut answer = if grpc {
             grpc_answer(request, self.kind.grpc_code(), grpc_message, room)
         } else {
             let cache = match self.kind {
@@ -203,7 +203,11 @@ impl Refusal {
                 cache,
                 room,
             )
-        }
+        };
+        // So that a retry layer in the same process knows the answer for this crate's own
+        // (and never hammers an open breaker), whatever the status says.
+        answer.extensions_mut().insert(*self);
+        answer
     }
 }
 

@@ -3,7 +3,7 @@
 
 // Compiled whole with any layer; with only one layer on, the other's parts have no caller.
 #![cfg_attr(
-    not(all(feature = "rate-limit", feature = "circuit-breaker")),
+    not(all(feature = "rate-limit", feature = "circuit-breaker", feature = "retry")),
     allow(dead_code, unused_imports)
 )]
 

@@ -43,5 +43,9 @@ mod redis_fleet;
 mod redis_harness;
 #[cfg(all(feature = "redis", feature = "rate-limit"))]
 mod redis_rate_limit;
+#[cfg(feature = "retry")]
+mod retry;
+#[cfg(feature = "retry")]
+mod retry_props;
 #[cfg(all(feature = "rate-limit", feature = "circuit-breaker"))]
 mod shared_mechanisms;

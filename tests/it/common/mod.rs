@@ -7,6 +7,8 @@ pub mod breaker;
 #[cfg(all(feature = "redis", feature = "circuit-breaker"))]
 pub mod fleet;
 pub mod redis_server;
+#[cfg(feature = "retry")]
+pub mod upstream;
 use std::fmt;
 use std::future::{ready, Ready};
 use std::net::SocketAddr;
