@@ -7,7 +7,10 @@ use http::StatusCode;
 
 use super::config::Config;
 use super::events::{Counters, RetryEvent};
-use super::{Backoff, DefaultRetryIf, Jitter, Random, RetryBudget, RetryLayer, ThreadRandom};
+use super::hedge::Hedging;
+use super::{
+    Backoff, DefaultRetryIf, Hedge, Jitter, Random, RetryBudget, RetryLayer, ThreadRandom,
+};
 use crate::clock::{Clock, TokioClock};
 use crate::error::ConfigError;
 use crate::response::GrpcCode;
@@ -43,6 +46,7 @@ pub struct RetryLayerBuilder<C = DefaultRetryIf> {
     deadline: Option<Duration>,
     max_retry_after: Duration,
     budget: Option<RetryBudget>,
+    hedge: Option<Hedge>,
     on_event: Option<super::events::EventFn>,
     clock: Arc<dyn Clock>,
 }
@@ -70,6 +74,7 @@ impl RetryLayerBuilder {
             deadline: None,
             max_retry_after: Duration::from_secs(30),
             budget: Some(RetryBudget::default()),
+            hedge: None,
             on_event: None,
             clock: Arc::new(TokioClock::new()),
         }
@@ -266,6 +271,24 @@ impl<C> RetryLayerBuilder<C> {
         self
     }
 
+    /// Hedging (off by default): when the first attempt of a request that may be sent twice
+    /// runs longer than the [`Hedge`]'s delay, one more copy is sent, and the first good
+    /// answer wins; the other copy is cancelled. A hedge is a withdrawal from the retry
+    /// budget. A failure of one copy waits for the other.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_bulwark::retry::{Hedge, RetryLayer};
+    ///
+    /// let retry = RetryLayer::builder().hedge(Hedge::after(Duration::from_millis(30))).build()?;
+    /// # drop(retry);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
+    pub fn hedge(mut self, hedge: Hedge) -> Self {
+        self.hedge = Some(hedge);
+        self
+    }
+
     /// Called for every retry, hedge and given-up request (also logged at `debug`).
     ///
     /// ```
@@ -325,6 +348,7 @@ impl<C> RetryLayerBuilder<C> {
             deadline: self.deadline,
             max_retry_after: self.max_retry_after,
             budget: self.budget,
+            hedge: self.hedge,
             on_event: self.on_event,
             clock: self.clock,
         }
@@ -364,6 +388,7 @@ impl<C> RetryLayerBuilder<C> {
                 return Err(ConfigError::new(field, "must be > 0, got 0s"));
             }
         }
+        let hedging = self.hedge.map(Hedging::new).transpose()?;
         Ok(RetryLayer::from_config(Config {
             backoff: self.backoff,
             max_retries: self.max_retries,
@@ -375,6 +400,7 @@ impl<C> RetryLayerBuilder<C> {
             deadline: self.deadline,
             max_retry_after: self.max_retry_after,
             budget: self.budget,
+            hedging,
             on_event: self.on_event,
             clock: self.clock,
             counters: Counters::default(),

@@ -20,6 +20,7 @@ pub(crate) struct Config<C> {
     pub(crate) deadline: Option<Duration>,
     pub(crate) max_retry_after: Duration,
     pub(crate) budget: Option<RetryBudget>,
+    pub(crate) hedging: Option<super::hedge::Hedging>,
     pub(crate) on_event: Option<EventFn>,
     /// Wall time for `Retry-After` dates.
     pub(crate) clock: Arc<dyn Clock>,
@@ -60,9 +61,14 @@ impl<C> Config<C> {
         }
     }
 
-    /// True when the request's time is up.
+    /// True when a request's attempts or whole life are timed.
     pub(crate) fn needs_timer(&self) -> bool {
         self.attempt_timeout.is_some() || self.deadline.is_some()
+    }
+
+    /// True when an attempt's start must be read from the clock: it is timed, or hedged.
+    pub(crate) fn needs_clock(&self) -> bool {
+        self.needs_timer() || self.hedging.is_some()
     }
 }
 

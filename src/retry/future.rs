@@ -49,8 +49,8 @@ pin_project! {
     {
         /// Reading the body to keep it.
         Collecting { collect: Collect<B>, parts: Option<Parts> },
-        /// An attempt is running.
-        Calling { #[pin] future: F },
+        /// An attempt is running, and perhaps its hedge.
+        Calling { #[pin] first: Option<F>, #[pin] second: Option<F> },
         /// Waiting (on the timer) before the next attempt.
         Waiting,
         /// Waiting for the inner service to be ready for the next attempt.
@@ -71,6 +71,17 @@ pin_project! {
         // A backoff wait, or the running attempt's timeout.
         #[pin]
         timer: Option<Sleep>,
+        // When the first attempt's hedge is due (hedging only).
+        #[pin]
+        hedge_timer: Option<Sleep>,
+        // The hedge's time has come; it goes once the service is ready.
+        hedge_due: bool,
+        // A hedge was sent (or given up): one per request.
+        hedged: bool,
+        // A copy's failure, kept while the other copy may still do better.
+        parked: Option<Result<S::Response, BoxError>>,
+        // When the running attempt started (only when hedging records latencies).
+        attempt_started: Option<Instant>,
         // `None` for a request that gets one attempt and no timeout.
         config: Option<Arc<Config<C>>>,
         // The service for the next attempts; `None` for a request that gets one.
@@ -94,7 +105,7 @@ where
 {
     /// One attempt, already called. `config` only if it has a timeout to keep.
     pub(crate) fn once(future: S::Future, config: Option<Arc<Config<C>>>) -> Self {
-        Self::new(State::Calling { future }, config, None, None, false)
+        Self::new(calling(future), config, None, None, false)
     }
 
     /// A first attempt already called, with what it takes to send it again.
@@ -105,8 +116,13 @@ where
         kept: Kept,
         grpc: bool,
     ) -> Self {
-        let state = State::Calling { future };
-        Self::new(state, Some(config), Some(service), Some(kept), grpc)
+        Self::new(
+            calling(future),
+            Some(config),
+            Some(service),
+            Some(kept),
+            grpc,
+        )
     }
 
     /// The body is read first; `service` is ready for the first attempt.
@@ -135,6 +151,11 @@ where
         let mut this = Self {
             state,
             timer: None,
+            hedge_timer: None,
+            hedge_due: false,
+            hedged: false,
+            parked: None,
+            attempt_started: None,
             config,
             service,
             kept,
@@ -148,15 +169,57 @@ where
                 tracing::Span::none()
             },
         };
-        if let Some(config) = this.config.as_deref().filter(|c| c.needs_timer()) {
-            let now = Instant::now();
-            this.started = Some(now);
-            if called {
+        if let Some(config) = this.config.as_deref() {
+            let now = config.needs_clock().then(Instant::now);
+            if config.needs_timer() {
+                this.started = now;
+            }
+            if let (true, Some(now)) = (called, now) {
                 this.timer = attempt_end(config, now, now).map(tokio::time::sleep_until);
+                if this.kept.is_some() {
+                    this.hedge_timer = hedge_at(config, now).map(tokio::time::sleep_until);
+                }
+                if config.hedging.as_ref().is_some_and(|h| h.observes()) {
+                    this.attempt_started = Some(now);
+                }
             }
         }
         this
     }
+}
+
+fn calling<F, B: Body>(future: F) -> State<F, B> {
+    State::Calling {
+        first: Some(future),
+        second: None,
+    }
+}
+
+/// When the first attempt, started `now`, is hedged: `None` without hedging, or while a
+/// percentile hedge has too few latencies to go by.
+fn hedge_at<C>(config: &Config<C>, now: Instant) -> Option<Instant> {
+    config
+        .hedging
+        .as_ref()
+        .and_then(|hedging| hedging.delay())
+        .map(|delay| now + delay)
+}
+
+/// Polls the future in `slot`, emptying it when it is done.
+fn poll_slot<F, T, E>(
+    mut slot: Pin<&mut Option<F>>,
+    cx: &mut Context<'_>,
+) -> Option<Result<T, BoxError>>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    let result = match slot.as_mut().as_pin_mut()?.poll(cx) {
+        Poll::Ready(result) => result.map_err(Into::into),
+        Poll::Pending => return None,
+    };
+    slot.set(None);
+    Some(result)
 }
 
 fn attempt_span(attempt: u32) -> tracing::Span {
@@ -210,22 +273,67 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Err(PolledAfterCompletion.into()));
                     };
+                    let timers = Timers {
+                        timer: &mut this.timer,
+                        hedge_timer: &mut this.hedge_timer,
+                        attempt_started: this.attempt_started,
+                    };
+                    let replayable = this.kept.is_some();
                     start(
-                        &mut this.timer,
+                        timers,
                         this.config,
                         *this.started,
                         this.attempts,
                         this.span,
+                        replayable,
                     );
                     let future = service.call(request);
-                    this.state.set(State::Calling { future });
+                    this.state.set(calling(future));
                 }
-                StateProj::Calling { future } => {
+                StateProj::Calling {
+                    mut first,
+                    mut second,
+                } => {
                     let result = {
                         let _attempt = this.span.enter();
-                        match future.poll(cx) {
-                            Poll::Ready(result) => result.map_err(Into::into),
-                            Poll::Pending => {
+                        let mut finished = None;
+                        if let Some(result) = poll_slot(first.as_mut(), cx) {
+                            if let (Some(config), Some(started)) =
+                                (this.config.as_deref(), this.attempt_started.take())
+                            {
+                                if let Some(hedging) = &config.hedging {
+                                    hedging.observe(started.elapsed());
+                                }
+                            }
+                            finished = settle(result, second.as_mut(), this.parked, this.config);
+                        }
+                        if finished.is_none() {
+                            if let Some(result) = poll_slot(second.as_mut(), cx) {
+                                finished = settle(result, first.as_mut(), this.parked, this.config);
+                            }
+                        }
+                        match finished {
+                            Some(result) => result,
+                            None => {
+                                // Both still running, or one failed and the other runs on.
+                                if this
+                                    .hedge_timer
+                                    .as_mut()
+                                    .as_pin_mut()
+                                    .is_some_and(|t| t.poll(cx).is_ready())
+                                {
+                                    this.hedge_timer.set(None);
+                                    *this.hedge_due = true;
+                                }
+                                if *this.hedge_due && !*this.hedged {
+                                    if let Some(hedge) =
+                                        send_hedge(this.service, this.kept, this.config, cx)
+                                    {
+                                        *this.hedged = true;
+                                        second.set(hedge);
+                                        continue;
+                                    }
+                                }
                                 let expired = this
                                     .timer
                                     .as_mut()
@@ -234,13 +342,16 @@ where
                                 if !expired {
                                     return Poll::Pending;
                                 }
+                                this.parked.take();
                                 Err(timed_out(this.config, *this.started).into())
                             }
                         }
                     };
-                    // The attempt is over: drop its future (and its timeout) before waiting.
+                    // The attempt is over: drop its futures (and its timeouts) before waiting.
                     this.state.set(State::Done);
                     this.timer.set(None);
+                    this.hedge_timer.set(None);
+                    *this.hedge_due = false;
                     let (Some(config), Some(_)) = (this.config.as_deref(), this.kept.as_ref())
                     else {
                         return Poll::Ready(result);
@@ -278,15 +389,21 @@ where
                         return Poll::Ready(Err(error.into()));
                     }
                     let request = kept.request();
+                    let timers = Timers {
+                        timer: &mut this.timer,
+                        hedge_timer: &mut this.hedge_timer,
+                        attempt_started: this.attempt_started,
+                    };
                     start(
-                        &mut this.timer,
+                        timers,
                         this.config,
                         *this.started,
                         this.attempts,
                         this.span,
+                        true,
                     );
                     let future = service.call(request);
-                    this.state.set(State::Calling { future });
+                    this.state.set(calling(future));
                 }
                 StateProj::Done => return Poll::Ready(Err(PolledAfterCompletion.into())),
             }
@@ -294,22 +411,115 @@ where
     }
 }
 
-/// Counts an attempt about to be called, opens its span and arms its timeout.
+/// What a copy's `result` means while the other copy may still be running in `other`: the
+/// answer (the other is cancelled), or `None` to wait for the other (a failure worth another
+/// try is parked; the later of two failures is the answer).
+fn settle<F, T, C>(
+    result: Result<Response<T>, BoxError>,
+    mut other: Pin<&mut Option<F>>,
+    parked: &mut Option<Result<Response<T>, BoxError>>,
+    config: &Option<Arc<Config<C>>>,
+) -> Option<Result<Response<T>, BoxError>>
+where
+    C: RetryIf<T>,
+{
+    let failed = config
+        .as_deref()
+        .is_some_and(|config| wants_another(config, &result));
+    if other.is_some() && failed {
+        *parked = Some(result);
+        return None;
+    }
+    other.set(None);
+    parked.take();
+    Some(result)
+}
+
+/// True when `result` would be retried: the predicate says so, and it is no open breaker's.
+fn wants_another<C: RetryIf<T>, T>(
+    config: &Config<C>,
+    result: &Result<Response<T>, BoxError>,
+) -> bool {
+    !is_circuit_open(refusal_of(result)) && config.classify.should_retry(result)
+}
+
+/// The hedge of a request, if the service is ready and the budget allows it; `None` while
+/// the service is not ready. A refused budget gives up hedging this request.
+fn send_hedge<S, B, C>(
+    service: &mut Option<S>,
+    kept: &Option<Kept>,
+    config: &Option<Arc<Config<C>>>,
+    cx: &mut Context<'_>,
+) -> Option<Option<S::Future>>
+where
+    S: Service<Request<RetryBody<B>>>,
+    B: Body,
+{
+    let (Some(service), Some(kept), Some(config)) =
+        (service.as_mut(), kept.as_ref(), config.as_deref())
+    else {
+        return Some(None);
+    };
+    match service.poll_ready(cx) {
+        Poll::Pending => return None,
+        Poll::Ready(Err(_)) => return Some(None),
+        Poll::Ready(Ok(())) => {}
+    }
+    if config
+        .budget
+        .as_ref()
+        .is_some_and(|budget| !budget.try_withdraw())
+    {
+        return Some(None);
+    }
+    config.counters.bump(Count::Attempts);
+    let after = config
+        .hedging
+        .as_ref()
+        .and_then(|h| h.delay())
+        .unwrap_or_default();
+    config.emit(RetryEvent::Hedged { after });
+    Some(Some(service.call(kept.request())))
+}
+
+/// The timers and clock readings an attempt starts.
+struct Timers<'a, 'p> {
+    timer: &'a mut Pin<&'p mut Option<Sleep>>,
+    hedge_timer: &'a mut Pin<&'p mut Option<Sleep>>,
+    attempt_started: &'a mut Option<Instant>,
+}
+
+/// Counts an attempt about to be called, opens its span and arms its timeout (and, for the
+/// first attempt of a request that may be sent twice, its hedge).
 fn start<C>(
-    timer: &mut Pin<&mut Option<Sleep>>,
+    timers: Timers<'_, '_>,
     config: &Option<Arc<Config<C>>>,
     started: Option<Instant>,
     attempts: &mut u32,
     span: &mut tracing::Span,
+    replayable: bool,
 ) {
     *attempts += 1;
     *span = attempt_span(*attempts);
-    if let Some(config) = config {
-        config.counters.bump(Count::Attempts);
-        if let Some(started) = started {
-            if let Some(end) = attempt_end(config, started, Instant::now()) {
-                timer.set(Some(tokio::time::sleep_until(end)));
+    let Some(config) = config else {
+        return;
+    };
+    config.counters.bump(Count::Attempts);
+    if !config.needs_clock() {
+        return;
+    }
+    let now = Instant::now();
+    if let Some(end) = started.and_then(|started| attempt_end(config, started, now)) {
+        timers.timer.set(Some(tokio::time::sleep_until(end)));
+    }
+    if let Some(hedging) = &config.hedging {
+        if *attempts == 1 && replayable {
+            if let Some(at) = hedge_at(config, now) {
+                timers.hedge_timer.set(Some(tokio::time::sleep_until(at)));
             }
+        }
+        if hedging.observes() {
+            *timers.attempt_started = Some(now);
         }
     }
 }

@@ -9,8 +9,8 @@ use http::{HeaderMap, Request};
 use http_body_util::Full;
 use tower::{Layer, Service, ServiceExt};
 use tower_bulwark::retry::{
-    Backoff, GiveUp, Jitter, RetryBudget, RetryEvent, RetryLayer, RetryLayerBuilder, SeededRandom,
-    TimedOut,
+    Backoff, GiveUp, Hedge, Jitter, RetryBudget, RetryEvent, RetryLayer, RetryLayerBuilder,
+    SeededRandom, TimedOut,
 };
 use tower_bulwark::BoxError;
 
@@ -579,13 +579,16 @@ mod with_breaker {
             .clock(tower_bulwark::clock::TokioClock::new())
             .build_generic()
             .unwrap();
+        let (events, sink) = recorder();
         let client = tower::ServiceBuilder::new()
-            .layer(plain().max_retries(5).build().unwrap())
+            .layer(plain().max_retries(5).on_event(sink).build().unwrap())
             .layer(breaker)
             .service(upstream.clone());
         let err = client.oneshot(get("/")).await.unwrap_err();
         assert!(err.to_string().contains("circuit breaker open"), "{err}");
         assert_eq!(upstream.calls(), 1);
+        // One retry (the upstream's own error), then the refusal ends it: no second retry.
+        assert_eq!(events.lock().unwrap().len(), 1);
     }
 }
 
@@ -603,4 +606,96 @@ async fn the_inner_service_is_made_ready_for_every_attempt() {
     let res = ready.call(get("/")).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(upstream.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_takes_the_first_answer_and_cancels_the_other() {
+    let upstream = Upstream::new([Step::Slow(ms(500), 200)], Step::Slow(ms(20), 201));
+    let (events, sink) = recorder();
+    let layer = plain()
+        .hedge(Hedge::after(ms(100)))
+        .on_event(sink)
+        .build()
+        .unwrap();
+    let stats = layer.clone();
+    let started = tokio::time::Instant::now();
+    assert_eq!(status_of(layer, &upstream, get("/")).await, 201);
+    assert_eq!(started.elapsed(), ms(120)); // the hedge's answer, not the first copy's
+    assert_eq!(upstream.times(), [ms(0), ms(100)]);
+    tokio::time::sleep(secs(1)).await;
+    assert_eq!(upstream.answered(), 1); // the slow copy was dropped, never finished
+    assert_eq!(
+        events.lock().unwrap()[..],
+        [RetryEvent::Hedged { after: ms(100) }]
+    );
+    let stats = stats.stats();
+    assert_eq!((stats.attempts, stats.hedges, stats.retries), (2, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_copy_waits_for_the_other() {
+    // The hedge fails fast; the first copy's later success is the answer, with no retry.
+    let upstream = Upstream::new([Step::Slow(ms(300), 200), status(503)], status(500));
+    let layer = plain().hedge(Hedge::after(ms(100))).build().unwrap();
+    let started = tokio::time::Instant::now();
+    assert_eq!(status_of(layer, &upstream, get("/")).await, 200);
+    assert_eq!(started.elapsed(), ms(300));
+    assert_eq!(upstream.calls(), 2);
+
+    // Both copies fail: the usual retry follows (1 s after the later failure).
+    let upstream = Upstream::new([Step::Slow(ms(300), 503), status(503)], status(200));
+    let layer = plain().hedge(Hedge::after(ms(100))).build().unwrap();
+    assert_eq!(status_of(layer, &upstream, get("/")).await, 200);
+    assert_eq!(upstream.times(), [ms(0), ms(100), ms(1300)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedges_need_the_budget_and_a_replayable_request() {
+    let spent = RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_second(0)
+        .build()
+        .unwrap();
+    let upstream = Upstream::new([], Step::Slow(ms(500), 200));
+    let layer = RetryLayer::builder()
+        .budget(spent)
+        .hedge(Hedge::after(ms(100)))
+        .build()
+        .unwrap();
+    assert_eq!(status_of(layer, &upstream, get("/")).await, 200);
+    assert_eq!(upstream.calls(), 1);
+
+    let upstream = Upstream::new([], Step::Slow(ms(500), 200));
+    let layer = plain().hedge(Hedge::after(ms(100))).build().unwrap();
+    assert_eq!(
+        status_of(layer, &upstream, request("POST", &[], b"once")).await,
+        200
+    );
+    assert_eq!(upstream.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_percentile_hedge_waits_for_enough_latencies() {
+    // Ten fast calls in the first period; from the second, slow calls are hedged at the p50.
+    let mut script: Vec<Step> = (0..10).map(|_| Step::Slow(ms(40), 200)).collect();
+    script.push(Step::Slow(ms(900), 200)); // hedged
+    script.push(Step::Slow(ms(10), 202)); // the hedge
+    let upstream = Upstream::new(script, status(200));
+    let layer = plain()
+        .hedge(Hedge::at_percentile(50.0).min_samples(10))
+        .build()
+        .unwrap();
+    let service = layer.clone().layer(upstream.clone());
+    for _ in 0..10 {
+        service.clone().oneshot(get("/")).await.unwrap();
+    }
+    assert_eq!(upstream.calls(), 10); // none hedged: no latencies to go by yet
+    tokio::time::sleep(secs(10)).await;
+    let started = tokio::time::Instant::now();
+    let res = service.oneshot(get("/")).await.unwrap();
+    assert_eq!(res.status(), 202);
+    // Hedged at the p50 of 40 ms (to the histogram's three digits: 40.03 ms, a 41 ms tick),
+    // answered 10 ms later.
+    assert_eq!(started.elapsed(), ms(51));
+    assert_eq!(layer.stats().hedges, 1);
 }

@@ -28,6 +28,8 @@ pub enum Step {
     Fail(&'static str),
     /// Never answer.
     Hang,
+    /// Answer with this status after this long.
+    Slow(Duration, u16),
 }
 
 /// `Step::Status` without headers.
@@ -51,6 +53,8 @@ struct State {
     /// Answered once the script is spent.
     otherwise: Step,
     seen: Vec<Seen>,
+    /// Calls that ran to their answer (the others were cancelled, or hang).
+    answered: usize,
     origin: Instant,
 }
 
@@ -68,6 +72,7 @@ impl Upstream {
                 script: script.into_iter().collect(),
                 otherwise,
                 seen: Vec::new(),
+                answered: 0,
                 origin: Instant::now(),
             })),
         }
@@ -81,6 +86,11 @@ impl Upstream {
     /// How many attempts came.
     pub fn calls(&self) -> usize {
         self.state.lock().unwrap().seen.len()
+    }
+
+    /// How many calls ran to their answer (not cancelled, not hanging).
+    pub fn answered(&self) -> usize {
+        self.state.lock().unwrap().answered
     }
 
     /// When each attempt came, from the upstream's start.
@@ -121,8 +131,20 @@ where
                 let otherwise = state.otherwise.clone();
                 state.script.pop_front().unwrap_or(otherwise)
             };
+            let answer = |code: u16| {
+                state.lock().unwrap().answered += 1;
+                Response::builder()
+                    .status(code)
+                    .body(Full::new(Bytes::from(format!("{code}"))))
+                    .unwrap()
+            };
             match step {
+                Step::Slow(wait, code) => {
+                    tokio::time::sleep(wait).await;
+                    Ok(answer(code))
+                }
                 Step::Status(code, headers) => {
+                    state.lock().unwrap().answered += 1;
                     let mut res = Response::builder().status(code);
                     for (name, value) in headers {
                         res = res.header(name, value);
