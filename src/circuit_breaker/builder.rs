@@ -74,7 +74,7 @@ pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
     classify: C,
     misplaced: Option<ConfigError>,
     #[cfg(feature = "redis")]
-    pub(super) fleet: Option<super::redis_builder::FleetSettings>,
+    pub(super) fleet: Option<crate::redis::SyncSettings>,
 }
 
 impl<C> fmt::Debug for CircuitBreakerBuilder<C> {
@@ -463,7 +463,7 @@ impl<C> CircuitBreakerBuilder<C> {
         };
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.fleet {
-            config.fleet = Some(Arc::new(fleet.link(&config)?));
+            config.fleet = Some(Arc::new(super::redis_builder::fleet_link(fleet, &config)?));
         }
         Ok(config)
     }

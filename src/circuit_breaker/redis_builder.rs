@@ -14,7 +14,7 @@ use super::generic::GenericCircuitBreakerLayer;
 use super::layer::CircuitBreakerLayer;
 use crate::error::ConfigError;
 use crate::key::KeyExtractor;
-use crate::redis::{check_prefix, RedisBackend, DEFAULT_DEADLINE, DEFAULT_PREFIX};
+use crate::redis::{RedisBackend, SyncSettings};
 
 /// How often each instance tells the fleet its outcomes and reads the fleet's state, unless
 /// something happens sooner (a trip, a probe, half-open): 500 ms.
@@ -25,45 +25,20 @@ use crate::redis::{check_prefix, RedisBackend, DEFAULT_DEADLINE, DEFAULT_PREFIX}
 /// ```
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Longer would leave the fleet's state unread for more than a day.
-const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(86_400);
-
-/// The fleet settings a builder carries until `build`.
-#[derive(Clone)]
-pub(crate) struct FleetSettings {
-    redis: RedisBackend,
-    prefix: String,
-    interval: Duration,
-    deadline: Duration,
-}
-
-impl FleetSettings {
-    fn check(&self) -> Result<(), ConfigError> {
-        check_prefix(&self.prefix)?;
-        if self.deadline.is_zero() {
-            return Err(ConfigError::new("deadline", "must be > 0, got 0ns"));
-        }
-        if self.interval < Duration::from_millis(1) || self.interval > MAX_SYNC_INTERVAL {
-            return Err(ConfigError::new(
-                "sync_interval",
-                format!("must be >= 1ms and <= 1 day, got {:?}", self.interval),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The link for a breaker configured as `config`.
-    pub(crate) fn link(&self, config: &Config) -> Result<FleetLink, ConfigError> {
-        self.check()?;
-        let sync = BreakerSync::new(
-            self.redis.clone(),
-            self.prefix.clone(),
-            self.deadline,
-            config,
-            self.interval,
-        )?;
-        Ok(FleetLink::new(sync, self.interval))
-    }
+/// The link for a breaker configured as `config`, shared as `settings` say.
+pub(crate) fn fleet_link(
+    settings: &SyncSettings,
+    config: &Config,
+) -> Result<FleetLink, ConfigError> {
+    settings.check()?;
+    let sync = BreakerSync::new(
+        settings.redis.clone(),
+        settings.prefix.clone(),
+        settings.deadline,
+        config,
+        settings.interval,
+    )?;
+    Ok(FleetLink::new(sync, settings.interval))
 }
 
 impl<C> CircuitBreakerBuilder<C> {
@@ -88,12 +63,7 @@ impl<C> CircuitBreakerBuilder<C> {
     pub fn backend(self, redis: RedisBackend) -> RedisCircuitBreakerBuilder<C> {
         RedisCircuitBreakerBuilder {
             base: self,
-            settings: FleetSettings {
-                redis,
-                prefix: DEFAULT_PREFIX.to_owned(),
-                interval: DEFAULT_SYNC_INTERVAL,
-                deadline: DEFAULT_DEADLINE,
-            },
+            settings: SyncSettings::new(redis, DEFAULT_SYNC_INTERVAL),
         }
     }
 }
@@ -148,7 +118,7 @@ impl<C> CircuitBreakerBuilder<C> {
 #[derive(Clone)]
 pub struct RedisCircuitBreakerBuilder<C = DefaultClassifier> {
     base: CircuitBreakerBuilder<C>,
-    settings: FleetSettings,
+    settings: SyncSettings,
 }
 
 impl<C> fmt::Debug for RedisCircuitBreakerBuilder<C> {

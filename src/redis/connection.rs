@@ -223,13 +223,13 @@ impl RedisBackend {
     }
 
     /// The names a layer's keys get under `prefix`.
-    #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+    #[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
     pub(crate) fn key_names(&self, prefix: String) -> super::KeyNames {
         super::KeyNames::new(prefix, &self.key_secret)
     }
 
     /// Sends one command, with no deadline (the caller keeps its own).
-    #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+    #[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
     pub(crate) async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
         match self.send(cmd).await {
             // Nothing was sent: the connection attempt was refused, and the manager has begun
@@ -240,7 +240,7 @@ impl RedisBackend {
         }
     }
 
-    #[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+    #[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
     async fn send(&self, cmd: &Cmd) -> RedisResult<Value> {
         match &self.connection {
             Connection::Server(manager) => cmd.query_async(&mut manager.clone()).await,

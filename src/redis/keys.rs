@@ -9,6 +9,15 @@ use sha2::{Digest, Sha256};
 use crate::error::ConfigError;
 use crate::key::Key;
 
+/// A name for one layer in this process, told from every other instance's: 64 random bits
+/// (seeded by the process id and the standard library's per-process random keys).
+pub(crate) fn instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
 /// The prefix of every layer's keys unless the user sets one.
 pub(crate) const DEFAULT_PREFIX: &str = "bulwark";
 

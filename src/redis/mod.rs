@@ -15,7 +15,8 @@
 //! every key, a deadline on every call, and an explicit answer when Redis cannot give one: a
 //! rate limiter's [`FailMode`], a breaker's local state. How the rate limiter uses Redis is
 //! told in [`rate_limit`](crate::rate_limit#one-limit-for-a-fleet-feature-redis); the breaker,
-//! in [`circuit_breaker`](crate::circuit_breaker#one-breaker-for-a-fleet-feature-redis).
+//! in [`circuit_breaker`](crate::circuit_breaker#one-breaker-for-a-fleet-feature-redis); the
+//! retry budget, in [`RetryBudget`](crate::retry::RetryBudget#one-budget-for-a-fleet-feature-redis).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -39,29 +40,35 @@
 // The mechanisms are compiled whole with any layer that keeps state in Redis; with only one
 // layer on, the other's parts have no caller.
 #![cfg_attr(
-    not(all(feature = "rate-limit", feature = "circuit-breaker")),
+    not(all(feature = "rate-limit", feature = "circuit-breaker", feature = "retry")),
     allow(dead_code, unused_imports)
 )]
 
 mod connection;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 mod health;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 mod keys;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 mod script;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+mod stats;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 mod sync;
 
 pub use connection::RedisBackend;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 pub(crate) use health::{Health, Permit};
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
-pub(crate) use keys::{check_prefix, KeyNames, DEFAULT_PREFIX};
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+pub(crate) use keys::{check_prefix, instance_id, KeyNames, DEFAULT_PREFIX};
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 pub(crate) use script::{integer_list, CallError, Script};
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
-pub(crate) use sync::{each_bounded, BatchSync, Round, SyncTask};
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+pub use stats::FleetStats;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+pub(crate) use stats::SyncCounters;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+pub(crate) use sync::{each_bounded, BatchSync, Round, SyncSettings, SyncTask};
 
 /// The default bound on one Redis call, kept by each layer's own timer: 50 ms.
 ///

@@ -149,3 +149,43 @@ pub(crate) async fn each_bounded<T, R, Fut>(
         }
     }
 }
+
+/// Longer would leave the fleet's state unread for more than a day.
+const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(86_400);
+
+/// The settings of a batch-synced layer's Redis side, carried by its builder until `build`.
+#[derive(Clone)]
+pub(crate) struct SyncSettings {
+    pub(crate) redis: super::RedisBackend,
+    pub(crate) prefix: String,
+    pub(crate) interval: Duration,
+    pub(crate) deadline: Duration,
+}
+
+impl SyncSettings {
+    /// The defaults: prefix `"bulwark"`, the [`DEFAULT_DEADLINE`](super::DEFAULT_DEADLINE),
+    /// and the layer's own sync interval.
+    pub(crate) fn new(redis: super::RedisBackend, interval: Duration) -> Self {
+        Self {
+            redis,
+            prefix: super::DEFAULT_PREFIX.to_owned(),
+            interval,
+            deadline: super::DEFAULT_DEADLINE,
+        }
+    }
+
+    /// Names the first bad setting.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        super::check_prefix(&self.prefix)?;
+        if self.deadline.is_zero() {
+            return Err(ConfigError::new("deadline", "must be > 0, got 0ns"));
+        }
+        if self.interval < Duration::from_millis(1) || self.interval > MAX_SYNC_INTERVAL {
+            return Err(ConfigError::new(
+                "sync_interval",
+                format!("must be >= 1ms and <= 1 day, got {:?}", self.interval),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -74,6 +74,8 @@ mod service;
 
 pub use backoff::{Backoff, Jitter};
 pub use body::RetryBody;
+#[cfg(feature = "redis")]
+pub use budget::RedisRetryBudgetBuilder;
 pub use budget::{RetryBudget, RetryBudgetBuilder};
 pub use builder::{RetryLayerBuilder, DEFAULT_MAX_BODY};
 pub use config::TimedOut;

@@ -43,6 +43,8 @@ mod redis_fleet;
 mod redis_harness;
 #[cfg(all(feature = "redis", feature = "rate-limit"))]
 mod redis_rate_limit;
+#[cfg(all(feature = "redis", feature = "retry"))]
+mod redis_retry_budget;
 #[cfg(feature = "retry")]
 mod retry;
 #[cfg(feature = "retry")]

@@ -10,7 +10,9 @@ use crate::circuit_breaker::circuit::Circuit;
 use crate::circuit_breaker::keyed::Circuits;
 use crate::error::ConfigError;
 use crate::key::Key;
-use crate::redis::{each_bounded, BatchSync, CallError, Health, Permit, Round, SyncTask};
+use crate::redis::{
+    each_bounded, BatchSync, CallError, FleetStats, Health, Permit, Round, SyncCounters, SyncTask,
+};
 use crate::BackendError;
 
 /// The fleet's answer.
@@ -27,28 +29,6 @@ pub(crate) struct FleetView {
     /// What this instance does not rely on at the end of a lease (a late sync, a slow
     /// clock): one interval.
     pub(crate) lease_margin: Duration,
-}
-
-/// How a fleet-shared breaker's syncs with Redis went; from
-/// [`CircuitBreakerLayer::fleet_stats`](crate::circuit_breaker::CircuitBreakerLayer::fleet_stats).
-///
-/// ```
-/// let stats = tower_bulwark::circuit_breaker::FleetStats::default();
-/// assert!(!stats.in_fallback);
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct FleetStats {
-    /// Script calls Redis answered (one per key per sync).
-    pub syncs: u64,
-    /// Script calls that failed, timeouts included.
-    pub errors: u64,
-    /// Script calls given up at the deadline.
-    pub timeouts: u64,
-    /// Times the breaker fell back to deciding alone.
-    pub fallbacks: u64,
-    /// Deciding alone right now: the last sync could not reach Redis.
-    pub in_fallback: bool,
 }
 
 /// What trips and follows: one circuit, or a keyed layer's circuits.
@@ -74,9 +54,7 @@ pub(crate) struct FleetLink {
     lease: Duration,
     /// Local clock nanoseconds of the last call Redis answered (0: none yet).
     last_ok_ns: AtomicU64,
-    syncs: AtomicU64,
-    errors: AtomicU64,
-    timeouts: AtomicU64,
+    counters: SyncCounters,
 }
 
 impl fmt::Debug for FleetLink {
@@ -100,9 +78,7 @@ impl FleetLink {
             health: Health::new("circuit breaker", "deciding locally", 1, interval, interval),
             lease: interval.saturating_mul(super::tally::LEASE_INTERVALS),
             last_ok_ns: AtomicU64::new(0),
-            syncs: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            timeouts: AtomicU64::new(0),
+            counters: SyncCounters::default(),
         }
     }
 
@@ -127,13 +103,7 @@ impl FleetLink {
     }
 
     pub(crate) fn stats(&self) -> FleetStats {
-        FleetStats {
-            syncs: self.syncs.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            timeouts: self.timeouts.load(Ordering::Relaxed),
-            fallbacks: self.health.backoffs(),
-            in_fallback: self.in_fallback(),
-        }
+        self.counters.stats(&self.health)
     }
 
     /// Hands the link its circuits and starts the sync task on the current Tokio runtime.
@@ -202,7 +172,7 @@ impl FleetLink {
         let asked_at_ns = circuit.now_nanos();
         match self.sync.call(key.as_ref(), &report).await {
             Ok(mut view) => {
-                self.syncs.fetch_add(1, Ordering::Relaxed);
+                self.counters.answered();
                 self.last_ok_ns.fetch_max(asked_at_ns, Ordering::AcqRel);
                 view.asked_at_ns = asked_at_ns;
                 view.lease_margin = self.task.interval();
@@ -211,10 +181,7 @@ impl FleetLink {
                 Ok(true)
             }
             Err(err) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                if err.is_timeout() {
-                    self.timeouts.fetch_add(1, Ordering::Relaxed);
-                }
+                self.counters.failed(&err);
                 self.round_failed.store(true, Ordering::Release);
                 // Fall back now, not at the end of the round.
                 self.health.failed(Permit::Call, circuit.now_nanos(), &err);

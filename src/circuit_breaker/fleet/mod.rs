@@ -21,10 +21,10 @@ mod redis;
 #[cfg(feature = "redis")]
 mod tally;
 
+#[cfg(feature = "redis")]
+pub use crate::redis::FleetStats;
 #[cfg(not(feature = "redis"))]
 pub(crate) use absent::{start_keyed, start_one, FleetLink, Tally};
-#[cfg(feature = "redis")]
-pub use link::FleetStats;
 #[cfg(feature = "redis")]
 pub(crate) use link::{
     redis_key_of, start_keyed, start_one, stats_of, sync_now, FleetLink, FleetView,

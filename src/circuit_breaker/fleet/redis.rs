@@ -2,7 +2,6 @@
 //! call of `breaker.lua` per key per sync. What the script is told (a [`Report`] and the
 //! policy) and what it answers (a [`FleetView`]) are encoded here, and only here.
 
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use redis::Cmd;
@@ -12,7 +11,7 @@ use super::tally::{LeaseWish, Report, LEASE_INTERVALS};
 use crate::circuit_breaker::config::{Config, Trip};
 use crate::error::ConfigError;
 use crate::key::Key;
-use crate::redis::{integer_list, CallError, KeyNames, RedisBackend, Script};
+use crate::redis::{instance_id, integer_list, CallError, KeyNames, RedisBackend, Script};
 
 const SCRIPT: &str = include_str!("breaker.lua");
 
@@ -27,12 +26,6 @@ pub(crate) struct BreakerSync {
     instance: String,
     /// ARGV 12 to 20: the policy, the same on every call.
     policy: [String; 9],
-}
-
-fn instance_id() -> String {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    format!("{:016x}", hasher.finish())
 }
 
 impl BreakerSync {

@@ -4,15 +4,21 @@
 //! every retry withdraws; a slot older than the window is emptied when its turn comes again.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, TokioClock};
 use crate::error::ConfigError;
 
-/// Slots per window: the window slides by a tenth of its length.
-const SLOTS: u64 = 10;
+#[cfg(feature = "redis")]
+mod fleet;
+#[cfg(feature = "redis")]
+mod redis_builder;
+mod window;
+
+#[cfg(feature = "redis")]
+pub use redis_builder::RedisRetryBudgetBuilder;
+use window::{Window, SLOTS};
 
 /// How many retries a layer (or several layers sharing it) may make: at most `ratio` of the
 /// requests of the last `window`, plus `min_per_second` × the window's seconds so that a
@@ -39,6 +45,19 @@ const SLOTS: u64 = 10;
 /// assert!(!budget.try_withdraw());
 /// # Ok::<(), tower_bulwark::ConfigError>(())
 /// ```
+///
+/// # One budget for a fleet (feature `redis`)
+///
+/// Ten instances each with a budget of their own retry ten floors' worth in a quiet outage,
+/// and each spends only what its own traffic earned. With
+/// [`backend`](RetryBudgetBuilder::backend) the fleet shares one budget in Redis: the floor is
+/// the fleet's, and so is the ratio. No request waits on Redis: each instance spends a
+/// share it holds locally, and a sync task (one Lua script call per interval, on the
+/// server's clock, one key with a TTL) tells the fleet its requests and retries and gets a new
+/// share: what the fleet has left, split in proportion to each instance's requests. While
+/// Redis is down or slower than the deadline, each instance decides alone with its part of
+/// the floor (the floor divided by the instances it last saw) and says so in
+/// [`fleet_stats`](Self::fleet_stats). See [`RedisRetryBudgetBuilder`].
 #[derive(Clone)]
 pub struct RetryBudget {
     inner: Arc<Window>,
@@ -51,7 +70,7 @@ impl fmt::Debug for RetryBudget {
             .field("floor", &self.inner.floor)
             .field("window", &Duration::from_nanos(self.inner.slot_ns * SLOTS))
             .field("available", &self.available())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -155,6 +174,11 @@ impl RetryBudgetBuilder {
     /// # Ok::<(), tower_bulwark::ConfigError>(())
     /// ```
     pub fn build(self) -> Result<RetryBudget, ConfigError> {
+        self.check()?;
+        Ok(RetryBudget::from_config(self.config))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
         let Config { ratio, window, .. } = &self.config;
         if !(ratio.is_finite() && (0.0..=1000.0).contains(ratio)) {
             return Err(ConfigError::new(
@@ -168,7 +192,7 @@ impl RetryBudgetBuilder {
                 format!("must be from 1s to 1h, got {window:?}"),
             ));
         }
-        Ok(RetryBudget::from_config(self.config))
+        Ok(())
     }
 }
 
@@ -187,17 +211,15 @@ impl RetryBudget {
     }
 
     fn from_config(config: Config) -> Self {
-        let slot_ns = (config.window.as_nanos() as u64 / SLOTS).max(1);
         Self {
-            inner: Arc::new(Window {
-                slots: (0..SLOTS).map(|_| Slot::default()).collect(),
-                slot_ns,
-                ratio: config.ratio,
-                floor: u64::from(config.min_per_second).saturating_mul(config.window.as_secs()),
-                exhausted_at: AtomicU64::new(0),
-                clock: config.clock,
-            }),
+            inner: Arc::new(Self::window(config)),
         }
+    }
+
+    fn window(config: Config) -> Window {
+        let slot_ns = (config.window.as_nanos() as u64 / SLOTS).max(1);
+        let floor = u64::from(config.min_per_second).saturating_mul(config.window.as_secs());
+        Window::new(slot_ns, config.ratio, floor, config.clock)
     }
 
     /// Counts one request (the retry layer calls it once per request, not per attempt).
@@ -210,11 +232,7 @@ impl RetryBudget {
     /// ```
     #[inline]
     pub fn deposit(&self) {
-        let window = &*self.inner;
-        window
-            .current(window.epoch())
-            .deposits
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.deposit();
     }
 
     /// Takes one retry from the budget: `false` when it is spent.
@@ -225,17 +243,7 @@ impl RetryBudget {
     /// # Ok::<(), tower_bulwark::ConfigError>(())
     /// ```
     pub fn try_withdraw(&self) -> bool {
-        let window = &*self.inner;
-        let epoch = window.epoch();
-        if window.available(epoch) == 0 {
-            window.exhausted_at.store(epoch, Ordering::Relaxed);
-            return false;
-        }
-        window
-            .current(epoch)
-            .withdrawals
-            .fetch_add(1, Ordering::Relaxed);
-        true
+        self.inner.try_withdraw()
     }
 
     /// How many retries the budget allows now.
@@ -245,93 +253,48 @@ impl RetryBudget {
     /// assert_eq!(budget.available(), 100);
     /// ```
     pub fn available(&self) -> u64 {
-        let window = &*self.inner;
-        window.available(window.epoch())
+        self.inner.available()
+    }
+
+    /// How this budget's syncs with the fleet have gone (feature `redis`): calls, errors,
+    /// timeouts, fallbacks, and whether it decides alone right now. `None` for a budget kept
+    /// in memory.
+    ///
+    /// ```
+    /// let budget = tower_bulwark::retry::RetryBudget::default();
+    /// assert_eq!(budget.fleet_stats(), None); // kept in memory
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn fleet_stats(&self) -> Option<crate::redis::FleetStats> {
+        self.inner.fleet.as_ref().map(|fleet| fleet.stats())
+    }
+
+    /// Syncs with the fleet now (feature `redis`): tells it this instance's requests and
+    /// retries and takes a new share, without waiting for the sync interval (at start-up, in
+    /// tests). The error is Redis's, when it could not be reached within the deadline; the
+    /// budget then decides alone until a sync succeeds. Nothing to do in memory.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let budget = tower_bulwark::retry::RetryBudget::default();
+    /// budget.sync_fleet().await?; // kept in memory: nothing to sync
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub async fn sync_fleet(&self) -> Result<(), crate::BackendError> {
+        match &self.inner.fleet {
+            Some(fleet) => Ok(fleet.sync_now().await.unwrap_or(Ok(()))?),
+            None => Ok(()),
+        }
     }
 
     /// False while the budget is spent: the layer then sends requests once, without keeping
-    /// their bodies. One load while it is not (the budget is only summed in a slot in which
-    /// a withdrawal was refused).
+    /// their bodies. One load while it is not.
     #[inline]
     pub(crate) fn may_retry(&self) -> bool {
-        let window = &*self.inner;
-        let epoch = window.epoch();
-        if window.exhausted_at.load(Ordering::Relaxed) != epoch {
-            return true;
-        }
-        let available = window.available(epoch) > 0;
-        if available {
-            window.exhausted_at.store(0, Ordering::Relaxed);
-        }
-        available
-    }
-}
-
-#[derive(Debug, Default)]
-struct Slot {
-    /// Which slot of time (from 1) the counts belong to.
-    epoch: AtomicU64,
-    deposits: AtomicU64,
-    withdrawals: AtomicU64,
-}
-
-struct Window {
-    slots: Box<[Slot]>,
-    slot_ns: u64,
-    ratio: f64,
-    /// Retries allowed per window whatever the traffic.
-    floor: u64,
-    /// The epoch in which a withdrawal was last refused (0: never).
-    exhausted_at: AtomicU64,
-    clock: Arc<dyn Clock>,
-}
-
-impl Window {
-    #[inline]
-    fn epoch(&self) -> u64 {
-        let now = u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX);
-        now / self.slot_ns + 1
-    }
-
-    /// The slot of `epoch`, emptied first if it still holds an older epoch's counts. (A
-    /// count added by another thread between the swap and the reset is lost: a budget is an
-    /// estimate, and no lock is worth it on every request.)
-    #[inline]
-    fn current(&self, epoch: u64) -> &Slot {
-        let slot = &self.slots[(epoch % SLOTS) as usize];
-        let seen = slot.epoch.load(Ordering::Acquire);
-        if seen < epoch
-            && slot
-                .epoch
-                .compare_exchange(seen, epoch, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            slot.deposits.store(0, Ordering::Relaxed);
-            slot.withdrawals.store(0, Ordering::Relaxed);
-        }
-        slot
-    }
-
-    /// Deposits and withdrawals of the window ending with `epoch`.
-    fn totals(&self, epoch: u64) -> (u64, u64) {
-        let oldest = epoch.saturating_sub(SLOTS - 1);
-        self.slots
-            .iter()
-            .filter(|slot| (oldest..=epoch).contains(&slot.epoch.load(Ordering::Acquire)))
-            .fold((0, 0), |(d, w), slot| {
-                (
-                    d + slot.deposits.load(Ordering::Relaxed),
-                    w + slot.withdrawals.load(Ordering::Relaxed),
-                )
-            })
-    }
-
-    fn available(&self, epoch: u64) -> u64 {
-        let (deposits, withdrawals) = self.totals(epoch);
-        let earned = (deposits as f64 * self.ratio) as u64;
-        self.floor
-            .saturating_add(earned)
-            .saturating_sub(withdrawals)
+        self.inner.may_retry()
     }
 }
 
