@@ -47,7 +47,7 @@ pin_project! {
         /// The caller's body, for the one attempt a request without replay gets.
         Once { #[pin] body: B },
         /// A buffered copy.
-        Replay { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        Replay { data: Option<Bytes>, trailers: Option<Box<HeaderMap>> },
         /// The buffered start of a body longer than the bound, then the rest of it.
         Prefix { data: Option<Bytes>, #[pin] rest: B },
         /// The buffered start of a body that failed while being read, then its error.
@@ -70,7 +70,7 @@ impl<B: Body> RetryBody<B> {
     }
 
     /// A replay of buffered `data` and `trailers`.
-    pub(crate) fn replay(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+    pub(crate) fn replay(data: Bytes, trailers: Option<Box<HeaderMap>>) -> Self {
         Self {
             kind: Kind::Replay {
                 data: Some(data),
@@ -98,14 +98,14 @@ where
 /// The next buffered frame, if any: data first (an empty chunk is skipped), then trailers.
 fn buffered<E>(
     data: &mut Option<Bytes>,
-    trailers: Option<&mut Option<HeaderMap>>,
+    trailers: Option<&mut Option<Box<HeaderMap>>>,
 ) -> Option<Result<Frame<Bytes>, E>> {
     if let Some(chunk) = data.take().filter(|chunk| !chunk.is_empty()) {
         return Some(Ok(Frame::data(chunk)));
     }
     trailers
         .and_then(Option::take)
-        .map(|trailers| Ok(Frame::trailers(trailers)))
+        .map(|trailers| Ok(Frame::trailers(*trailers)))
 }
 
 impl<B> Body for RetryBody<B>
@@ -171,7 +171,8 @@ pub(crate) fn fits<B: Body>(body: &B, max: u64) -> bool {
 pub(crate) enum Collected<B: Body> {
     Whole {
         data: Bytes,
-        trailers: Option<HeaderMap>,
+        // Boxed: trailers on a request are rare, and inline they would grow every request.
+        trailers: Option<Box<HeaderMap>>,
     },
     Once(RetryBody<B>),
 }
@@ -256,7 +257,7 @@ where
                     // Trailers end the body.
                     Err(frame) => Collected::Whole {
                         data: self.joined(),
-                        trailers: frame.into_trailers().ok(),
+                        trailers: frame.into_trailers().ok().map(Box::new),
                     },
                 },
             };

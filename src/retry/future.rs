@@ -29,7 +29,7 @@ use crate::BoxError;
 pub(crate) struct Kept {
     pub(crate) parts: Parts,
     pub(crate) data: Bytes,
-    pub(crate) trailers: Option<HeaderMap>,
+    pub(crate) trailers: Option<Box<HeaderMap>>,
 }
 
 impl Kept {
@@ -41,16 +41,25 @@ impl Kept {
     }
 }
 
+/// A request whose body is being read before its first attempt.
+pub(crate) struct Reading<B> {
+    collect: Collect<B>,
+    parts: Option<Parts>,
+}
+
 pin_project! {
     #[project = StateProj]
     enum State<F, B>
     where
         B: Body,
     {
-        /// Reading the body to keep it.
-        Collecting { collect: Collect<B>, parts: Option<Parts> },
+        /// Reading the body to keep it (boxed: a body to read is the less common case, and
+        /// inline the head would grow every request's future).
+        Collecting { reading: Box<Reading<B>> },
         /// An attempt is running, and perhaps its hedge.
-        Calling { #[pin] first: Option<F>, #[pin] second: Option<F> },
+        /// (The hedge is boxed: few requests have one, and inline it would double the size
+        /// of every request's future.)
+        Calling { #[pin] first: Option<F>, second: Option<Pin<Box<F>>> },
         /// Waiting (on the timer) before the next attempt.
         Waiting,
         /// Waiting for the inner service to be ready for the next attempt.
@@ -68,18 +77,18 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future, B>,
-        // A backoff wait, or the running attempt's timeout.
-        #[pin]
-        timer: Option<Sleep>,
+        // A backoff wait, or the running attempt's timeout. (Timers and a parked failure are
+        // boxed: most requests need none, and inline they would triple the future's size,
+        // which every request pays in moves.)
+        timer: Timer,
         // When the first attempt's hedge is due (hedging only).
-        #[pin]
-        hedge_timer: Option<Sleep>,
+        hedge_timer: Timer,
         // The hedge's time has come; it goes once the service is ready.
         hedge_due: bool,
         // A hedge was sent (or given up): one per request.
         hedged: bool,
         // A copy's failure, kept while the other copy may still do better.
-        parked: Option<Result<S::Response, BoxError>>,
+        parked: Option<Box<Result<S::Response, BoxError>>>,
         // When the running attempt started (only when hedging records latencies).
         attempt_started: Option<Instant>,
         // `None` for a request that gets one attempt and no timeout.
@@ -104,11 +113,13 @@ where
     B: Body,
 {
     /// One attempt, already called. `config` only if it has a timeout to keep.
+    #[inline]
     pub(crate) fn once(future: S::Future, config: Option<Arc<Config<C>>>) -> Self {
         Self::new(calling(future), config, None, None, false)
     }
 
     /// A first attempt already called, with what it takes to send it again.
+    #[inline]
     pub(crate) fn called(
         future: S::Future,
         config: Arc<Config<C>>,
@@ -134,12 +145,17 @@ where
         grpc: bool,
     ) -> Self {
         let state = State::Collecting {
-            collect,
-            parts: Some(parts),
+            reading: Box::new(Reading {
+                collect,
+                parts: Some(parts),
+            }),
         };
         Self::new(state, Some(config), Some(service), None, grpc)
     }
 
+    /// (Everything is worked out before the future is made, so that it is built once, in
+    /// place: it is the largest value a request moves.)
+    #[inline]
     fn new(
         state: State<S::Future, B>,
         config: Option<Arc<Config<C>>>,
@@ -148,46 +164,48 @@ where
         grpc: bool,
     ) -> Self {
         let called = matches!(state, State::Calling { .. });
-        let mut this = Self {
+        let (mut started, mut timer, mut hedge_timer, mut attempt_started) =
+            (None, None, None, None);
+        if let Some(config) = config.as_deref() {
+            let now = config.needs_clock().then(Instant::now);
+            if config.needs_timer() {
+                started = now;
+            }
+            if let (true, Some(now)) = (called, now) {
+                timer = attempt_end(config, now, now).map(sleep_until);
+                if kept.is_some() {
+                    hedge_timer = hedge_at(config, now).map(sleep_until);
+                }
+                if config.hedging.as_ref().is_some_and(|h| h.observes()) {
+                    attempt_started = Some(now);
+                }
+            }
+        }
+        Self {
             state,
-            timer: None,
-            hedge_timer: None,
+            timer,
+            hedge_timer,
             hedge_due: false,
             hedged: false,
             parked: None,
-            attempt_started: None,
+            attempt_started,
             config,
             service,
             kept,
             attempts: u32::from(called),
             previous: Duration::ZERO,
             grpc,
-            started: None,
+            started,
             span: if called {
                 attempt_span(1)
             } else {
                 tracing::Span::none()
             },
-        };
-        if let Some(config) = this.config.as_deref() {
-            let now = config.needs_clock().then(Instant::now);
-            if config.needs_timer() {
-                this.started = now;
-            }
-            if let (true, Some(now)) = (called, now) {
-                this.timer = attempt_end(config, now, now).map(tokio::time::sleep_until);
-                if this.kept.is_some() {
-                    this.hedge_timer = hedge_at(config, now).map(tokio::time::sleep_until);
-                }
-                if config.hedging.as_ref().is_some_and(|h| h.observes()) {
-                    this.attempt_started = Some(now);
-                }
-            }
         }
-        this
     }
 }
 
+#[inline]
 fn calling<F, B: Body>(future: F) -> State<F, B> {
     State::Calling {
         first: Some(future),
@@ -206,6 +224,7 @@ fn hedge_at<C>(config: &Config<C>, now: Instant) -> Option<Instant> {
 }
 
 /// Polls the future in `slot`, emptying it when it is done.
+#[inline]
 fn poll_slot<F, T, E>(
     mut slot: Pin<&mut Option<F>>,
     cx: &mut Context<'_>,
@@ -222,8 +241,28 @@ where
     Some(result)
 }
 
+/// A timer, when one is armed.
+type Timer = Option<Pin<Box<Sleep>>>;
+
+fn sleep_until(at: Instant) -> Pin<Box<Sleep>> {
+    Box::pin(tokio::time::sleep_until(at))
+}
+
+/// True when `timer` is armed and has fired.
+fn expired(timer: &mut Timer, cx: &mut Context<'_>) -> bool {
+    timer
+        .as_mut()
+        .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+}
+
+/// The span of one attempt; none at all unless a subscriber wants debug spans (a disabled
+/// span still costs its `log` fallback on every enter and exit, on every request).
 fn attempt_span(attempt: u32) -> tracing::Span {
-    tracing::debug_span!("retry_attempt", attempt)
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::debug_span!("retry_attempt", attempt)
+    } else {
+        tracing::Span::none()
+    }
 }
 
 /// When the attempt starting `now` must end: its timeout or the deadline, the sooner.
@@ -249,9 +288,9 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Collecting { collect, parts } => {
-                    let collected = ready!(collect.poll_collect(cx));
-                    let Some(parts) = parts.take() else {
+                StateProj::Collecting { reading } => {
+                    let collected = ready!(reading.collect.poll_collect(cx));
+                    let Some(parts) = reading.parts.take() else {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(PolledAfterCompletion.into()));
                     };
@@ -274,8 +313,8 @@ where
                         return Poll::Ready(Err(PolledAfterCompletion.into()));
                     };
                     let timers = Timers {
-                        timer: &mut this.timer,
-                        hedge_timer: &mut this.hedge_timer,
+                        timer: this.timer,
+                        hedge_timer: this.hedge_timer,
                         attempt_started: this.attempt_started,
                     };
                     let replayable = this.kept.is_some();
@@ -290,11 +329,10 @@ where
                     let future = service.call(request);
                     this.state.set(calling(future));
                 }
-                StateProj::Calling {
-                    mut first,
-                    mut second,
-                } => {
-                    let result = {
+                StateProj::Calling { mut first, second } => {
+                    let mut second = Pin::new(second);
+                    // The answer, and whether it is worth another try (judged once).
+                    let (result, failed) = {
                         let _attempt = this.span.enter();
                         let mut finished = None;
                         if let Some(result) = poll_slot(first.as_mut(), cx) {
@@ -316,13 +354,8 @@ where
                             Some(result) => result,
                             None => {
                                 // Both still running, or one failed and the other runs on.
-                                if this
-                                    .hedge_timer
-                                    .as_mut()
-                                    .as_pin_mut()
-                                    .is_some_and(|t| t.poll(cx).is_ready())
-                                {
-                                    this.hedge_timer.set(None);
+                                if expired(this.hedge_timer, cx) {
+                                    *this.hedge_timer = None;
                                     *this.hedge_due = true;
                                 }
                                 if *this.hedge_due && !*this.hedged {
@@ -330,27 +363,27 @@ where
                                         send_hedge(this.service, this.kept, this.config, cx)
                                     {
                                         *this.hedged = true;
-                                        second.set(hedge);
+                                        second.set(hedge.map(Box::pin));
                                         continue;
                                     }
                                 }
-                                let expired = this
-                                    .timer
-                                    .as_mut()
-                                    .as_pin_mut()
-                                    .is_some_and(|timer| timer.poll(cx).is_ready());
-                                if !expired {
+                                if !expired(this.timer, cx) {
                                     return Poll::Pending;
                                 }
                                 this.parked.take();
-                                Err(timed_out(this.config, *this.started).into())
+                                let result = Err(timed_out(this.config, *this.started).into());
+                                let failed = this
+                                    .config
+                                    .as_deref()
+                                    .is_some_and(|config| wants_another(config, &result));
+                                (result, failed)
                             }
                         }
                     };
                     // The attempt is over: drop its futures (and its timeouts) before waiting.
                     this.state.set(State::Done);
-                    this.timer.set(None);
-                    this.hedge_timer.set(None);
+                    *this.timer = None;
+                    *this.hedge_timer = None;
                     *this.hedge_due = false;
                     let (Some(config), Some(_)) = (this.config.as_deref(), this.kept.as_ref())
                     else {
@@ -362,20 +395,20 @@ where
                         grpc: *this.grpc,
                         started: *this.started,
                     };
-                    match judged.next_delay(&result, this.previous) {
+                    match judged.next_delay(&result, failed, this.previous) {
                         None => return Poll::Ready(result),
                         Some(delay) => {
                             drop(result);
-                            this.timer.set(Some(tokio::time::sleep(delay)));
+                            *this.timer = Some(Box::pin(tokio::time::sleep(delay)));
                             this.state.set(State::Waiting);
                         }
                     }
                 }
                 StateProj::Waiting => {
-                    if let Some(timer) = this.timer.as_mut().as_pin_mut() {
-                        ready!(timer.poll(cx));
+                    if let Some(timer) = this.timer.as_mut() {
+                        ready!(timer.as_mut().poll(cx));
                     }
-                    this.timer.set(None);
+                    *this.timer = None;
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {
@@ -390,8 +423,8 @@ where
                     }
                     let request = kept.request();
                     let timers = Timers {
-                        timer: &mut this.timer,
-                        hedge_timer: &mut this.hedge_timer,
+                        timer: this.timer,
+                        hedge_timer: this.hedge_timer,
                         attempt_started: this.attempt_started,
                     };
                     start(
@@ -414,12 +447,13 @@ where
 /// What a copy's `result` means while the other copy may still be running in `other`: the
 /// answer (the other is cancelled), or `None` to wait for the other (a failure worth another
 /// try is parked; the later of two failures is the answer).
+#[inline]
 fn settle<F, T, C>(
     result: Result<Response<T>, BoxError>,
     mut other: Pin<&mut Option<F>>,
-    parked: &mut Option<Result<Response<T>, BoxError>>,
+    parked: &mut Option<Box<Result<Response<T>, BoxError>>>,
     config: &Option<Arc<Config<C>>>,
-) -> Option<Result<Response<T>, BoxError>>
+) -> Option<(Result<Response<T>, BoxError>, bool)>
 where
     C: RetryIf<T>,
 {
@@ -427,12 +461,12 @@ where
         .as_deref()
         .is_some_and(|config| wants_another(config, &result));
     if other.is_some() && failed {
-        *parked = Some(result);
+        *parked = Some(Box::new(result));
         return None;
     }
     other.set(None);
     parked.take();
-    Some(result)
+    Some((result, failed))
 }
 
 /// True when `result` would be retried: the predicate says so, and it is no open breaker's.
@@ -440,7 +474,8 @@ fn wants_another<C: RetryIf<T>, T>(
     config: &Config<C>,
     result: &Result<Response<T>, BoxError>,
 ) -> bool {
-    !is_circuit_open(refusal_of(result)) && config.classify.should_retry(result)
+    // The predicate first: a success needs no look for a refusal.
+    config.classify.should_retry(result) && !is_circuit_open(refusal_of(result))
 }
 
 /// The hedge of a request, if the service is ready and the budget allows it; `None` while
@@ -483,16 +518,16 @@ where
 }
 
 /// The timers and clock readings an attempt starts.
-struct Timers<'a, 'p> {
-    timer: &'a mut Pin<&'p mut Option<Sleep>>,
-    hedge_timer: &'a mut Pin<&'p mut Option<Sleep>>,
+struct Timers<'a> {
+    timer: &'a mut Timer,
+    hedge_timer: &'a mut Timer,
     attempt_started: &'a mut Option<Instant>,
 }
 
 /// Counts an attempt about to be called, opens its span and arms its timeout (and, for the
 /// first attempt of a request that may be sent twice, its hedge).
 fn start<C>(
-    timers: Timers<'_, '_>,
+    timers: Timers<'_>,
     config: &Option<Arc<Config<C>>>,
     started: Option<Instant>,
     attempts: &mut u32,
@@ -510,12 +545,12 @@ fn start<C>(
     }
     let now = Instant::now();
     if let Some(end) = started.and_then(|started| attempt_end(config, started, now)) {
-        timers.timer.set(Some(tokio::time::sleep_until(end)));
+        *timers.timer = Some(sleep_until(end));
     }
     if let Some(hedging) = &config.hedging {
         if *attempts == 1 && replayable {
             if let Some(at) = hedge_at(config, now) {
-                timers.hedge_timer.set(Some(tokio::time::sleep_until(at)));
+                *timers.hedge_timer = Some(sleep_until(at));
             }
         }
         if hedging.observes() {
@@ -546,19 +581,16 @@ struct Judged<'a, C> {
 }
 
 impl<C> Judged<'_, C> {
-    /// The wait before the next attempt, or `None` to answer with `result`.
+    /// The wait before the next attempt, or `None` to answer with `result`; `failed` is
+    /// [`wants_another`]'s verdict on it.
     fn next_delay<ResB>(
         &self,
         result: &Result<Response<ResB>, BoxError>,
+        failed: bool,
         previous: &mut Duration,
-    ) -> Option<Duration>
-    where
-        C: RetryIf<ResB>,
-    {
+    ) -> Option<Duration> {
         let config = self.config;
-        let refusal = refusal_of(result);
-        // An open breaker is never hammered, whatever the predicate says.
-        if is_circuit_open(refusal) || !config.classify.should_retry(result) {
+        if !failed {
             return None;
         }
         let asked = match result {
@@ -566,7 +598,7 @@ impl<C> Judged<'_, C> {
                 let now = std::time::UNIX_EPOCH + config.clock.unix_now();
                 hint(res.headers(), self.grpc, now, config.max_retry_after)
             }
-            Err(_) => match refusal {
+            Err(_) => match refusal_of(result) {
                 Some(refusal) if refusal.kind() == RefusalKind::RateLimited => {
                     Hint::After(refusal.retry_after().min(config.max_retry_after))
                 }

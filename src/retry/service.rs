@@ -104,13 +104,15 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let config = &self.config;
         config.counters.bump(Count::Requests);
-        if let Some(budget) = &config.budget {
-            budget.deposit();
-        }
+        // One clock reading for both: the deposit, and whether the budget allows a retry.
+        let budget_allows = config
+            .budget
+            .as_ref()
+            .is_none_or(RetryBudget::deposit_and_may_retry);
         let grpc = is_grpc_call(req.method(), req.headers());
         let replayable = config.max_retries > 0
+            && budget_allows
             && (config.any_method || grpc || is_idempotent(req.method(), req.headers()))
-            && config.budget.as_ref().is_none_or(RetryBudget::may_retry)
             && (req.body().is_end_stream() || fits(req.body(), config.max_body as u64));
         if !replayable {
             // One attempt, nothing kept: the body passes through untouched.

@@ -290,8 +290,16 @@ impl RetryBudget {
         }
     }
 
+    /// Counts one request and says whether a retry may follow: [`deposit`](Self::deposit)
+    /// and [`may_retry`](Self::may_retry) on one clock reading.
+    #[inline]
+    pub(crate) fn deposit_and_may_retry(&self) -> bool {
+        self.inner.deposit_and_may_retry()
+    }
+
     /// False while the budget is spent: the layer then sends requests once, without keeping
     /// their bodies. One load while it is not.
+    #[cfg(test)]
     #[inline]
     pub(crate) fn may_retry(&self) -> bool {
         self.inner.may_retry()

@@ -115,9 +115,19 @@ impl Window {
 
     #[inline]
     pub(super) fn deposit(&self) {
-        self.current(self.epoch())
-            .deposits
-            .fetch_add(1, Ordering::Relaxed);
+        self.deposit_at(self.epoch());
+    }
+
+    #[inline]
+    pub(super) fn deposit_and_may_retry(&self) -> bool {
+        let epoch = self.epoch();
+        self.deposit_at(epoch);
+        self.may_retry_at(epoch)
+    }
+
+    #[inline]
+    fn deposit_at(&self, epoch: u64) {
+        self.current(epoch).deposits.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.fleet {
             fleet.deposited();
@@ -157,13 +167,18 @@ impl Window {
 
     /// One load while the budget is not spent (in memory, the window is only summed in a
     /// slot in which a withdrawal was refused).
+    #[cfg(test)]
     #[inline]
     pub(super) fn may_retry(&self) -> bool {
+        self.may_retry_at(self.epoch())
+    }
+
+    #[inline]
+    fn may_retry_at(&self, epoch: u64) -> bool {
         #[cfg(feature = "redis")]
         if let Some(fleet) = self.sharing() {
             return fleet.available() > 0;
         }
-        let epoch = self.epoch();
         if self.exhausted_at.load(Ordering::Relaxed) != epoch {
             return true;
         }
