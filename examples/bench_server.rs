@@ -13,6 +13,7 @@
 //! It prints `ready <addr>` on stdout once it listens. Limits are never hit (10^9 per second)
 //! except in the `*-refused` modes, where every request but the first is refused.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -20,11 +21,14 @@ use axum::error_handling::HandleErrorLayer;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{BoxError, Router};
+use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
-use tower::ServiceBuilder;
+use http_body_util::Full;
+use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
 use tower_bulwark::key::PeerIp;
 use tower_bulwark::rate_limit::RateLimitLayer;
+use tower_bulwark::retry::{RetryBody, RetryLayer};
 
 /// Every mode, in the order the script measures them, with what it serves. The second field
 /// names the mode whose cost it is compared with ("over its baseline").
@@ -91,6 +95,21 @@ const MODES: &[(&str, &str, &str)] = &[
         "tower-resilience breaker + rate limiter behind HandleErrorLayer",
     ),
     ("compression", "bare", "tower-http CompressionLayer (gzip)"),
+    (
+        "upstream-call",
+        "bare",
+        "the handler gets the JSON from an in-process upstream service (oneshot): the retry rows' baseline",
+    ),
+    (
+        "retry",
+        "upstream-call",
+        "ours: the upstream call through RetryLayer (defaults: 3 retries, budget), no retry needed",
+    ),
+    (
+        "tower-retry",
+        "upstream-call",
+        "tower::retry around the upstream call: a policy cloning the request, with a TpsBudget",
+    ),
 ];
 
 /// Never hit: 10^9 per second.
@@ -139,6 +158,93 @@ fn failed(result: &Result<Response, BoxError>) -> bool {
 
 fn router() -> Router {
     Router::new().route("/json", get(json))
+}
+
+/// What the upstream modes' handler sends its upstream, and gets back.
+type UpstreamRequest<B> = http::Request<B>;
+type UpstreamResponse = http::Response<Full<Bytes>>;
+
+/// The in-process upstream: answers the JSON at once.
+fn upstream<B>(
+    _req: UpstreamRequest<B>,
+) -> std::future::Ready<Result<UpstreamResponse, Infallible>> {
+    let mut response = http::Response::new(Full::new(Bytes::from_static(json_body())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    std::future::ready(Ok(response))
+}
+
+/// A route whose handler calls `client` (the upstream, perhaps behind a retry layer) for the
+/// JSON and answers with what it got.
+fn calling<S>(client: S) -> Router
+where
+    S: tower::Service<UpstreamRequest<Full<Bytes>>, Response = UpstreamResponse>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Display,
+{
+    let handler = move || {
+        let client = client.clone();
+        async move {
+            let request = http::Request::get("http://upstream/json")
+                .body(Full::default())
+                .unwrap_or_default();
+            match client.oneshot(request).await {
+                Ok(response) => response.map(axum::body::Body::new).into_response(),
+                Err(error) => (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
+            }
+        }
+    };
+    Router::new().route("/json", get(handler))
+}
+
+/// `tower::retry`'s side: 3 retries of 429/502/503/504 or an error, within a `TpsBudget` of
+/// our budget's defaults; the request is cloned before each attempt.
+#[derive(Clone)]
+struct TowerPolicy {
+    budget: std::sync::Arc<tower::retry::budget::TpsBudget>,
+    retries_left: usize,
+}
+
+impl<E> tower::retry::Policy<UpstreamRequest<Full<Bytes>>, UpstreamResponse, E> for TowerPolicy {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _req: &mut UpstreamRequest<Full<Bytes>>,
+        result: &mut Result<UpstreamResponse, E>,
+    ) -> Option<Self::Future> {
+        use tower::retry::budget::Budget;
+        let failed = result.as_ref().map_or(true, |response| {
+            matches!(response.status().as_u16(), 429 | 502 | 503 | 504)
+        });
+        if !failed {
+            self.budget.deposit();
+            return None;
+        }
+        if self.retries_left == 0 || !self.budget.withdraw() {
+            return None;
+        }
+        self.retries_left -= 1;
+        Some(std::future::ready(()))
+    }
+
+    fn clone_request(
+        &mut self,
+        req: &UpstreamRequest<Full<Bytes>>,
+    ) -> Option<UpstreamRequest<Full<Bytes>>> {
+        let mut copy = http::Request::new(req.body().clone());
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = req.uri().clone();
+        *copy.version_mut() = req.version();
+        *copy.headers_mut() = req.headers().clone();
+        Some(copy)
+    }
 }
 
 fn app(mode: &str) -> Result<(Router, bool), Box<dyn std::error::Error>> {
@@ -239,6 +345,25 @@ fn app(mode: &str) -> Result<(Router, bool), Box<dyn std::error::Error>> {
         "compression" => {
             let layer = tower_http::compression::CompressionLayer::new();
             (router().layer(layer), false)
+        }
+        "upstream-call" => (calling(tower::service_fn(upstream::<Full<Bytes>>)), false),
+        "retry" => {
+            let retry = RetryLayer::builder().build()?;
+            let client = retry.layer(tower::service_fn(upstream::<RetryBody<Full<Bytes>>>));
+            (calling(client), false)
+        }
+        "tower-retry" => {
+            let policy = TowerPolicy {
+                budget: std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
+                    Duration::from_secs(10),
+                    10,
+                    0.2,
+                )),
+                retries_left: 3,
+            };
+            let client = tower::retry::RetryLayer::new(policy)
+                .layer(tower::service_fn(upstream::<Full<Bytes>>));
+            (calling(client), false)
         }
         other => return Err(format!("unknown mode {other:?}; try --list").into()),
     })

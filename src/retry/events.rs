@@ -133,6 +133,13 @@ impl Counters {
         self.0.bump(count as usize);
     }
 
+    /// A request and its first attempt, counted at once.
+    #[inline]
+    pub(crate) fn bump_request(&self) {
+        self.0
+            .bump_two(Count::Requests as usize, Count::Attempts as usize);
+    }
+
     pub(crate) fn stats(&self) -> RetryStats {
         let [requests, attempts, retries, hedges, budget_exhausted, given_up] = self.0.get();
         RetryStats {

@@ -103,7 +103,9 @@ pin_project! {
         grpc: bool,
         // When the request came, if it has a deadline or timeouts.
         started: Option<Instant>,
-        span: tracing::Span,
+        // The attempt's span, only while a subscriber wants debug spans (boxed: most
+        // servers run without, and a span is five words).
+        span: Option<Box<tracing::Span>>,
     }
 }
 
@@ -196,11 +198,7 @@ where
             previous: Duration::ZERO,
             grpc,
             started,
-            span: if called {
-                attempt_span(1)
-            } else {
-                tracing::Span::none()
-            },
+            span: if called { attempt_span(1) } else { None },
         }
     }
 }
@@ -248,6 +246,14 @@ fn sleep_until(at: Instant) -> Pin<Box<Sleep>> {
     Box::pin(tokio::time::sleep_until(at))
 }
 
+/// Drops `timer` if it is armed (the check is inline: most requests never arm one).
+#[inline]
+fn disarm(timer: &mut Timer) {
+    if timer.is_some() {
+        *timer = None;
+    }
+}
+
 /// True when `timer` is armed and has fired.
 fn expired(timer: &mut Timer, cx: &mut Context<'_>) -> bool {
     timer
@@ -257,12 +263,9 @@ fn expired(timer: &mut Timer, cx: &mut Context<'_>) -> bool {
 
 /// The span of one attempt; none at all unless a subscriber wants debug spans (a disabled
 /// span still costs its `log` fallback on every enter and exit, on every request).
-fn attempt_span(attempt: u32) -> tracing::Span {
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        tracing::debug_span!("retry_attempt", attempt)
-    } else {
-        tracing::Span::none()
-    }
+fn attempt_span(attempt: u32) -> Option<Box<tracing::Span>> {
+    tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| Box::new(tracing::debug_span!("retry_attempt", attempt)))
 }
 
 /// When the attempt starting `now` must end: its timeout or the deadline, the sooner.
@@ -332,8 +335,25 @@ where
                 StateProj::Calling { mut first, second } => {
                     let mut second = Pin::new(second);
                     // The answer, and whether it is worth another try (judged once).
-                    let (result, failed) = {
-                        let _attempt = this.span.enter();
+                    let lone = second.is_none()
+                        && this.timer.is_none()
+                        && this.hedge_timer.is_none()
+                        && this.attempt_started.is_none();
+                    let (result, failed) = if lone {
+                        // The common case, kept short: one attempt, no timer, no hedge.
+                        let _attempt = this.span.as_deref().map(tracing::Span::enter);
+                        let Some(attempt) = first.as_mut().as_pin_mut() else {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(PolledAfterCompletion.into()));
+                        };
+                        let result = ready!(attempt.poll(cx)).map_err(Into::into);
+                        let failed = this
+                            .config
+                            .as_deref()
+                            .is_some_and(|config| wants_another(config, &result, *this.grpc));
+                        (result, failed)
+                    } else {
+                        let _attempt = this.span.as_deref().map(tracing::Span::enter);
                         let mut finished = None;
                         if let Some(result) = poll_slot(first.as_mut(), cx) {
                             if let (Some(config), Some(started)) =
@@ -343,11 +363,23 @@ where
                                     hedging.observe(started.elapsed());
                                 }
                             }
-                            finished = settle(result, second.as_mut(), this.parked, this.config);
+                            finished = settle(
+                                result,
+                                second.as_mut(),
+                                this.parked,
+                                this.config,
+                                *this.grpc,
+                            );
                         }
                         if finished.is_none() {
                             if let Some(result) = poll_slot(second.as_mut(), cx) {
-                                finished = settle(result, first.as_mut(), this.parked, this.config);
+                                finished = settle(
+                                    result,
+                                    first.as_mut(),
+                                    this.parked,
+                                    this.config,
+                                    *this.grpc,
+                                );
                             }
                         }
                         match finished {
@@ -372,18 +404,17 @@ where
                                 }
                                 this.parked.take();
                                 let result = Err(timed_out(this.config, *this.started).into());
-                                let failed = this
-                                    .config
-                                    .as_deref()
-                                    .is_some_and(|config| wants_another(config, &result));
+                                let failed = this.config.as_deref().is_some_and(|config| {
+                                    wants_another(config, &result, *this.grpc)
+                                });
                                 (result, failed)
                             }
                         }
                     };
                     // The attempt is over: drop its futures (and its timeouts) before waiting.
                     this.state.set(State::Done);
-                    *this.timer = None;
-                    *this.hedge_timer = None;
+                    disarm(this.timer);
+                    disarm(this.hedge_timer);
                     *this.hedge_due = false;
                     let (Some(config), Some(_)) = (this.config.as_deref(), this.kept.as_ref())
                     else {
@@ -453,13 +484,14 @@ fn settle<F, T, C>(
     mut other: Pin<&mut Option<F>>,
     parked: &mut Option<Box<Result<Response<T>, BoxError>>>,
     config: &Option<Arc<Config<C>>>,
+    grpc: bool,
 ) -> Option<(Result<Response<T>, BoxError>, bool)>
 where
     C: RetryIf<T>,
 {
     let failed = config
         .as_deref()
-        .is_some_and(|config| wants_another(config, &result));
+        .is_some_and(|config| wants_another(config, &result, grpc));
     if other.is_some() && failed {
         *parked = Some(Box::new(result));
         return None;
@@ -473,9 +505,10 @@ where
 fn wants_another<C: RetryIf<T>, T>(
     config: &Config<C>,
     result: &Result<Response<T>, BoxError>,
+    grpc: bool,
 ) -> bool {
     // The predicate first: a success needs no look for a refusal.
-    config.classify.should_retry(result) && !is_circuit_open(refusal_of(result))
+    config.classify.should_retry_call(result, grpc) && !is_circuit_open(refusal_of(result))
 }
 
 /// The hedge of a request, if the service is ready and the budget allows it; `None` while
@@ -531,7 +564,7 @@ fn start<C>(
     config: &Option<Arc<Config<C>>>,
     started: Option<Instant>,
     attempts: &mut u32,
-    span: &mut tracing::Span,
+    span: &mut Option<Box<tracing::Span>>,
     replayable: bool,
 ) {
     *attempts += 1;

@@ -29,6 +29,24 @@ const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 pub trait RetryIf<B>: Send + Sync + 'static {
     /// True to try again (if the budget, the attempts left and the deadline allow).
     fn should_retry(&self, result: &Result<Response<B>, BoxError>) -> bool;
+
+    /// As [`should_retry`](Self::should_retry), told whether the request was a gRPC call, so
+    /// that a predicate can skip what only a gRPC answer carries (the default predicate reads
+    /// `grpc-status` only then). The layer calls this one; by default it asks `should_retry`.
+    ///
+    /// ```
+    /// use http::Response;
+    /// use tower_bulwark::{retry::{DefaultRetryIf, RetryIf}, BoxError};
+    ///
+    /// let unavailable: Result<Response<()>, BoxError> =
+    ///     Ok(Response::builder().header("grpc-status", "14").body(()).unwrap());
+    /// assert!(DefaultRetryIf::default().should_retry_call(&unavailable, true));
+    /// assert!(!DefaultRetryIf::default().should_retry_call(&unavailable, false)); // a 200 to plain HTTP
+    /// ```
+    fn should_retry_call(&self, result: &Result<Response<B>, BoxError>, grpc: bool) -> bool {
+        let _ = grpc;
+        self.should_retry(result)
+    }
 }
 
 impl<B, F> RetryIf<B> for F
@@ -126,6 +144,13 @@ impl<B> RetryIf<B> for DefaultRetryIf {
                 Some(retry) => retry,
                 None => self.retries_status(res.status()),
             },
+        }
+    }
+
+    fn should_retry_call(&self, result: &Result<Response<B>, BoxError>, grpc: bool) -> bool {
+        match result {
+            Ok(res) if !grpc => self.retries_status(res.status()),
+            _ => self.should_retry(result),
         }
     }
 }

@@ -103,7 +103,6 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let config = &self.config;
-        config.counters.bump(Count::Requests);
         // One clock reading for both: the deposit, and whether the budget allows a retry.
         let budget_allows = config
             .budget
@@ -116,14 +115,14 @@ where
             && (req.body().is_end_stream() || fits(req.body(), config.max_body as u64));
         if !replayable {
             // One attempt, nothing kept: the body passes through untouched.
-            config.counters.bump(Count::Attempts);
+            config.counters.bump_request();
             let timed = config.needs_timer().then(|| config.clone());
             return ResponseFuture::once(self.inner.call(req.map(RetryBody::once)), timed);
         }
         let (parts, body) = req.into_parts();
         if body.is_end_stream() {
             // Nothing to read: the first attempt goes now.
-            config.counters.bump(Count::Attempts);
+            config.counters.bump_request();
             let kept = Kept {
                 parts: parts.clone(),
                 data: Bytes::new(),
@@ -136,6 +135,7 @@ where
         }
         // The body is read before the first attempt, by the service made ready for it (a
         // clone takes its place here).
+        config.counters.bump(Count::Requests);
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         let collect = Collect::new(body, config.max_body);

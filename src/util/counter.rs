@@ -113,6 +113,18 @@ impl<const N: usize> StripedCounts<N> {
         }
     }
 
+    /// Adds 1 to counters `i` and `j` on one lookup of this thread's stripe.
+    #[inline]
+    pub(crate) fn bump_two(&self, i: usize, j: usize) {
+        let slot = this_threads_slot();
+        let stripe = &self.stripes[slot & STRIPE_MASK].0;
+        for k in [i, j] {
+            if let Some(counter) = stripe.get(k) {
+                add_to(counter, slot, 1);
+            }
+        }
+    }
+
     /// Every counter's total.
     pub(crate) fn get(&self) -> [u64; N] {
         let mut totals = [0u64; N];
