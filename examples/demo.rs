@@ -1,5 +1,5 @@
 //! The crate's main job, in one server: every layer that exists so far (rate limits, a circuit
-//! breaker), in memory.
+//! breaker, retries), in memory.
 //!
 //! ```text
 //! cargo run --release --example demo
@@ -33,6 +33,66 @@ use tower::{service_fn, Layer};
 use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
 use tower_bulwark::key::{self, Key};
 use tower_bulwark::rate_limit::{Limit, RateLimitLayer};
+
+/// `GET /api/resilient`: the handler calls an in-process upstream the way a server calls its
+/// dependencies, through the resilient client stack: retry outside (jittered backoff from
+/// 100 ms, 3 retries, a budget), a circuit breaker inside (3 failures in a row open it for
+/// 10 s). The upstream fails every other call with a 503, so a request usually needs one
+/// retry; with `?down` it always fails, and once the breaker opens the retry layer stops at
+/// once instead of hammering it.
+fn resilient() -> Result<axum::routing::MethodRouter, tower_bulwark::ConfigError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use axum::response::IntoResponse;
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use tower::ServiceExt;
+    use tower_bulwark::retry::{Backoff, RetryBody, RetryLayer};
+
+    let calls = Arc::new(AtomicU64::new(0));
+    let upstream = service_fn(move |req: Request<RetryBody<Empty<Bytes>>>| {
+        let call = calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let down = req.uri().query() == Some("down");
+        async move {
+            let failed = down || call % 2 == 1;
+            let mut res = Response::new(Body::from(if failed {
+                format!("upstream call {call} failed\n")
+            } else {
+                format!("ok: upstream call {call} answered (the one before it failed and was retried)\n")
+            }));
+            if failed {
+                *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            Ok::<_, std::convert::Infallible>(res)
+        }
+    });
+    let breaker = CircuitBreakerLayer::consecutive_failures(3)
+        .open_for(Duration::from_secs(10))
+        .build()?;
+    let retry = RetryLayer::builder()
+        .backoff(Backoff::exponential(Duration::from_millis(100)).cap(Duration::from_secs(1)))
+        .on_event(|event| tracing::info!(%event, "GET /api/resilient"))
+        .build()?;
+    let client = retry.layer(breaker.layer(upstream));
+    Ok(get(move |uri: http::Uri| {
+        let client = client.clone();
+        async move {
+            let target = match uri.query() {
+                Some("down") => "http://upstream/?down",
+                _ => "http://upstream/",
+            };
+            let request = Request::get(target).body(Empty::<Bytes>::new());
+            match request {
+                Ok(request) => match client.oneshot(request).await {
+                    Ok(res) => res.map(Body::new).into_response(),
+                    Err(err) => (StatusCode::BAD_GATEWAY, format!("{err}\n")).into_response(),
+                },
+                Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")).into_response(),
+            }
+        }
+    }))
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -191,6 +251,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
+    let app = app.route("/api/resilient", resilient()?);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let base = format!("http://{}", listener.local_addr()?);
     println!("tower-bulwark demo listening on {base} ({state})");
@@ -207,6 +268,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  GET /api/upstream  a flaky upstream behind a circuit breaker: 3 failures open it for 10 s (503 + Retry-After)");
     println!("      for i in $(seq 4); do curl -s -o /dev/null -w '%{{http_code}}\\n' '{base}/api/upstream?fail'; done; curl -i {base}/api/upstream");
     println!("      run again after the 10 s: half-open, one failed probe reopens it (500 503 503 503); two calls without ?fail close it");
+    println!("  GET /api/resilient a call to a flaky upstream through retry + breaker: every other upstream call fails (503) and is retried");
+    println!("      curl -i {base}/api/resilient   # ?down: the upstream always fails; 3 retries, then the breaker opens and nothing is retried");
     println!("\nPress Ctrl-C to stop.");
 
     axum::serve(

@@ -199,6 +199,17 @@ def main(demo, with_redis=False):
         assert answer["retryAfter"] == int(headers["Retry-After"]), (answer, headers)
         assert 9 <= answer["retryAfter"] <= 10, answer  # open for 10 s, rounded up
 
+        # Retry + breaker: every other upstream call fails with 503 and is retried, so each
+        # request answers 200 from an even-numbered upstream call.
+        for expected_call in (2, 4):
+            status, _, body = get(base, "/api/resilient")
+            assert status == 200, (status, body)
+            assert body.startswith(f"ok: upstream call {expected_call} answered".encode()), body
+        # Down: retried, until its own breaker opens; then the refusal is not retried.
+        status, headers, body = get(base, "/api/resilient?down")
+        assert status == 503 and json.loads(body)["error"] == "Service unavailable", body
+        assert "Retry-After" in headers, headers
+
         fleet = ""
         if with_redis:
             keys = subprocess.run(["redis-cli", "-u", env["REDIS_URL"], "--scan"],
@@ -223,7 +234,7 @@ def main(demo, with_redis=False):
             check_unreachable_redis(demo)
             fleet += "; with Redis unreachable the demo serves, says so and warns"
         where = "Redis" if with_redis else "memory"
-        print(f"demo OK ({where}): 405s spend no token; rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After{fleet}")
+        print(f"demo OK ({where}): 405s spend no token; rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After; retry + breaker heals a flaky upstream and stops at an open breaker{fleet}")
     finally:
         for proc in procs:
             proc.stop()
