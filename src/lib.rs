@@ -10,13 +10,14 @@
 //! | [`key`] | which bucket a request counts in: global, peer IP, client IP behind trusted proxies, header, closure |
 //! | [`circuit_breaker`] | closed → open → half-open on consecutive failures, failure rates or slow calls; 503 with `Retry-After` |
 //! | [`retry`] | jittered exponential backoff, `Retry-After` and gRPC pushback, body replay, retry budgets |
+//! | [`cache`] | `Cache-Control` policies, strong ETags, conditional requests per RFC 9110 (304, 412), lost-update protection, a validator store |
 //! | [`clock`] | the one time source every layer reads, real or manual (for tests) |
 //! | [`response`] | how layers answer for themselves: JSON for HTTP, trailers-only for gRPC |
 //! | [`redis`] | (feature `redis`) one connection shared by every layer whose state a fleet shares |
 //!
 //! State lives in memory, bounded in keys, unless a layer is given a Redis backend: then a
-//! fleet of instances shares one limit and one breaker. Caching, compression, latency metrics and
-//! adaptive limits are planned; the README's status table tracks them. How the
+//! fleet of instances shares one limit, one breaker, one retry budget and one validator store.
+//! Compression, latency metrics and adaptive limits are planned; the README's status table tracks them. How the
 //! crate is put together is in `ARCHITECTURE.md`.
 //!
 //! ```
@@ -39,6 +40,8 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+#[cfg(feature = "cache")]
+pub mod cache;
 #[cfg(feature = "circuit-breaker")]
 pub mod circuit_breaker;
 pub mod clock;
@@ -51,7 +54,6 @@ pub mod redis;
 pub mod response;
 #[cfg(feature = "retry")]
 pub mod retry;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 mod util;
 
 pub use error::{BackendError, BoxError, ConfigError};

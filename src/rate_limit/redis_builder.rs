@@ -19,9 +19,7 @@ use crate::redis::{check_prefix, FailMode, RedisBackend, DEFAULT_PREFIX};
 /// ```
 pub const DEFAULT_REDIS_DEADLINE: Duration = crate::redis::DEFAULT_DEADLINE;
 
-const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
-const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+use crate::redis::{DEFAULT_BACKOFF, DEFAULT_FAILURE_THRESHOLD, MAX_BACKOFF};
 const DEFAULT_DENIED_CACHE: usize = 10_000;
 
 impl<K> RateLimitBuilder<K> {

@@ -223,13 +223,23 @@ impl RedisBackend {
     }
 
     /// The names a layer's keys get under `prefix`.
-    #[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+    #[cfg(any(
+        feature = "rate-limit",
+        feature = "circuit-breaker",
+        feature = "retry",
+        feature = "cache"
+    ))]
     pub(crate) fn key_names(&self, prefix: String) -> super::KeyNames {
         super::KeyNames::new(prefix, &self.key_secret)
     }
 
     /// Sends one command, with no deadline (the caller keeps its own).
-    #[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+    #[cfg(any(
+        feature = "rate-limit",
+        feature = "circuit-breaker",
+        feature = "retry",
+        feature = "cache"
+    ))]
     pub(crate) async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
         match self.send(cmd).await {
             // Nothing was sent: the connection attempt was refused, and the manager has begun
@@ -240,7 +250,12 @@ impl RedisBackend {
         }
     }
 
-    #[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+    #[cfg(any(
+        feature = "rate-limit",
+        feature = "circuit-breaker",
+        feature = "retry",
+        feature = "cache"
+    ))]
     async fn send(&self, cmd: &Cmd) -> RedisResult<Value> {
         match &self.connection {
             Connection::Server(manager) => cmd.query_async(&mut manager.clone()).await,

@@ -8,6 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// Consecutive outages after which a layer leaves Redis alone, unless its builder says otherwise.
+pub(crate) const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+/// The first back-off after those outages; it doubles while probes fail.
+pub(crate) const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest back-off.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Whether a decision may call Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Permit {
@@ -17,6 +24,33 @@ pub(crate) enum Permit {
     Probe,
     /// Backing off (or another call is probing): use the fail mode.
     Skip,
+}
+
+/// Gives the probe slot back if a call holding it is dropped before it settles (its caller
+/// went away, even before the first poll), so the slot is never held for ever. `T` is
+/// whatever owns the layer's `Health`.
+pub(crate) struct ProbeGuard<T: AsRef<Health>> {
+    owner: std::sync::Arc<T>,
+    permit: Permit,
+}
+
+impl<T: AsRef<Health>> ProbeGuard<T> {
+    pub(crate) fn new(owner: std::sync::Arc<T>, permit: Permit) -> Self {
+        Self { owner, permit }
+    }
+
+    /// The call finished: the caller reports its outcome itself, with this permit.
+    pub(crate) fn settle(&mut self) -> Permit {
+        std::mem::replace(&mut self.permit, Permit::Call)
+    }
+}
+
+impl<T: AsRef<Health>> Drop for ProbeGuard<T> {
+    fn drop(&mut self) {
+        if self.permit == Permit::Probe {
+            AsRef::<Health>::as_ref(&*self.owner).abandoned();
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -40,34 +40,96 @@
 // The mechanisms are compiled whole with any layer that keeps state in Redis; with only one
 // layer on, the other's parts have no caller.
 #![cfg_attr(
-    not(all(feature = "rate-limit", feature = "circuit-breaker", feature = "retry")),
+    not(all(
+        feature = "rate-limit",
+        feature = "circuit-breaker",
+        feature = "retry",
+        feature = "cache"
+    )),
     allow(dead_code, unused_imports)
 )]
 
 mod connection;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "cache"
+))]
 mod health;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "cache"
+))]
 mod keys;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "cache"
+))]
 mod script;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "cache"
+))]
 mod stats;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "cache"
+))]
 mod sync;
 
 pub use connection::RedisBackend;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
-pub(crate) use health::{Health, Permit};
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "cache"
+))]
+pub(crate) use health::{
+    Health, Permit, ProbeGuard, DEFAULT_BACKOFF, DEFAULT_FAILURE_THRESHOLD, MAX_BACKOFF,
+};
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "cache"
+))]
 pub(crate) use keys::{check_prefix, instance_id, KeyNames, DEFAULT_PREFIX};
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "cache"
+))]
 pub(crate) use script::{integer_list, CallError, Script};
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "cache"
+))]
 pub use stats::FleetStats;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "cache"
+))]
 pub(crate) use stats::SyncCounters;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "cache"
+))]
 pub(crate) use sync::{each_bounded, BatchSync, Round, SyncSettings, SyncTask};
 
 /// The default bound on one Redis call, kept by each layer's own timer: 50 ms.

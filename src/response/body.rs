@@ -13,6 +13,8 @@ use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{BodyExt, Full};
 use pin_project_lite::pin_project;
 
+use crate::util::Buffered;
+
 pin_project! {
     /// The body of a response from a bulwark layer: the inner service's body, or the layer's own.
     ///
@@ -27,8 +29,10 @@ pin_project! {
     /// assert_eq!(body.collect().await.unwrap().to_bytes(), "hi");
     /// # }
     /// ```
-    #[derive(Debug)]
-    pub struct ResponseBody<B> {
+    pub struct ResponseBody<B>
+    where
+        B: Body<Data = Bytes>,
+    {
         #[pin]
         kind: Kind<B>,
     }
@@ -36,11 +40,16 @@ pin_project! {
 
 pin_project! {
     #[project = KindProj]
-    #[derive(Debug)]
-    enum Kind<B> {
+    enum Kind<B>
+    where
+        B: Body<Data = Bytes>,
+    {
         Inner { #[pin] body: B },
         Full { #[pin] body: Full<Bytes> },
         Watched { #[pin] body: Watched<B> },
+        // Boxed: a body read whole (for its ETag) and handed on is the rare case, and inline
+        // it would grow every response body.
+        Buffered { body: Pin<Box<Watched<Buffered<ResponseBody<B>>>>> },
     }
 }
 
@@ -131,7 +140,20 @@ where
     }
 }
 
-impl<B> ResponseBody<B> {
+impl<B: Body<Data = Bytes> + std::fmt::Debug> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("ResponseBody");
+        match &self.kind {
+            Kind::Inner { body } => out.field("inner", body),
+            Kind::Full { body } => out.field("full", body),
+            Kind::Watched { body } => out.field("watched", body),
+            Kind::Buffered { body } => out.field("buffered", &body.body.form()),
+        };
+        out.finish()
+    }
+}
+
+impl<B: Body<Data = Bytes>> ResponseBody<B> {
     /// Wraps the inner service's body.
     ///
     /// ```
@@ -208,6 +230,7 @@ where
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
             KindProj::Watched { body } => body.poll_frame(cx),
+            KindProj::Buffered { body } => body.as_mut().poll_frame(cx),
             KindProj::Full { body } => body
                 .poll_frame(cx)
                 .map(|frame| frame.map(|result| result.map_err(|never| match never {}))),
@@ -218,6 +241,7 @@ where
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Watched { body } => body.body.is_end_stream(),
+            Kind::Buffered { body } => body.is_end_stream(),
             Kind::Full { body } => body.is_end_stream(),
         }
     }
@@ -226,6 +250,7 @@ where
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
             Kind::Watched { body } => body.body.size_hint(),
+            Kind::Buffered { body } => body.size_hint(),
             Kind::Full { body } => body.size_hint(),
         }
     }
@@ -287,11 +312,14 @@ pub(crate) mod sealed {
     use super::EndHook;
 
     /// What a layer does with its response bodies; sealed, so that it stays free to change.
-    pub trait Sealed {
+    pub trait Sealed: Sized + http_body::Body {
         /// A body of the layer's own holding `bytes` (empty for a gRPC answer).
         fn from_bytes(bytes: Bytes) -> Self;
         /// This body, calling `on_end` once when it ends, however it ends.
         fn watched(self, on_end: EndHook) -> Self;
+        /// This body again after a layer read it into memory (for its ETag): the whole of it
+        /// replayed, or its start followed by the rest or by its error. Nothing is lost.
+        fn from_buffered(body: crate::util::Buffered<Self>) -> Self;
     }
 }
 
@@ -302,19 +330,21 @@ impl<B: Body<Data = Bytes>> sealed::Sealed for ResponseBody<B> {
         Self::full(bytes)
     }
 
+    fn from_buffered(body: Buffered<Self>) -> Self {
+        Self {
+            kind: Kind::Buffered {
+                // Watched with no hook yet: a breaker outside adds one.
+                body: Box::pin(Watched { body, on_end: None }),
+            },
+        }
+    }
+
     fn watched(mut self, on_end: EndHook) -> Self {
         match self.kind {
             Kind::Inner { body } => Self::watching(body, on_end),
             // Watched already (a breaker inside another): each hears how the body ends.
             Kind::Watched { ref mut body } => {
-                let first = body.on_end.take();
-                body.on_end = Some(match first {
-                    Some(first) => Box::new(move |end: BodyEnd<'_>| {
-                        first(end);
-                        on_end(end);
-                    }),
-                    None => on_end,
-                });
+                chain(&mut body.on_end, on_end);
                 self
             }
             // The layer's own body: one frame, no trailers.
@@ -322,8 +352,50 @@ impl<B: Body<Data = Bytes>> sealed::Sealed for ResponseBody<B> {
                 on_end(BodyEnd::Finished);
                 self
             }
+            // Read whole by a cache layer: watch it as any other body.
+            Kind::Buffered { ref mut body } => {
+                chain(body.as_mut().project().on_end, on_end);
+                self
+            }
         }
     }
+}
+
+/// Adds `on_end` to the hooks in `slot`: each hears how the body ends, in order.
+fn chain(slot: &mut Option<EndHook>, on_end: EndHook) {
+    *slot = Some(match slot.take() {
+        Some(first) => Box::new(move |end: BodyEnd<'_>| {
+            first(end);
+            on_end(end);
+        }),
+        None => on_end,
+    });
+}
+
+/// The bytes of a buffered body whose rest is always ready (a `Full`, a `String`), read now.
+fn drain_ready<B>(body: Buffered<B>) -> Bytes
+where
+    B: Body<Data = Bytes, Error = std::convert::Infallible> + Unpin,
+{
+    let body = match body.whole() {
+        Ok(data) => return data,
+        Err(body) => body,
+    };
+    // Longer than it said (which these bodies never are): read the rest, never lose it.
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
+    let mut cx = Context::from_waker(&waker);
+    let mut body = std::pin::pin!(body);
+    let mut joined = bytes::BytesMut::new();
+    while let Poll::Ready(Some(Ok(frame))) = body.as_mut().poll_frame(&mut cx) {
+        if let Ok(data) = frame.into_data() {
+            joined.extend_from_slice(&data);
+        }
+    }
+    joined.freeze()
 }
 
 impl LayerBody for Full<Bytes> {}
@@ -331,6 +403,10 @@ impl LayerBody for Full<Bytes> {}
 impl sealed::Sealed for Full<Bytes> {
     fn from_bytes(bytes: Bytes) -> Self {
         Full::new(bytes)
+    }
+
+    fn from_buffered(body: Buffered<Self>) -> Self {
+        Full::new(drain_ready(body))
     }
 
     /// One data frame, no trailers: it ends as it starts.
@@ -352,6 +428,11 @@ impl sealed::Sealed for String {
         }
     }
 
+    /// The bytes came from a `String`: valid UTF-8 again.
+    fn from_buffered(body: Buffered<Self>) -> Self {
+        Self::from_bytes(drain_ready(body))
+    }
+
     /// One data frame, no trailers: it ends as it starts.
     fn watched(self, on_end: EndHook) -> Self {
         on_end(BodyEnd::Finished);
@@ -359,13 +440,17 @@ impl sealed::Sealed for String {
     }
 }
 
-impl<E: 'static> LayerBody for UnsyncBoxBody<Bytes, E> {}
+impl<E: Send + 'static> LayerBody for UnsyncBoxBody<Bytes, E> {}
 
-impl<E: 'static> sealed::Sealed for UnsyncBoxBody<Bytes, E> {
+impl<E: Send + 'static> sealed::Sealed for UnsyncBoxBody<Bytes, E> {
     fn from_bytes(bytes: Bytes) -> Self {
         Full::new(bytes)
             .map_err(|never| match never {})
             .boxed_unsync()
+    }
+
+    fn from_buffered(body: Buffered<Self>) -> Self {
+        body.boxed_unsync()
     }
 
     fn watched(self, on_end: EndHook) -> Self {
@@ -373,11 +458,15 @@ impl<E: 'static> sealed::Sealed for UnsyncBoxBody<Bytes, E> {
     }
 }
 
-impl<E: 'static> LayerBody for BoxBody<Bytes, E> {}
+impl<E: Send + Sync + 'static> LayerBody for BoxBody<Bytes, E> {}
 
-impl<E: 'static> sealed::Sealed for BoxBody<Bytes, E> {
+impl<E: Send + Sync + 'static> sealed::Sealed for BoxBody<Bytes, E> {
     fn from_bytes(bytes: Bytes) -> Self {
         Full::new(bytes).map_err(|never| match never {}).boxed()
+    }
+
+    fn from_buffered(body: Buffered<Self>) -> Self {
+        body.boxed()
     }
 
     fn watched(self, on_end: EndHook) -> Self {
@@ -393,6 +482,10 @@ impl LayerBody for axum_core::body::Body {}
 impl sealed::Sealed for axum_core::body::Body {
     fn from_bytes(bytes: Bytes) -> Self {
         axum_core::body::Body::from(bytes)
+    }
+
+    fn from_buffered(body: Buffered<Self>) -> Self {
+        axum_core::body::Body::new(body)
     }
 
     fn watched(self, on_end: EndHook) -> Self {

@@ -36,7 +36,12 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// True when the request is a gRPC call: a `POST` (the only method gRPC and gRPC-Web use)
 /// with a gRPC content type. The method is compared first, so other requests cost no header
 /// lookup.
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "cache"
+))]
 pub(crate) fn is_grpc_call(method: &http::Method, headers: &HeaderMap) -> bool {
     method == http::Method::POST && is_grpc(headers)
 }

@@ -132,7 +132,7 @@ pub(crate) fn put_u64(buf: &mut BytesMut, mut n: u64) {
 /// What an HTTP layer's response future answers when polled again after it completed: a 500,
 /// rather than a panic on a request path or a second poll of the inner future. (A generic
 /// layer's future fails with [`PolledAfterCompletion`] instead.)
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "cache"))]
 pub(crate) fn polled_after_completion<B: LayerBody>() -> Response<B> {
     let mut response = Response::new(B::from_bytes(Bytes::new()));
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;

@@ -17,19 +17,28 @@ mod refusal;
 pub(crate) use body::BodyEnd;
 pub use body::{LayerBody, ResponseBody};
 pub use classify::Outcome;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
+pub(crate) use grpc::grpc_answer;
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "circuit-breaker",
+    feature = "retry",
+    feature = "cache"
+))]
+pub(crate) use grpc::is_grpc_call;
 #[cfg(feature = "circuit-breaker")]
 pub(crate) use grpc::is_grpc_web;
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
-pub(crate) use grpc::{grpc_answer, is_grpc_call};
 pub use grpc::{grpc_rejection, is_grpc, GrpcCode};
 #[cfg(feature = "rate-limit")]
 pub(crate) use json::json_bytes;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
+pub(crate) use json::number;
+#[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "cache"))]
+pub(crate) use json::polled_after_completion;
 #[cfg(feature = "rate-limit")]
 pub(crate) use json::put_u64;
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 pub(crate) use json::{ceil_secs, retry_json};
 pub use json::{json_response, PolledAfterCompletion};
-#[cfg(any(feature = "rate-limit", feature = "circuit-breaker"))]
-pub(crate) use json::{number, polled_after_completion};
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 pub use refusal::{Refusal, RefusalKind};

@@ -16,13 +16,13 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::body::{Collect, Collected};
 use super::config::Config;
 use super::events::{Count, GiveUp, RetryEvent};
 use super::hint::{hint, Hint};
 use super::policy::{is_circuit_open, refusal_of};
 use super::{RetryBody, RetryIf, TimedOut};
 use crate::response::{PolledAfterCompletion, RefusalKind};
+use crate::util::{Collect, Collected};
 use crate::BoxError;
 
 /// What a request keeps to be sent again: its head and its buffered body.
@@ -309,7 +309,7 @@ where
                             request
                         }
                         // One attempt: nothing kept.
-                        Collected::Once(body) => Request::from_parts(parts, body),
+                        Collected::Once(body) => Request::from_parts(parts, RetryBody::from(body)),
                     };
                     let Some(service) = this.service.as_mut() else {
                         this.state.set(State::Done);

@@ -9,13 +9,13 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use super::body::{fits, Collect};
 use super::config::Config;
 use super::events::Count;
 use super::future::{Kept, ResponseFuture};
 use super::policy::is_idempotent;
 use super::{DefaultRetryIf, RetryBody, RetryBudget, RetryIf};
 use crate::response::is_grpc_call;
+use crate::util::{fits, Collect};
 use crate::BoxError;
 
 /// The service a [`RetryLayer`](super::RetryLayer) makes: it calls the inner service (which

@@ -16,7 +16,7 @@ use super::script::{verdict, Call, LayerScript, RedisQuota};
 use super::{Decision, MemoryRateLimiter, Origin, RateLimitBackend, Receipt, Verdict};
 use crate::clock::{duration_to_nanos, Clock};
 use crate::key::Key;
-use crate::redis::{CallError, FailMode, Health, KeyNames, Permit, RedisBackend};
+use crate::redis::{CallError, FailMode, Health, KeyNames, Permit, ProbeGuard, RedisBackend};
 use crate::util::StripedCounter;
 
 /// Rate decisions shared by every instance through Redis; built by
@@ -60,6 +60,12 @@ pub(crate) struct Settings {
     pub(crate) max_backoff: Duration,
     pub(crate) denied_cache: usize,
     pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl AsRef<Health> for Inner {
+    fn as_ref(&self) -> &Health {
+        &self.health
+    }
 }
 
 struct Inner {
@@ -323,7 +329,12 @@ impl Inner {
 
     /// `guard` is made by the caller and moved in: a probe dropped before it ends (even before
     /// its first poll: the client went away) must not hold the one probe slot for ever.
-    async fn decide_remote(self: Arc<Self>, key: Key, cost: u64, mut guard: ProbeGuard) -> Verdict {
+    async fn decide_remote(
+        self: Arc<Self>,
+        key: Key,
+        cost: u64,
+        mut guard: ProbeGuard<Inner>,
+    ) -> Verdict {
         // Read before the call: a refusal's retry time counts from before Redis read its
         // clock, not from when the answer was finally polled.
         let sent_at = self.now_ns();
@@ -367,27 +378,6 @@ impl Inner {
             }
             (FailMode::Closed, _) => unlimited(false, CLOSED_RETRY_AFTER),
             _ => unlimited(true, Duration::ZERO),
-        }
-    }
-}
-
-/// Gives the probe slot back if a probing decision is dropped before it settles.
-struct ProbeGuard {
-    inner: Arc<Inner>,
-    permit: Permit,
-}
-
-impl ProbeGuard {
-    /// The decision finished: the caller reports the outcome itself.
-    fn settle(&mut self) -> Permit {
-        std::mem::replace(&mut self.permit, Permit::Call)
-    }
-}
-
-impl Drop for ProbeGuard {
-    fn drop(&mut self) {
-        if self.permit == Permit::Probe {
-            self.inner.health.abandoned();
         }
     }
 }
@@ -451,10 +441,7 @@ impl RateLimitBackend for RedisRateLimiter {
         if permit == Permit::Skip {
             return Decision::Ready(inner.fallback(key, cost));
         }
-        let guard = ProbeGuard {
-            inner: inner.clone(),
-            permit,
-        };
+        let guard = ProbeGuard::new(inner.clone(), permit);
         let future = inner.clone().decide_remote(key.clone(), cost, guard);
         Decision::Pending(RedisDecision {
             future: Box::pin(future),

@@ -1,0 +1,245 @@
+//! The cache service: what a request needs is settled at `call` (nothing, the policy and an
+//! ETag, or preconditions judged before the handler from `current_etag` or the store).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{
+    IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
+};
+use http::{HeaderMap, Method, Request, Response};
+use tower_service::Service;
+
+use super::answer::{not_modified, precondition_failed};
+use super::conditional::{evaluate, has_preconditions, Current, Verdict};
+use super::config::{Config, Count};
+use super::current::CurrentEtag;
+use super::future::{Ctx, ResponseFuture};
+use super::store::{Answer, StoreKey, Stored};
+use super::vary;
+use crate::response::{is_grpc_call, LayerBody};
+
+/// The service a [`CacheLayer`](super::CacheLayer) wraps around an inner service.
+#[derive(Debug, Clone)]
+pub struct CacheService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> CacheService<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// What the request's method lets the layer do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MethodKind {
+    /// `GET`, `HEAD`: the policy, ETags, `304`.
+    Read,
+    /// `POST`, `PUT`, `PATCH`, `DELETE`: preconditions before the handler; the store forgets
+    /// the URI after success.
+    Write,
+    /// Anything else passes untouched.
+    Other,
+}
+
+impl MethodKind {
+    fn of(method: &Method) -> Self {
+        match *method {
+            Method::GET | Method::HEAD => MethodKind::Read,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE => MethodKind::Write,
+            _ => MethodKind::Other,
+        }
+    }
+}
+
+/// The precondition headers of a read, copied for judging its response (the request itself
+/// is gone by then).
+fn preconditions_of(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for name in [
+        IF_MATCH,
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+        RANGE,
+    ] {
+        for value in headers.get_all(&name) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+/// Acts on a verdict reached before the handler: an answer of the layer's own, or the request
+/// to pass on (without its `Range` when `If-Range` failed).
+pub(crate) fn before_handler<ReqB, B: LayerBody>(
+    verdict: Verdict,
+    req: &mut Request<ReqB>,
+    config: &Config,
+    answer_headers: impl FnOnce() -> HeaderMap,
+) -> Option<Response<B>> {
+    match verdict {
+        Verdict::Proceed => None,
+        Verdict::IgnoreRange => {
+            req.headers_mut().remove(RANGE);
+            req.headers_mut().remove(IF_RANGE);
+            None
+        }
+        Verdict::NotModified => {
+            config.bump(Count::NotModified);
+            config.bump(Count::AnsweredBeforeHandler);
+            Some(not_modified(&answer_headers()))
+        }
+        Verdict::PreconditionFailed => {
+            config.bump(Count::PreconditionFailed);
+            config.bump(Count::AnsweredBeforeHandler);
+            Some(precondition_failed())
+        }
+    }
+}
+
+/// Judges a request by what the store remembers of its URI.
+pub(crate) fn judge_stored<ReqB, B: LayerBody>(
+    stored: &Stored,
+    req: &mut Request<ReqB>,
+    config: &Config,
+) -> Option<Response<B>> {
+    let current = Current {
+        exists: true,
+        etag: stored.etag.as_ref(),
+        last_modified: stored.last_modified,
+    };
+    let verdict = evaluate(req.method(), req.headers(), current);
+    before_handler(verdict, req, config, || {
+        let mut headers = stored.headers.clone();
+        // The policy's `Expires` counts from this answer, not from the one stored.
+        if config.is_policy(headers.get(http::header::CACHE_CONTROL)) {
+            config.put_expires(&mut headers);
+        }
+        headers
+    })
+}
+
+impl<S, ReqB, B> Service<Request<ReqB>> for CacheService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<B>> + Clone,
+    B: LayerBody + Unpin,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqB, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let config = &self.config;
+        let method = MethodKind::of(req.method());
+        let untouched = match method {
+            MethodKind::Other => true,
+            MethodKind::Write => {
+                (config.store.is_none() && config.current.is_none())
+                    || is_grpc_call(req.method(), req.headers())
+            }
+            MethodKind::Read => false,
+        };
+        if untouched {
+            return ResponseFuture::untouched(self.inner.call(req));
+        }
+        let conditional = has_preconditions(req.headers());
+        let store_key = config.store.as_ref().map(|_| StoreKey {
+            uri: StoreKey::of_uri(req.uri()),
+            variant: match method {
+                MethodKind::Read => vary::variant(req.headers(), &config.vary),
+                _ => 0,
+            },
+        });
+        if !conditional {
+            let ctx = store_key.map(|key| Ctx::new(None, Some(key)));
+            return ResponseFuture::called(self.inner.call(req), config.clone(), method, ctx);
+        }
+        let preconditions = (method == MethodKind::Read).then(|| preconditions_of(req.headers()));
+        let mut ctx = Ctx::new(preconditions, store_key);
+
+        // The resource's current tag, from the user's function.
+        if let Some(current) = &config.current {
+            let (parts, body) = req.into_parts();
+            let known = current(&parts);
+            req = Request::from_parts(parts, body);
+            let verdict = match &known {
+                CurrentEtag::Is(tag) => Some(Current {
+                    exists: true,
+                    etag: Some(tag),
+                    last_modified: None,
+                }),
+                CurrentEtag::Missing => Some(Current {
+                    exists: false,
+                    etag: None,
+                    last_modified: None,
+                }),
+                CurrentEtag::Unknown => None,
+            }
+            .map(|current| evaluate(req.method(), req.headers(), current));
+            if let Some(verdict) = verdict {
+                let tag = match known {
+                    CurrentEtag::Is(tag) => Some(tag),
+                    _ => None,
+                };
+                let answer = before_handler(verdict, &mut req, config, || {
+                    let mut headers = HeaderMap::new();
+                    if let Some(tag) = &tag {
+                        headers.insert(http::header::ETAG, tag.header_value().clone());
+                    }
+                    config.apply_policy(&mut headers);
+                    headers
+                });
+                if let Some(answer) = answer {
+                    return ResponseFuture::answered(answer);
+                }
+                ctx.current = tag;
+                return ResponseFuture::called(
+                    self.inner.call(req),
+                    config.clone(),
+                    method,
+                    Some(ctx),
+                );
+            }
+        }
+
+        // What the store remembers of the URI.
+        if let (Some(store), Some(key)) = (&config.store, &ctx.store_key) {
+            match store.lookup(key) {
+                Answer::Ready(Some(stored)) => {
+                    if let Some(answer) = judge_stored(&stored, &mut req, config) {
+                        return ResponseFuture::answered(answer);
+                    }
+                }
+                Answer::Ready(None) => {}
+                Answer::Pending(lookup) => {
+                    // The request waits for the store: with the service made ready for it (a
+                    // clone takes its place here).
+                    let clone = self.inner.clone();
+                    let ready = std::mem::replace(&mut self.inner, clone);
+                    return ResponseFuture::looking_up(
+                        lookup,
+                        req,
+                        ready,
+                        config.clone(),
+                        method,
+                        ctx,
+                    );
+                }
+            }
+        }
+        ResponseFuture::called(self.inner.call(req), config.clone(), method, Some(ctx))
+    }
+}

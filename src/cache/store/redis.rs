@@ -1,0 +1,190 @@
+//! The validator store in Redis: one hash per URI (its hashed path and query) moved by
+//! `validators.lua` through the shared script call, with the layer's deadline and a `Health`
+//! that leaves Redis alone after outages. A lookup that fails or misses the deadline is
+//! answered "nothing stored": the request is served as if there were no store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+
+use super::{Answer, Limits, StoreKey, Stored, MAX_VARIANTS};
+use crate::clock::{duration_to_nanos, Clock, SystemClock};
+use crate::error::{BackendError, ConfigError};
+use crate::key::Key;
+use crate::redis::{
+    check_prefix, CallError, Health, KeyNames, Permit, ProbeGuard, RedisBackend, Script,
+    DEFAULT_BACKOFF, DEFAULT_DEADLINE, DEFAULT_FAILURE_THRESHOLD, DEFAULT_PREFIX, MAX_BACKOFF,
+};
+
+const SCRIPT: &str = include_str!("validators.lua");
+
+/// The builder's Redis settings.
+#[derive(Debug, Clone)]
+pub(crate) struct RedisSettings {
+    backend: RedisBackend,
+    pub(crate) prefix: String,
+    pub(crate) deadline: Duration,
+}
+
+impl RedisSettings {
+    pub(crate) fn new(backend: RedisBackend) -> Self {
+        Self {
+            backend,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            deadline: DEFAULT_DEADLINE,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    redis: RedisBackend,
+    names: KeyNames,
+    script: Script,
+    deadline: Duration,
+    limits: Limits,
+    health: Health,
+    /// The local clock `Health` backs off by (Redis's own time is in the script).
+    clock: SystemClock,
+}
+
+impl AsRef<Health> for Inner {
+    fn as_ref(&self) -> &Health {
+        &self.health
+    }
+}
+
+impl RedisStore {
+    pub(crate) fn new(settings: RedisSettings, limits: Limits) -> Result<Self, ConfigError> {
+        check_prefix(&settings.prefix)?;
+        if settings.deadline.is_zero() {
+            return Err(ConfigError::new(
+                "redis_deadline",
+                "must be above zero, got 0s",
+            ));
+        }
+        let names = settings.backend.key_names(settings.prefix);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                redis: settings.backend,
+                names,
+                script: Script::new(SCRIPT),
+                deadline: settings.deadline,
+                limits,
+                health: Health::new(
+                    "validator store",
+                    "requests are served as if there were no store",
+                    DEFAULT_FAILURE_THRESHOLD,
+                    DEFAULT_BACKOFF,
+                    MAX_BACKOFF,
+                ),
+                clock: SystemClock::new(),
+            }),
+        })
+    }
+
+    pub(crate) fn lookup(&self, key: &StoreKey) -> Answer<Option<Arc<Stored>>> {
+        let Some(guard) = self.inner.permit() else {
+            return Answer::Ready(None);
+        };
+        let inner = Arc::clone(&self.inner);
+        let (uri, variant) = (key.uri.clone(), key.variant);
+        Answer::Pending(Box::pin(async move {
+            let reply = inner
+                .call(guard, &uri, &|cmd| {
+                    cmd.arg("get").arg(variant);
+                })
+                .await;
+            match reply {
+                Ok(Value::BulkString(bytes)) => Stored::decode(&bytes).map(Arc::new),
+                _ => None,
+            }
+        }))
+    }
+
+    pub(crate) fn remember(&self, key: StoreKey, stored: Stored, ttl: Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(guard) = self.inner.permit() else {
+            return;
+        };
+        let inner = Arc::clone(&self.inner);
+        let ttl_ms = ttl.min(inner.limits.max_ttl).as_millis().max(1) as u64;
+        let payload = stored.encode();
+        runtime.spawn(async move {
+            let _ = inner
+                .call(guard, &key.uri, &|cmd| {
+                    cmd.arg("put")
+                        .arg(key.variant)
+                        .arg(ttl_ms)
+                        .arg(&payload)
+                        .arg(MAX_VARIANTS);
+                })
+                .await;
+        });
+    }
+
+    pub(crate) fn forget(&self, uri: &Key) -> Answer<Result<(), BackendError>> {
+        let Some(guard) = self.inner.permit() else {
+            return Answer::Ready(Err(BackendError::new(
+                "validator store: redis is being left alone after failures",
+            )));
+        };
+        let inner = Arc::clone(&self.inner);
+        let uri = uri.clone();
+        let quarantine_ms = inner.limits.quarantine.as_millis() as u64;
+        Answer::Pending(Box::pin(async move {
+            inner
+                .call(guard, &uri, &|cmd| {
+                    cmd.arg("forget").arg(quarantine_ms);
+                })
+                .await
+                .map(drop)
+                .map_err(BackendError::from)
+        }))
+    }
+}
+
+impl Inner {
+    fn now_ns(&self) -> u64 {
+        duration_to_nanos(self.clock.now())
+    }
+
+    /// A guard holding the permit to call Redis, or `None` while Redis is left alone.
+    fn permit(self: &Arc<Self>) -> Option<ProbeGuard<Inner>> {
+        match self.health.permit(self.now_ns()) {
+            Permit::Skip => None,
+            permit => Some(ProbeGuard::new(Arc::clone(self), permit)),
+        }
+    }
+
+    async fn call(
+        &self,
+        mut guard: ProbeGuard<Inner>,
+        uri: &Key,
+        args: &(dyn Fn(&mut redis::Cmd) + Sync),
+    ) -> Result<Value, CallError> {
+        let mut key = self.names.tagged(uri);
+        key.extend_from_slice(b"cv");
+        let result = self
+            .script
+            .call(&self.redis, self.deadline, &[&key], args)
+            .await;
+        let permit = guard.settle();
+        match &result {
+            Err(err) if err.is_outage() => {
+                tracing::debug!(error = %err, "validator store: redis failed, serving without it");
+                self.health.failed(permit, self.now_ns(), err);
+            }
+            _ => self.health.succeeded(permit),
+        }
+        result
+    }
+}
