@@ -78,6 +78,11 @@ fn preconditions_of(headers: &HeaderMap) -> HeaderMap {
     kept
 }
 
+/// Whether the preconditions hold an `If-Unmodified-Since` that counts (no `If-Match`).
+fn needs_a_date(headers: &HeaderMap) -> bool {
+    headers.contains_key(IF_UNMODIFIED_SINCE) && !headers.contains_key(IF_MATCH)
+}
+
 /// Acts on a verdict reached before the handler: an answer of the layer's own, or the request
 /// to pass on (without its `Range` when `If-Range` failed).
 pub(crate) fn before_handler<ReqB, B: LayerBody>(
@@ -188,6 +193,9 @@ where
                 }),
                 CurrentEtag::Unknown => None,
             }
+            // An `If-Unmodified-Since` (without `If-Match`) needs the date only the handler's
+            // response gives: a read is then judged after the handler, as a whole.
+            .filter(|_| !(method == MethodKind::Read && needs_a_date(req.headers())))
             .map(|current| evaluate(req.method(), req.headers(), current));
             if let Some(verdict) = verdict {
                 let tag = match known {

@@ -12,6 +12,8 @@
 
 mod common;
 
+#[cfg(feature = "cache")]
+mod cache_rfc;
 #[cfg(feature = "circuit-breaker")]
 mod circuit_breaker;
 #[cfg(feature = "circuit-breaker")]
