@@ -163,10 +163,8 @@ where
         let conditional = has_preconditions(req.headers());
         let store_key = config.store.as_ref().map(|_| StoreKey {
             uri: StoreKey::of_uri(req.uri()),
-            variant: match method {
-                MethodKind::Read => vary::variant(req.headers(), &config.vary),
-                _ => 0,
-            },
+            // A write is judged against the variant its own headers pick, as a read would be.
+            variant: vary::variant(req.headers(), &config.vary),
         });
         if !conditional {
             let ctx = store_key.map(|key| Ctx::new(None, Some(key)));

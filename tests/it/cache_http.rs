@@ -1,0 +1,643 @@
+//! The cache layer on real services: the policy and its statuses, `Expires`, `Vary`, ETags
+//! from bodies (and the bodies it must leave alone), HEAD through axum, a body failing while
+//! read, and the validator store answering before the handler, refusing stale writes,
+//! forgetting written URIs, bounded under a flood.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::{BodyExt, Full, StreamBody};
+use tower::{Layer, Service, ServiceExt};
+use tower_bulwark::cache::{CacheLayer, EntityTag, ValidatorStore};
+use tower_bulwark::clock::ManualClock;
+use tower_bulwark::response::ResponseBody;
+
+use crate::common::{body_text, Body};
+
+fn respond_with(
+    build: impl Fn(&Request<Body>) -> Response<Body> + Clone + Send + 'static,
+) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone
+{
+    tower::service_fn(move |req: Request<Body>| std::future::ready(Ok(build(&req))))
+}
+
+fn text(body: &'static str) -> Response<Body> {
+    Response::new(Full::new(Bytes::from_static(body.as_bytes())))
+}
+
+async fn get(
+    svc: impl Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    headers: &[(&str, &str)],
+) -> Response<Body> {
+    let mut req = Request::get("/doc");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    svc.oneshot(req.body(Body::default()).unwrap())
+        .await
+        .unwrap()
+}
+
+fn header<'a>(res: &'a Response<Body>, name: &str) -> Option<&'a str> {
+    res.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn a_200_gets_the_policy_expires_and_a_strong_tag_of_its_body() {
+    let layer = CacheLayer::builder()
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    let res = get(layer.layer(respond_with(|_| text("{\"id\":7}"))), &[]).await;
+    assert_eq!(header(&res, "cache-control"), Some("max-age=3600"));
+    assert_eq!(
+        header(&res, "expires"),
+        Some("Thu, 01 Jan 2026 01:00:00 GMT")
+    );
+    let tag = EntityTag::of_body(b"{\"id\":7}", false);
+    assert_eq!(header(&res, "etag"), Some(tag.to_string().as_str()));
+    assert_eq!(
+        body_text(res).await,
+        "{\"id\":7}",
+        "the body is handed on whole"
+    );
+    assert_eq!(layer.stats().etags_computed, 1);
+}
+
+#[tokio::test]
+async fn the_handlers_cache_control_is_kept_unless_overridden() {
+    let own = |_: &Request<Body>| {
+        let mut res = text("x");
+        res.headers_mut()
+            .insert("cache-control", "private, max-age=5".parse().unwrap());
+        res
+    };
+    let kept = CacheLayer::max_age(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let res = get(kept.layer(respond_with(own)), &[]).await;
+    assert_eq!(header(&res, "cache-control"), Some("private, max-age=5"));
+    assert_eq!(
+        header(&res, "expires"),
+        None,
+        "no Expires beside a header it did not write"
+    );
+
+    let overriding = CacheLayer::max_age(Duration::from_secs(60))
+        .public()
+        .override_cache_control(true)
+        .build()
+        .unwrap();
+    let res = get(overriding.layer(respond_with(own)), &[]).await;
+    assert_eq!(header(&res, "cache-control"), Some("public, max-age=60"));
+    assert!(header(&res, "expires").is_some());
+}
+
+#[tokio::test]
+async fn no_store_says_expires_zero_and_no_cache_has_no_lifetime() {
+    let res = get(
+        CacheLayer::no_store()
+            .build()
+            .unwrap()
+            .layer(respond_with(|_| text("x"))),
+        &[],
+    )
+    .await;
+    assert_eq!(header(&res, "cache-control"), Some("no-store"));
+    assert_eq!(header(&res, "expires"), Some("0"));
+    let res = get(
+        CacheLayer::no_cache()
+            .build()
+            .unwrap()
+            .layer(respond_with(|_| text("x"))),
+        &[],
+    )
+    .await;
+    assert_eq!(header(&res, "cache-control"), Some("no-cache"));
+    assert_eq!(header(&res, "expires"), None);
+    assert!(header(&res, "etag").is_some(), "revalidation needs a tag");
+}
+
+#[tokio::test]
+async fn only_the_configured_statuses_and_reads_get_the_policy() {
+    let status = |code: u16| {
+        move |_: &Request<Body>| {
+            let mut res = text("x");
+            *res.status_mut() = StatusCode::from_u16(code).unwrap();
+            res
+        }
+    };
+    let layer = CacheLayer::builder().build().unwrap();
+    for (code, policy) in [
+        (200, true),
+        (204, true),
+        (404, false),
+        (500, false),
+        (503, false),
+    ] {
+        let res = get(layer.layer(respond_with(status(code))), &[]).await;
+        assert_eq!(
+            res.headers().contains_key("cache-control"),
+            policy,
+            "{code}"
+        );
+        // Only a 200 gets a tag of its body.
+        assert_eq!(res.headers().contains_key("etag"), code == 200, "{code}");
+    }
+    let with_404 = CacheLayer::builder().statuses([200, 404]).build().unwrap();
+    let res = get(with_404.layer(respond_with(status(404))), &[]).await;
+    assert!(res.headers().contains_key("cache-control"));
+    let post = Request::post("/doc").body(Body::default()).unwrap();
+    let res = layer
+        .layer(respond_with(status(200)))
+        .oneshot(post)
+        .await
+        .unwrap();
+    assert!(!res.headers().contains_key("cache-control"));
+    assert!(!res.headers().contains_key("etag"));
+}
+
+#[tokio::test]
+async fn vary_is_merged_into_the_handlers_never_twice() {
+    let layer = CacheLayer::builder()
+        .vary([http::header::ACCEPT_ENCODING, http::header::ACCEPT_LANGUAGE])
+        .build()
+        .unwrap();
+    let res = get(
+        layer.layer(respond_with(|_| {
+            let mut res = text("x");
+            res.headers_mut()
+                .insert("vary", "Accept-Encoding".parse().unwrap());
+            res
+        })),
+        &[],
+    )
+    .await;
+    let vary: Vec<&str> = res
+        .headers()
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(vary, ["accept-encoding, accept-language"]);
+}
+
+#[tokio::test]
+async fn weak_tags_no_tags_and_the_handlers_own_tag() {
+    let weak = CacheLayer::builder().weak_etags().build().unwrap();
+    let res = get(weak.layer(respond_with(|_| text("x"))), &[]).await;
+    assert!(header(&res, "etag").unwrap().starts_with("W/\""));
+    // A weak tag still revalidates a read.
+    let tag = header(&res, "etag").unwrap().to_owned();
+    let res = get(
+        weak.layer(respond_with(|_| text("x"))),
+        &[("if-none-match", &tag)],
+    )
+    .await;
+    assert_eq!(res.status(), 304);
+
+    let off = CacheLayer::builder().without_etags().build().unwrap();
+    let res = get(off.layer(respond_with(|_| text("x"))), &[]).await;
+    assert_eq!(header(&res, "etag"), None);
+
+    let own = CacheLayer::builder().build().unwrap();
+    let res = get(
+        own.layer(respond_with(|_| {
+            let mut res = text("x");
+            res.headers_mut()
+                .insert("etag", "\"mine\"".parse().unwrap());
+            res
+        })),
+        &[],
+    )
+    .await;
+    assert_eq!(header(&res, "etag"), Some("\"mine\""));
+    assert_eq!(own.stats().etags_computed, 0, "its body was not read");
+}
+
+/// A body of `chunks`, saying it is `exact` bytes long (or not saying), then failing if `fail`.
+struct Chunks {
+    chunks: Vec<Bytes>,
+    exact: Option<u64>,
+    fail: bool,
+}
+
+impl HttpBody for Chunks {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if !self.chunks.is_empty() {
+            let chunk = self.chunks.remove(0);
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if std::mem::take(&mut self.fail) {
+            return Poll::Ready(Some(Err(std::io::Error::other("upstream reset"))));
+        }
+        Poll::Ready(None)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.exact.map_or_else(SizeHint::new, SizeHint::with_exact)
+    }
+}
+
+async fn through_layer(layer: &CacheLayer, body: Chunks) -> Response<ResponseBody<Chunks>> {
+    let svc = layer.layer(tower::service_fn(move |_: Request<Body>| {
+        let body = Chunks {
+            chunks: body.chunks.clone(),
+            exact: body.exact,
+            fail: body.fail,
+        };
+        std::future::ready(Ok::<_, Infallible>(Response::new(ResponseBody::inner(
+            body,
+        ))))
+    }));
+    svc.oneshot(Request::get("/doc").body(Body::default()).unwrap())
+        .await
+        .unwrap()
+}
+
+fn chunks(parts: &[&'static str]) -> Vec<Bytes> {
+    parts
+        .iter()
+        .map(|p| Bytes::from_static(p.as_bytes()))
+        .collect()
+}
+
+#[tokio::test]
+async fn streams_and_long_bodies_pass_untouched_and_unbuffered() {
+    let layer = CacheLayer::builder().max_body(8).build().unwrap();
+    // No length said: a stream.
+    let res = through_layer(
+        &layer,
+        Chunks {
+            chunks: chunks(&["ab", "cd"]),
+            exact: None,
+            fail: false,
+        },
+    )
+    .await;
+    assert_eq!(res.headers().get("etag"), None);
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "abcd");
+    // Longer than the bound.
+    let res = through_layer(
+        &layer,
+        Chunks {
+            chunks: chunks(&["0123456789"]),
+            exact: Some(10),
+            fail: false,
+        },
+    )
+    .await;
+    assert_eq!(res.headers().get("etag"), None);
+    assert_eq!(
+        res.into_body().collect().await.unwrap().to_bytes(),
+        "0123456789"
+    );
+    assert_eq!(layer.stats().unbuffered, 2);
+    // Within it, over two chunks: one tag of the joined bytes.
+    let res = through_layer(
+        &layer,
+        Chunks {
+            chunks: chunks(&["ab", "cd"]),
+            exact: Some(4),
+            fail: false,
+        },
+    )
+    .await;
+    assert_eq!(
+        res.headers()["etag"],
+        EntityTag::of_body(b"abcd", false).to_string()
+    );
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "abcd");
+
+    // A real stream type, through `ResponseBody`.
+    let stream = layer.layer(tower::service_fn(|_: Request<Body>| async {
+        let frames =
+            futures_util::stream::iter([Ok::<_, Infallible>(Frame::data(Bytes::from("s")))]);
+        Ok::<_, Infallible>(Response::new(ResponseBody::inner(StreamBody::new(frames))))
+    }));
+    let res = stream
+        .oneshot(Request::get("/").body(Body::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.headers().get("etag"), None);
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "s");
+}
+
+#[tokio::test]
+async fn a_body_failing_while_read_reaches_the_client_as_it_was_without_a_tag() {
+    let layer = CacheLayer::builder().build().unwrap();
+    let res = through_layer(
+        &layer,
+        Chunks {
+            chunks: chunks(&["part"]),
+            exact: Some(10),
+            fail: true,
+        },
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers().get("etag"), None);
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "part", "what was read is not lost");
+    let err = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "upstream reset", "nor is the error");
+}
+
+#[tokio::test]
+async fn head_through_axum_has_the_gets_validators_and_no_body() {
+    use axum::routing::get as route;
+    let app = axum::Router::new()
+        .route("/doc", route(|| async { "the document" }))
+        .layer(CacheLayer::builder().build().unwrap());
+    let res = app
+        .clone()
+        .oneshot(
+            Request::get("/doc")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let tag = res.headers()["etag"].clone();
+    assert_eq!(tag, EntityTag::of_body(b"the document", false).to_string());
+    let head = Request::head("/doc")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let res = app.clone().oneshot(head).await.unwrap();
+    assert_eq!(res.headers()["etag"], tag);
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(bytes.is_empty());
+    let head = Request::head("/doc")
+        .header("if-none-match", tag)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(app.oneshot(head).await.unwrap().status(), 304);
+
+    // A HEAD handler of its own that gives the length without the body: no tag of nothing.
+    let layer = CacheLayer::builder().build().unwrap();
+    let res = layer
+        .layer(respond_with(|_| {
+            let mut res = Response::new(Body::default());
+            res.headers_mut()
+                .insert("content-length", "12".parse().unwrap());
+            res
+        }))
+        .oneshot(Request::head("/doc").body(Body::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.headers().get("etag"), None);
+}
+
+// --- The validator store --------------------------------------------------------------------
+
+/// A resource readers `GET` and writers `PUT`; counts the calls that reach it.
+#[derive(Clone, Default)]
+struct Resource {
+    body: Arc<Mutex<Bytes>>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Resource {
+    fn new(body: &'static str) -> Self {
+        let resource = Self::default();
+        *resource.body.lock().unwrap() = Bytes::from_static(body.as_bytes());
+        resource
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn service(
+        &self,
+    ) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone
+    {
+        let resource = self.clone();
+        tower::service_fn(move |req: Request<Body>| {
+            let resource = resource.clone();
+            async move {
+                resource.calls.fetch_add(1, Ordering::SeqCst);
+                let lang = req.headers().get("accept-language").cloned();
+                if req.method() == http::Method::PUT {
+                    let bytes = req.into_body().collect().await.unwrap().to_bytes();
+                    *resource.body.lock().unwrap() = bytes;
+                    return Ok(Response::new(Full::new(Bytes::from_static(b"saved"))));
+                }
+                let mut body = resource.body.lock().unwrap().to_vec();
+                if let Some(lang) = lang {
+                    body.extend_from_slice(lang.as_bytes());
+                }
+                Ok(Response::new(Full::new(Bytes::from(body))))
+            }
+        })
+    }
+}
+
+fn send(method: &str, headers: &[(&str, &str)], body: &'static str) -> Request<Body> {
+    let mut req = Request::builder().method(method).uri("/doc");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+fn stored_layer(store: &ValidatorStore) -> CacheLayer {
+    CacheLayer::max_age(Duration::from_secs(60))
+        .vary([http::header::ACCEPT_LANGUAGE])
+        .validator_store(store.clone())
+        .build()
+        .unwrap()
+}
+
+fn memory_store(clock: &ManualClock) -> ValidatorStore {
+    ValidatorStore::builder()
+        .clock(clock.clone())
+        .build()
+        .unwrap()
+}
+
+async fn status(
+    svc: &mut (impl Service<Request<Body>, Response = Response<Body>, Error = Infallible>),
+    req: Request<Body>,
+) -> (u16, HeaderMap) {
+    let res = svc.ready().await.unwrap().call(req).await.unwrap();
+    (res.status().as_u16(), res.headers().clone())
+}
+
+#[tokio::test]
+async fn the_store_answers_a_conditional_get_before_the_handler() {
+    let clock = ManualClock::new();
+    let store = memory_store(&clock);
+    let layer = stored_layer(&store);
+    let resource = Resource::new("v1 body");
+    let mut svc = layer.layer(resource.service());
+    let (code, headers) = status(&mut svc, send("GET", &[], "")).await;
+    assert_eq!(code, 200);
+    let tag = headers["etag"].to_str().unwrap().to_owned();
+    assert_eq!(resource.calls(), 1);
+
+    let (code, headers) = status(&mut svc, send("GET", &[("if-none-match", &tag)], "")).await;
+    assert_eq!((code, resource.calls()), (304, 1), "answered by the store");
+    assert_eq!(headers["etag"], tag.as_str());
+    assert_eq!(headers["cache-control"], "max-age=60");
+    assert_eq!(layer.stats().answered_before_handler, 1);
+
+    // Another variant (Vary: accept-language) is not the stored one.
+    let (code, _) = status(
+        &mut svc,
+        send(
+            "GET",
+            &[("if-none-match", &tag), ("accept-language", "fr")],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!((code, resource.calls()), (200, 2));
+
+    // Stored no longer than the response is fresh (max-age=60).
+    clock.advance(Duration::from_secs(60));
+    let (code, _) = status(&mut svc, send("GET", &[("if-none-match", &tag)], "")).await;
+    assert_eq!(
+        (code, resource.calls()),
+        (304, 3),
+        "judged on the handler's response again"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_if_match_write_is_refused_and_the_handler_never_runs() {
+    let clock = ManualClock::new();
+    let store = memory_store(&clock);
+    let mut svc = stored_layer(&store).layer(Resource::new("v1").service());
+    let (_, headers) = status(&mut svc, send("GET", &[], "")).await;
+    let v1 = headers["etag"].to_str().unwrap().to_owned();
+
+    let resource = Resource::new("v1");
+    let mut svc = stored_layer(&store).layer(resource.service());
+    // Alice writes with the tag she read: accepted, and the URI is forgotten.
+    let (code, _) = status(&mut svc, send("PUT", &[("if-match", &v1)], "v2 by alice")).await;
+    assert_eq!((code, resource.calls()), (200, 1));
+    // Her next read is not answered from what she replaced.
+    let (code, headers) = status(&mut svc, send("GET", &[("if-none-match", &v1)], "")).await;
+    assert_eq!((code, resource.calls()), (200, 2));
+    let v2 = headers["etag"].to_str().unwrap().to_owned();
+    assert_ne!(v1, v2);
+    // The quarantine: no new validators are taken just after the write.
+    clock.advance(tower_bulwark::cache::DEFAULT_QUARANTINE);
+    status(&mut svc, send("GET", &[], "")).await;
+    assert_eq!(resource.calls(), 3);
+    // Bob still holds v1: refused before the handler, nothing changes.
+    let (code, _) = status(&mut svc, send("PUT", &[("if-match", &v1)], "v2 by bob")).await;
+    assert_eq!((code, resource.calls()), (412, 3));
+    assert_eq!(&*resource.body.lock().unwrap(), "v2 by alice");
+}
+
+#[tokio::test]
+async fn invalidate_serves_changes_made_elsewhere() {
+    let clock = ManualClock::new();
+    let store = memory_store(&clock);
+    let resource = Resource::new("v1");
+    let mut svc = stored_layer(&store).layer(resource.service());
+    let (_, headers) = status(&mut svc, send("GET", &[], "")).await;
+    let v1 = headers["etag"].to_str().unwrap().to_owned();
+    status(&mut svc, send("GET", &[("if-none-match", &v1)], "")).await;
+    assert_eq!(resource.calls(), 1);
+    // A batch job changes the resource behind the layer's back, then says so.
+    *resource.body.lock().unwrap() = Bytes::from_static(b"v2 from the batch");
+    store.invalidate("/doc").await.unwrap();
+    let (code, _) = status(&mut svc, send("GET", &[("if-none-match", &v1)], "")).await;
+    assert_eq!((code, resource.calls()), (200, 2));
+}
+
+#[tokio::test]
+async fn responses_no_cache_may_keep_are_not_stored() {
+    let store = memory_store(&ManualClock::new());
+    let layer = CacheLayer::no_store()
+        .validator_store(store.clone())
+        .build()
+        .unwrap();
+    let resource = Resource::new("secret");
+    let mut svc = layer.layer(resource.service());
+    let (_, headers) = status(&mut svc, send("GET", &[], "")).await;
+    let tag = headers["etag"].to_str().unwrap().to_owned();
+    let (code, _) = status(&mut svc, send("GET", &[("if-none-match", &tag)], "")).await;
+    assert_eq!(
+        (code, resource.calls()),
+        (304, 2),
+        "judged after the handler, every time"
+    );
+    assert_eq!(store.len(), Some(0));
+}
+
+#[tokio::test]
+async fn a_flood_of_made_up_uris_neither_grows_the_store_nor_evicts_a_real_one() {
+    let store = ValidatorStore::builder()
+        .max_keys(16)
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    let resource = Resource::new("real");
+    let mut svc = stored_layer(&store).layer(resource.service());
+    let (_, headers) = status(&mut svc, send("GET", &[], "")).await;
+    let tag = headers["etag"].to_str().unwrap().to_owned();
+    for n in 0..2_000 {
+        let req = Request::get(format!("/doc?junk={n}"))
+            .body(Body::default())
+            .unwrap();
+        status(&mut svc, req).await;
+    }
+    assert_eq!(store.len(), Some(16));
+    let calls = resource.calls();
+    let (code, _) = status(&mut svc, send("GET", &[("if-none-match", &tag)], "")).await;
+    assert_eq!(
+        (code, resource.calls()),
+        (304, calls),
+        "the real URI is still answered"
+    );
+}
+
+#[test]
+fn builders_name_the_bad_field() {
+    let err = CacheLayer::builder()
+        .max_age(Duration::from_millis(1500))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_age");
+    let err = CacheLayer::builder()
+        .s_maxage(Duration::from_secs(1 << 40))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "s_maxage");
+    let err = CacheLayer::builder()
+        .statuses([200, 99])
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "statuses");
+    let err = CacheLayer::builder()
+        .vary([http::HeaderName::from_static("*")])
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "vary");
+    let err = CacheLayer::no_store().immutable().build().unwrap_err();
+    assert_eq!(err.field(), "no_store");
+    let err = ValidatorStore::builder()
+        .max_ttl(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "max_ttl");
+}
