@@ -150,17 +150,10 @@ impl EntityTag {
         self.weak
     }
 
-    /// The text between the quotes.
+    /// The text between the quotes (empty if a tag read from a header holds bytes that are
+    /// not UTF-8, which `obs-text` allows).
     pub fn opaque(&self) -> &str {
-        let bytes = self.value.as_bytes();
-        let start = if self.weak { 3 } else { 1 };
-        // Checked visible ASCII or obs-text at construction; `to_str` fails only on obs-text,
-        // which then reads as empty.
-        self.value
-            .to_str()
-            .ok()
-            .and_then(|text| text.get(start..bytes.len() - 1))
-            .unwrap_or("")
+        std::str::from_utf8(self.opaque_bytes()).unwrap_or("")
     }
 
     /// The header value (`"opaque"` or `W/"opaque"`).

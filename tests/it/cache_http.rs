@@ -472,7 +472,7 @@ fn memory_store(clock: &ManualClock) -> ValidatorStore {
 }
 
 async fn status(
-    svc: &mut (impl Service<Request<Body>, Response = Response<Body>, Error = Infallible>),
+    svc: &mut impl Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
     req: Request<Body>,
 ) -> (u16, HeaderMap) {
     let res = svc.ready().await.unwrap().call(req).await.unwrap();

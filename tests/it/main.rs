@@ -15,6 +15,8 @@ mod common;
 #[cfg(feature = "cache")]
 mod cache_http;
 #[cfg(feature = "cache")]
+mod cache_props;
+#[cfg(feature = "cache")]
 mod cache_rfc;
 #[cfg(feature = "circuit-breaker")]
 mod circuit_breaker;
