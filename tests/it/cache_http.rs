@@ -5,13 +5,11 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, StreamBody};
 use tower::{Layer, Service, ServiceExt};
@@ -19,6 +17,7 @@ use tower_bulwark::cache::{CacheLayer, EntityTag, ValidatorStore};
 use tower_bulwark::clock::ManualClock;
 use tower_bulwark::response::ResponseBody;
 
+use crate::common::cache::{send, status, Resource};
 use crate::common::{body_text, Body};
 
 fn respond_with(
@@ -404,58 +403,6 @@ async fn head_through_axum_has_the_gets_validators_and_no_body() {
 
 // --- The validator store --------------------------------------------------------------------
 
-/// A resource readers `GET` and writers `PUT`; counts the calls that reach it.
-#[derive(Clone, Default)]
-struct Resource {
-    body: Arc<Mutex<Bytes>>,
-    calls: Arc<AtomicUsize>,
-}
-
-impl Resource {
-    fn new(body: &'static str) -> Self {
-        let resource = Self::default();
-        *resource.body.lock().unwrap() = Bytes::from_static(body.as_bytes());
-        resource
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    fn service(
-        &self,
-    ) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone
-    {
-        let resource = self.clone();
-        tower::service_fn(move |req: Request<Body>| {
-            let resource = resource.clone();
-            async move {
-                resource.calls.fetch_add(1, Ordering::SeqCst);
-                let lang = req.headers().get("accept-language").cloned();
-                if req.method() == http::Method::PUT {
-                    let bytes = req.into_body().collect().await.unwrap().to_bytes();
-                    *resource.body.lock().unwrap() = bytes;
-                    return Ok(Response::new(Full::new(Bytes::from_static(b"saved"))));
-                }
-                let mut body = resource.body.lock().unwrap().to_vec();
-                if let Some(lang) = lang {
-                    body.extend_from_slice(lang.as_bytes());
-                }
-                Ok(Response::new(Full::new(Bytes::from(body))))
-            }
-        })
-    }
-}
-
-fn send(method: &str, headers: &[(&str, &str)], body: &'static str) -> Request<Body> {
-    let mut req = Request::builder().method(method).uri("/doc");
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    req.body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap()
-}
-
 fn stored_layer(store: &ValidatorStore) -> CacheLayer {
     CacheLayer::max_age(Duration::from_secs(60))
         .vary([http::header::ACCEPT_LANGUAGE])
@@ -469,14 +416,6 @@ fn memory_store(clock: &ManualClock) -> ValidatorStore {
         .clock(clock.clone())
         .build()
         .unwrap()
-}
-
-async fn status(
-    svc: &mut impl Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
-    req: Request<Body>,
-) -> (u16, HeaderMap) {
-    let res = svc.ready().await.unwrap().call(req).await.unwrap();
-    (res.status().as_u16(), res.headers().clone())
 }
 
 #[tokio::test]

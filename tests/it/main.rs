@@ -40,6 +40,8 @@ mod rate_limit_http;
 mod rate_limit_keys;
 #[cfg(feature = "rate-limit")]
 mod rate_limit_props;
+#[cfg(all(feature = "redis", feature = "cache"))]
+mod redis_cache;
 #[cfg(all(feature = "redis", feature = "circuit-breaker"))]
 mod redis_circuit_breaker;
 #[cfg(all(feature = "redis", feature = "circuit-breaker"))]

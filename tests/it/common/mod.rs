@@ -4,6 +4,8 @@
 
 #[cfg(feature = "circuit-breaker")]
 pub mod breaker;
+#[cfg(feature = "cache")]
+pub mod cache;
 #[cfg(all(feature = "redis", feature = "circuit-breaker"))]
 pub mod fleet;
 pub mod redis_server;
