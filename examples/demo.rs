@@ -1,5 +1,5 @@
 //! The crate's main job, in one server: every layer that exists so far (rate limits, a circuit
-//! breaker, retries), in memory.
+//! breaker, retries, HTTP caching with ETags and conditional requests), in memory.
 //!
 //! ```text
 //! cargo run --release --example demo
@@ -9,8 +9,8 @@
 //! for each. The crate's `tracing` events go to stderr, filtered by `RUST_LOG` (default `info`):
 //! breaker state changes, and the warnings when Redis stops or starts answering.
 //!
-//! With `REDIS_URL` set and the `redis` feature on, the two rate limits and the breaker share
-//! their state through Redis with every demo instance pointed at it. The demo waits up to 1 s
+//! With `REDIS_URL` set and the `redis` feature on, the two rate limits, the breaker and the
+//! catalog's validator store share their state through Redis with every demo instance pointed at it. The demo waits up to 1 s
 //! for Redis at start-up and says whether it answered; it starts either way. While Redis does
 //! not answer, each instance decides alone: the limits at half (`FailMode::Local { instances:
 //! 2 }`), the breaker from its own calls.
@@ -30,6 +30,7 @@ use axum::routing::get;
 use axum::Router;
 use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer};
+use tower_bulwark::cache::{CacheLayer, ValidatorStore};
 use tower_bulwark::circuit_breaker::CircuitBreakerLayer;
 use tower_bulwark::key::{self, Key};
 use tower_bulwark::rate_limit::{Limit, RateLimitLayer};
@@ -92,6 +93,67 @@ fn resilient() -> Result<axum::routing::MethodRouter, tower_bulwark::ConfigError
             }
         }
     }))
+}
+
+/// `GET /api/catalog` (cached: `Cache-Control`, a strong ETag, `304` answered from the
+/// validator store without running the handler) and `GET`/`PUT /api/profile` (a writable
+/// resource guarded by `If-Match`: its current ETag is known before the handler, so a stale
+/// write gets `412` and changes nothing).
+fn cached_routes(store: ValidatorStore) -> Result<Router, tower_bulwark::ConfigError> {
+    use std::sync::{Arc, RwLock};
+
+    use bytes::Bytes;
+    use tower_bulwark::cache::{CurrentEtag, EntityTag};
+
+    let catalog = CacheLayer::max_age(Duration::from_secs(60))
+        .public()
+        .stale_while_revalidate(Duration::from_secs(30))
+        .vary([http::header::ACCEPT_LANGUAGE])
+        .validator_store(store)
+        .build()?;
+    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let catalog_route = get(move || {
+        // Counts the handler's runs: a 304 from the store never gets here.
+        let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        tracing::info!(handler_runs = n, "GET /api/catalog ran its handler");
+        async {
+            (
+                [(http::header::CONTENT_TYPE, "application/json")],
+                "[{\"sku\":\"tea\",\"price\":4.5},{\"sku\":\"coffee\",\"price\":3.9}]\n",
+            )
+        }
+    })
+    .layer(catalog);
+
+    let profile = Arc::new(RwLock::new(Bytes::from_static(b"{\"name\":\"Ada\"}\n")));
+    let current = profile.clone();
+    let guarded = CacheLayer::no_cache()
+        .private()
+        .current_etag(move |parts: &http::request::Parts| {
+            if parts.uri.path() != "/api/profile" {
+                return CurrentEtag::Unknown;
+            }
+            match current.read() {
+                Ok(body) => CurrentEtag::Is(EntityTag::of_body(&body, false)),
+                Err(_) => CurrentEtag::Unknown,
+            }
+        })
+        .build()?;
+    let (read, write) = (profile.clone(), profile);
+    let profile_route = get(move || {
+        let body = read.read().map(|b| b.clone()).unwrap_or_default();
+        async move { ([(http::header::CONTENT_TYPE, "application/json")], body) }
+    })
+    .put(move |body: Bytes| {
+        if let Ok(mut profile) = write.write() {
+            *profile = body;
+        }
+        async { StatusCode::NO_CONTENT }
+    })
+    .layer(guarded);
+    Ok(Router::new()
+        .route("/api/catalog", catalog_route)
+        .route("/api/profile", profile_route))
 }
 
 #[tokio::main]
@@ -168,7 +230,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .filter(|url| !url.is_empty());
     // What the banner says about where the state lives: a headline, then detail lines.
-    let (app, state, details): (Router, &str, Vec<String>) = match redis_url {
+    let (app, state, details, store): (Router, &str, Vec<String>, ValidatorStore) = match redis_url {
         #[cfg(feature = "redis")]
         Some(url) => {
             use tower_bulwark::redis::{FailMode, RedisBackend};
@@ -200,13 +262,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .build()?;
             // Failures seen by any instance open the breaker on all of them (each instance
             // still decides every call locally; it syncs with the fleet every 200 ms).
+            // The catalog's validators, shared: a reader is answered 304 by any instance.
+            let store = ValidatorStore::builder()
+                .redis(redis.clone())
+                .redis_prefix("demo:catalog")
+                .build()?;
             let breaker = breaker
                 .backend(redis)
                 .prefix("demo:upstream")
                 .sync_interval(Duration::from_millis(200))
                 .build()?;
-            let what =
-                "the limits of /api/limited and /api/orders and the breaker of /api/upstream";
+            let what = "the limits of /api/limited and /api/orders, the breaker of /api/upstream \
+                        and the validators of /api/catalog";
             let alone = "each instance decides alone: /api/limited and /api/orders at half their \
                          limits (FailMode::Local { instances: 2 }), /api/upstream's breaker from \
                          its own calls";
@@ -219,6 +286,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         format!("{what} are shared through Redis at {url} with every demo instance pointed at it"),
                         format!("if Redis stops answering (50 ms deadline), {alone}; warnings on stderr say so"),
                     ],
+                    store,
                 ),
                 Err(reason) => (
                     app,
@@ -228,6 +296,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         format!("until it answers, {alone}; warnings on stderr say when that changes"),
                         format!("once it answers, {what} are shared through it with every demo instance pointed at it"),
                     ],
+                    store,
                 ),
             }
         }
@@ -247,11 +316,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 app!(limited.build()?, orders.build()?, breaker.build()?),
                 "in memory",
                 details,
+                ValidatorStore::builder().build()?,
             )
         }
     };
 
-    let app = app.route("/api/resilient", resilient()?);
+    let app = app
+        .route("/api/resilient", resilient()?)
+        .merge(cached_routes(store)?);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let base = format!("http://{}", listener.local_addr()?);
     println!("tower-bulwark demo listening on {base} ({state})");
@@ -270,6 +342,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("      run again after the 10 s: half-open, one failed probe reopens it (500 503 503 503); two calls without ?fail close it");
     println!("  GET /api/resilient a call to a flaky upstream through retry + breaker: every other upstream call fails (503) and is retried");
     println!("      curl -i {base}/api/resilient   # ?down: the upstream always fails; 3 retries, then the breaker opens and nothing is retried");
+    println!("  GET /api/catalog   cached: Cache-Control, a strong ETag; asked again with it, a 304 from the validator store (the handler does not run)");
+    println!("      tag=$(curl -si {base}/api/catalog | tr -d '\\r' | sed -n 's/^etag: //Ip'); curl -i {base}/api/catalog -H \"If-None-Match: $tag\"");
+    println!("  PUT /api/profile   a write guarded by If-Match: the tag you read, or a 412 and nothing changes");
+    println!("      tag=$(curl -si {base}/api/profile | tr -d '\\r' | sed -n 's/^etag: //Ip'); curl -i -X PUT {base}/api/profile -H \"If-Match: $tag\" -d '{{\"name\":\"Grace\"}}'");
+    println!("      curl -i -X PUT {base}/api/profile -H 'If-Match: \"stale\"' -d '{{\"name\":\"Mallory\"}}'   # 412");
     println!("\nPress Ctrl-C to stop.");
 
     axum::serve(

@@ -11,12 +11,18 @@ Starts the demo on a free port, then asserts that:
   * the token-bucket route admits exactly its burst of 5, then answers 429 with a JSON body
     whose `retryAfter` equals `Retry-After` (whole seconds, at least 1);
   * the circuit breaker opens after 3 upstream failures (503, `Retry-After`, JSON body);
+  * the cached route gives `Cache-Control` and a strong ETag; asked again with it, a 304 with
+    exactly the RFC 9110 header set and no body, answered by the validator store (the handler
+    logs once); the profile takes a PUT with its current tag (204) and refuses a stale one (412,
+    JSON), the stale write changing nothing;
   * with `--redis`, a second demo instance on the same private redis-server follows: the
-    breaker opened through the first refuses on the second too; the banner says Redis answered;
+    breaker opened through the first refuses on the second too, and it answers the catalog's
+    304 from what the first served (its handler never runs); the banner says Redis answered;
   * with `--redis`, a demo pointed at a Redis that is not there (`redis://127.0.0.1:1/`) still
     serves, says so in its banner (never "in Redis"), and warns on its output that Redis is
     unreachable: the breaker's sync at once, the rate limiter after a few requests.
 """
+import http.client
 import json
 import re
 import socket
@@ -44,6 +50,56 @@ def get(base, path, method="GET"):
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
+
+
+def request(base, method, path, headers=None, body=None):
+    """One request through http.client (a real client; 304 and 412 are plain answers)."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, r.headers, r.read()
+    finally:
+        conn.close()
+
+
+def handler_runs(demo):
+    return demo.output().count("GET /api/catalog ran its handler")
+
+
+def check_cache(demo, wait_for_store=False):
+    """The cached route and the guarded profile, as a client sees them."""
+    base = demo.base
+    status, headers, body = request(base, "GET", "/api/catalog")
+    assert status == 200, status
+    assert headers["Cache-Control"] == "public, max-age=60, stale-while-revalidate=30", headers
+    tag = headers["ETag"]
+    assert re.fullmatch(r'"[0-9a-f]{32}"', tag), tag
+    assert headers["Vary"] == "accept-language", headers
+    json.loads(body)
+    # The Redis store is written in the background: ask until it has it (bounded).
+    for _ in range(100 if wait_for_store else 1):
+        runs = handler_runs(demo)
+        status, headers, body = request(base, "GET", "/api/catalog", {"If-None-Match": f'"x", {tag}'})
+        if handler_runs(demo) == runs:
+            break
+        time.sleep(0.05)
+    assert status == 304 and body == b"", (status, body)
+    names = sorted(k.lower() for k in headers.keys())
+    assert names == ["cache-control", "date", "etag", "expires", "vary"], names
+    assert handler_runs(demo) == runs, "the 304 ran the handler"
+
+    status, headers, body = request(base, "GET", "/api/profile")
+    profile_tag = headers["ETag"]
+    status, _, _ = request(base, "PUT", "/api/profile", {"If-Match": profile_tag}, b'{"name":"Grace"}')
+    assert status == 204, status
+    status, headers, body = request(base, "PUT", "/api/profile", {"If-Match": profile_tag}, b'{"name":"Mallory"}')
+    assert status == 412 and json.loads(body)["error"] == "precondition_failed", (status, body)
+    status, headers, body = request(base, "GET", "/api/profile")
+    assert body == b'{"name":"Grace"}', body
+    assert headers["ETag"] != profile_tag
+    return tag
 
 
 def sf_list(value):
@@ -210,6 +266,8 @@ def main(demo, with_redis=False):
         assert status == 503 and json.loads(body)["error"] == "Service unavailable", body
         assert "Retry-After" in headers, headers
 
+        catalog_tag = check_cache(first, wait_for_store=with_redis)
+
         fleet = ""
         if with_redis:
             keys = subprocess.run(["redis-cli", "-u", env["REDIS_URL"], "--scan"],
@@ -230,11 +288,14 @@ def main(demo, with_redis=False):
             keys = subprocess.run(["redis-cli", "-u", env["REDIS_URL"], "--scan"],
                                   capture_output=True, text=True, check=True).stdout.split()
             assert "{demo:upstream:global}:cb" in keys, keys
-            fleet = "; a second instance on the same Redis refuses too"
+            status, _, _ = request(base2, "GET", "/api/catalog", {"If-None-Match": catalog_tag})
+            assert status == 304, status
+            assert handler_runs(second) == 0, "the second instance ran its handler"
+            fleet = "; a second instance on the same Redis refuses too and answers the first's readers 304"
             check_unreachable_redis(demo)
             fleet += "; with Redis unreachable the demo serves, says so and warns"
         where = "Redis" if with_redis else "memory"
-        print(f"demo OK ({where}): 405s spend no token; rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After; retry + breaker heals a flaky upstream and stops at an open breaker{fleet}")
+        print(f"demo OK ({where}): 405s spend no token; rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After; retry + breaker heals a flaky upstream and stops at an open breaker; the catalog's 304 comes from the validator store with the RFC 9110 header set, a stale If-Match PUT gets 412{fleet}")
     finally:
         for proc in procs:
             proc.stop()
