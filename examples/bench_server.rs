@@ -35,6 +35,21 @@ use tower_bulwark::retry::{RetryBody, RetryLayer};
 const MODES: &[(&str, &str, &str)] = &[
     ("bare", "", "axum alone"),
     (
+        "set-header",
+        "noop-layer",
+        "tower-http's SetResponseHeaderLayer adding Cache-Control: max-age=3600 (a policy alone)",
+    ),
+    (
+        "cache-policy",
+        "noop-layer",
+        "ours: the cache layer's policy alone (Cache-Control, Expires; no ETags)",
+    ),
+    (
+        "cache",
+        "noop-layer",
+        "ours: the cache layer's defaults (Cache-Control, Expires, a strong ETag of the body)",
+    ),
+    (
         "connect-info",
         "",
         "axum served with ConnectInfo<SocketAddr> (the keyed rows' baseline)",
@@ -341,6 +356,23 @@ fn app(mode: &str) -> Result<(Router, bool), Box<dyn std::error::Error>> {
             // wrap the route's service, which is what `Router::layer` does to each route.
             let route = Router::new().route_service("/json", stack.service(get(json)));
             (route, false)
+        }
+        "set-header" => {
+            let layer = tower_http::set_header::SetResponseHeaderLayer::overriding(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=3600"),
+            );
+            (router().layer(layer), false)
+        }
+        "cache-policy" => {
+            let layer = tower_bulwark::cache::CacheLayer::builder()
+                .without_etags()
+                .build()?;
+            (router().layer(layer), false)
+        }
+        "cache" => {
+            let layer = tower_bulwark::cache::CacheLayer::builder().build()?;
+            (router().layer(layer), false)
         }
         "compression" => {
             let layer = tower_http::compression::CompressionLayer::new();

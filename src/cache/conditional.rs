@@ -38,13 +38,16 @@ pub(crate) enum Verdict {
 }
 
 /// Whether the request carries any precondition at all (the common request carries none and
-/// skips everything else).
+/// skips everything else). One walk over the request's few header names, each compared as a
+/// standard header (an integer compare), instead of five hashed lookups.
 pub(crate) fn has_preconditions(headers: &HeaderMap) -> bool {
-    headers.contains_key(IF_MATCH)
-        || headers.contains_key(IF_NONE_MATCH)
-        || headers.contains_key(IF_MODIFIED_SINCE)
-        || headers.contains_key(IF_UNMODIFIED_SINCE)
-        || headers.contains_key(IF_RANGE)
+    headers.keys().any(|name| {
+        name == IF_MATCH
+            || name == IF_NONE_MATCH
+            || name == IF_MODIFIED_SINCE
+            || name == IF_UNMODIFIED_SINCE
+            || name == IF_RANGE
+    })
 }
 
 /// An HTTP-date in any of its three forms (IMF-fixdate, RFC 850, asctime), as whole seconds

@@ -331,6 +331,10 @@ impl<B: Body<Data = Bytes>> sealed::Sealed for ResponseBody<B> {
     }
 
     fn from_buffered(body: Buffered<Self>) -> Self {
+        let body = match body.whole() {
+            Ok(data) => return Self::full(data),
+            Err(body) => body,
+        };
         Self {
             kind: Kind::Buffered {
                 // Watched with no hook yet: a breaker outside adds one.
@@ -450,7 +454,10 @@ impl<E: Send + 'static> sealed::Sealed for UnsyncBoxBody<Bytes, E> {
     }
 
     fn from_buffered(body: Buffered<Self>) -> Self {
-        body.boxed_unsync()
+        match body.whole() {
+            Ok(data) => Self::from_bytes(data),
+            Err(body) => body.boxed_unsync(),
+        }
     }
 
     fn watched(self, on_end: EndHook) -> Self {
@@ -466,7 +473,10 @@ impl<E: Send + Sync + 'static> sealed::Sealed for BoxBody<Bytes, E> {
     }
 
     fn from_buffered(body: Buffered<Self>) -> Self {
-        body.boxed()
+        match body.whole() {
+            Ok(data) => Self::from_bytes(data),
+            Err(body) => body.boxed(),
+        }
     }
 
     fn watched(self, on_end: EndHook) -> Self {
@@ -484,8 +494,12 @@ impl sealed::Sealed for axum_core::body::Body {
         axum_core::body::Body::from(bytes)
     }
 
+    /// A whole body becomes a plain one again (no wrapper for axum to box).
     fn from_buffered(body: Buffered<Self>) -> Self {
-        axum_core::body::Body::new(body)
+        match body.whole() {
+            Ok(data) => axum_core::body::Body::from(data),
+            Err(body) => axum_core::body::Body::new(body),
+        }
     }
 
     fn watched(self, on_end: EndHook) -> Self {

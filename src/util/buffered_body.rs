@@ -167,7 +167,8 @@ pub(crate) enum Collected<B: Body> {
 /// when it turns out too long: the bodies of hyper, axum, tonic and `http-body-util` are.)
 pub(crate) struct Collect<B> {
     body: Option<B>,
-    chunks: Vec<Bytes>,
+    // Inline: most bodies arrive in one chunk, which then costs no allocation.
+    chunks: smallvec::SmallVec<[Bytes; 1]>,
     len: usize,
     max: usize,
 }
@@ -176,7 +177,7 @@ impl<B> Collect<B> {
     pub(crate) fn new(body: B, max: usize) -> Self {
         Self {
             body: Some(body),
-            chunks: Vec::new(),
+            chunks: smallvec::SmallVec::new(),
             len: 0,
             max,
         }
