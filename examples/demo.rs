@@ -230,7 +230,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .filter(|url| !url.is_empty());
     // What the banner says about where the state lives: a headline, then detail lines.
-    let (app, state, details, store): (Router, &str, Vec<String>, ValidatorStore) = match redis_url {
+    let (app, state, details, store): (Router, &str, Vec<String>, ValidatorStore) = match redis_url
+    {
         #[cfg(feature = "redis")]
         Some(url) => {
             use tower_bulwark::redis::{FailMode, RedisBackend};

@@ -91,7 +91,7 @@ impl MemoryStore {
             &key.uri,
             now,
             || Mutex::new(Record::default()),
-            |record| record.lock().map_or(false, |r| r.is_idle(now)),
+            |record| record.lock().is_ok_and(|r| r.is_idle(now)),
             |entry| {
                 let Entry::Own(record) = entry else { return };
                 let Ok(mut record) = record.lock() else {
@@ -122,7 +122,7 @@ impl MemoryStore {
             uri,
             now,
             || Mutex::new(Record::default()),
-            |record| record.lock().map_or(false, |r| r.is_idle(now)),
+            |record| record.lock().is_ok_and(|r| r.is_idle(now)),
             |entry| {
                 // A URI that did not fit was never stored, and a write for it cannot fit now.
                 let Entry::Own(record) = entry else { return };
