@@ -117,8 +117,8 @@ pub(crate) enum Expires {
 }
 
 /// How long a response may be stored and reused without asking its origin, read from its
-/// `Cache-Control`: `None` when it must not be (`no-store`, `no-cache`, `private` is fine for
-/// a server-side store) or says no lifetime. `max-age` counts; a shared cache's `s-maxage`
+/// `Cache-Control`: `None` when it must not be (`no-store`, `no-cache`, and `private`: the
+/// store is shared by every user of a URI) or says no lifetime. `max-age` counts; a shared cache's `s-maxage`
 /// does too when shorter.
 pub(crate) fn freshness(cache_control: Option<&HeaderValue>) -> Option<Duration> {
     let value = cache_control?.to_str().ok()?;
@@ -129,7 +129,10 @@ pub(crate) fn freshness(cache_control: Option<&HeaderValue>) -> Option<Duration>
             Some((name, arg)) => (name.trim(), Some(arg.trim().trim_matches('"'))),
             None => (directive, None),
         };
-        if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("no-cache") {
+        if name.eq_ignore_ascii_case("no-store")
+            || name.eq_ignore_ascii_case("no-cache")
+            || name.eq_ignore_ascii_case("private")
+        {
             return None;
         }
         if name.eq_ignore_ascii_case("max-age") || name.eq_ignore_ascii_case("s-maxage") {
@@ -179,6 +182,7 @@ mod tests {
         assert_eq!(read("MAX-AGE=\"5\""), Some(Duration::from_secs(5)));
         assert_eq!(read("max-age=60, no-cache"), None);
         assert_eq!(read("no-store"), None);
+        assert_eq!(read("private, max-age=60"), None);
         assert_eq!(read("max-age=0"), None);
         assert_eq!(read("max-age=abc"), None);
         assert_eq!(read("public"), None);

@@ -26,7 +26,7 @@ pub(crate) enum EtagMode {
 
 /// A set of statuses, one bit each.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Statuses([u64; 8]);
+pub(crate) struct Statuses([u64; 10]);
 
 impl Statuses {
     pub(crate) fn insert(&mut self, status: StatusCode) {

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, ETAG, LAST_MODIFIED};
+use http::header::{CACHE_CONTROL, ETAG, LAST_MODIFIED};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -19,7 +19,7 @@ use super::conditional::{date_of, evaluate, Current, Verdict};
 use super::config::{Config, Count, EtagMode};
 use super::etag::EntityTag;
 use super::service::{judge_stored, MethodKind};
-use super::store::{Answer, Pending, StoreKey, Stored};
+use super::store::{Answer, Lookup, Pending, StoreKey, Stored};
 use super::vary;
 use crate::error::BackendError;
 use crate::response::LayerBody;
@@ -33,6 +33,9 @@ pub(crate) struct Ctx {
     pub(crate) store_key: Option<StoreKey>,
     /// The tag `current_etag` gave: a read's response without an `ETag` gets it.
     pub(crate) current: Option<EntityTag>,
+    /// The URI's generation when the store was asked: a read stores what it served only with
+    /// it (none: not asked, or no answer; nothing is stored).
+    pub(crate) generation: Option<u64>,
 }
 
 impl Ctx {
@@ -41,6 +44,7 @@ impl Ctx {
             preconditions,
             store_key,
             current: None,
+            generation: None,
         }
     }
 }
@@ -79,7 +83,7 @@ pin_project! {
     {
         /// Waiting for the store's answer (Redis), holding the request and a ready service.
         Lookup {
-            lookup: Pending<Option<Arc<Stored>>>,
+            lookup: Pending<Lookup>,
             request: Option<Request<ReqB>>,
             service: Option<S>,
         },
@@ -139,7 +143,7 @@ where
     }
 
     pub(crate) fn looking_up(
-        lookup: Pending<Option<Arc<Stored>>>,
+        lookup: Pending<Lookup>,
         request: Request<ReqB>,
         service: S,
         config: Arc<Config>,
@@ -188,7 +192,10 @@ where
                     else {
                         return Poll::Ready(Ok(crate::response::polled_after_completion()));
                     };
-                    if let Some(answer) = found.and_then(|s| judge_stored(&s, &mut req, config)) {
+                    if let Some(ctx) = this.ctx.as_deref_mut() {
+                        ctx.generation = found.generation;
+                    }
+                    if let Some(answer) = judge_stored(&found.known, &mut req, config) {
                         Next::Done(answer)
                     } else {
                         let future = service.call(req);
@@ -269,7 +276,7 @@ fn on_response<B>(
 where
     B: LayerBody + Unpin,
 {
-    if method != MethodKind::Read {
+    if !method.is_read() {
         return conclude(response, config, method, ctx);
     }
     let status = response.status();
@@ -285,7 +292,7 @@ where
             .insert(ETAG, tag.header_value().clone());
         return conclude(response, config, method, ctx);
     }
-    if config.etag == EtagMode::Off || is_bodiless_head(&response) {
+    if config.etag == EtagMode::Off || is_bodiless_head(&response, method) {
         return conclude(response, config, method, ctx);
     }
     let body = response.body();
@@ -302,14 +309,11 @@ where
     )
 }
 
-/// A `HEAD` answered by a handler of its own, without the body whose length it gives: its
-/// tag would be the empty body's, not the `GET`'s.
-fn is_bodiless_head<B: Body>(response: &Response<B>) -> bool {
-    response.body().is_end_stream()
-        && response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .is_some_and(|len| len.as_bytes() != b"0")
+/// A `HEAD` answered without the body (by a handler of its own): its tag would be the empty
+/// body's, not the `GET`'s, so it gets none. (Through axum, a `HEAD` reaches the layer with the
+/// `GET`'s body; axum drops it after.)
+fn is_bodiless_head<B: Body>(response: &Response<B>, method: MethodKind) -> bool {
+    method == MethodKind::Read { head: true } && response.body().is_end_stream()
 }
 
 /// Judges a read's preconditions by its response, remembers its validators, forgets a
@@ -325,10 +329,12 @@ fn conclude<B: LayerBody>(
     };
     let status = response.status();
     match method {
-        MethodKind::Read => {
+        MethodKind::Read { .. } => {
             if status == StatusCode::OK {
-                if let (Some(store), Some(key)) = (&config.store, ctx.store_key.take()) {
-                    remember(store, key, response.headers(), config);
+                if let (Some(store), Some(key), Some(generation)) =
+                    (&config.store, ctx.store_key.take(), ctx.generation)
+                {
+                    remember(store, key, generation, response.headers(), config);
                 }
             }
             // RFC 9110 §13.2.1: preconditions count only where the response would be a 2xx.
@@ -384,6 +390,7 @@ fn conclude<B: LayerBody>(
 fn remember(
     store: &super::store::ValidatorStore,
     key: StoreKey,
+    generation: u64,
     headers: &HeaderMap,
     config: &Config,
 ) {
@@ -394,6 +401,6 @@ fn remember(
         return;
     }
     if let Some(stored) = Stored::of(headers) {
-        store.remember(key, stored, ttl);
+        store.remember(key, generation, stored, ttl);
     }
 }

@@ -78,4 +78,4 @@ pub use etag::{EntityTag, InvalidEntityTag};
 pub use future::ResponseFuture;
 pub use layer::{CacheLayer, CacheStats};
 pub use service::CacheService;
-pub use store::{ValidatorStore, ValidatorStoreBuilder, DEFAULT_QUARANTINE, DEFAULT_STORE_MAX_TTL};
+pub use store::{ValidatorStore, ValidatorStoreBuilder, DEFAULT_STORE_MAX_TTL};

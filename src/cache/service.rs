@@ -15,7 +15,7 @@ use super::conditional::{evaluate, has_preconditions, Current, Verdict};
 use super::config::{Config, Count};
 use super::current::CurrentEtag;
 use super::future::{Ctx, ResponseFuture};
-use super::store::{Answer, StoreKey, Stored};
+use super::store::{Answer, Known, StoreKey};
 use super::vary;
 use crate::response::{is_grpc_call, LayerBody};
 
@@ -41,7 +41,10 @@ impl<S> CacheService<S> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MethodKind {
     /// `GET`, `HEAD`: the policy, ETags, `304`.
-    Read,
+    Read {
+        /// `HEAD`: a response without its body gets no tag of it.
+        head: bool,
+    },
     /// `POST`, `PUT`, `PATCH`, `DELETE`: preconditions before the handler; the store forgets
     /// the URI after success.
     Write,
@@ -50,9 +53,14 @@ pub(crate) enum MethodKind {
 }
 
 impl MethodKind {
+    pub(crate) fn is_read(self) -> bool {
+        matches!(self, MethodKind::Read { .. })
+    }
+
     fn of(method: &Method) -> Self {
         match *method {
-            Method::GET | Method::HEAD => MethodKind::Read,
+            Method::GET => MethodKind::Read { head: false },
+            Method::HEAD => MethodKind::Read { head: true },
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE => MethodKind::Write,
             _ => MethodKind::Other,
         }
@@ -76,6 +84,20 @@ fn preconditions_of(headers: &HeaderMap) -> HeaderMap {
         }
     }
     kept
+}
+
+/// Whether the method can create the resource where nothing is (so `If-Match` on it fails and
+/// `If-None-Match: *` holds, rather than the handler's 404 deciding).
+fn creates(method: &Method) -> bool {
+    *method == Method::PUT || *method == Method::POST || *method == Method::PATCH
+}
+
+/// Whether the request carries `Authorization` or `Cookie` that the layer's `vary` does not
+/// name.
+fn personal(headers: &HeaderMap, vary: &[http::HeaderName]) -> bool {
+    [http::header::AUTHORIZATION, http::header::COOKIE]
+        .iter()
+        .any(|name| headers.contains_key(name) && !vary.contains(name))
 }
 
 /// Whether the preconditions hold an `If-Unmodified-Since` that counts (no `If-Match`).
@@ -111,12 +133,27 @@ pub(crate) fn before_handler<ReqB, B: LayerBody>(
     }
 }
 
-/// Judges a request by what the store remembers of its URI.
+/// Judges a request by what the store knows of its URI: the validators last served; or,
+/// after a write no read has followed yet, that it exists with a tag no `If-Match` can be
+/// shown to name (a conditional write gets `412`: fetch it again, then retry).
 pub(crate) fn judge_stored<ReqB, B: LayerBody>(
-    stored: &Stored,
+    known: &Known,
     req: &mut Request<ReqB>,
     config: &Config,
 ) -> Option<Response<B>> {
+    let stored = match known {
+        Known::Stored(stored) => stored,
+        Known::Changed if MethodKind::of(req.method()) == MethodKind::Write => {
+            let current = Current {
+                exists: true,
+                etag: None,
+                last_modified: None,
+            };
+            let verdict = evaluate(req.method(), req.headers(), current);
+            return before_handler(verdict, req, config, HeaderMap::new);
+        }
+        Known::Changed | Known::Nothing => return None,
+    };
     let current = Current {
         exists: true,
         etag: stored.etag.as_ref(),
@@ -155,22 +192,36 @@ where
                 (config.store.is_none() && config.current.is_none())
                     || is_grpc_call(req.method(), req.headers())
             }
-            MethodKind::Read => false,
+            MethodKind::Read { .. } => false,
         };
         if untouched {
             return ResponseFuture::untouched(self.inner.call(req));
         }
         let conditional = has_preconditions(req.headers());
-        let store_key = config.store.as_ref().map(|_| StoreKey {
-            uri: StoreKey::of_uri(req.uri()),
-            // A write is judged against the variant its own headers pick, as a read would be.
-            variant: vary::variant(req.headers(), &config.vary),
-        });
-        if !conditional {
+        // A request carrying credentials the response may depend on (and `vary` does not
+        // name) is not the store's business: what one user was served says nothing of
+        // another's.
+        let store_key = config
+            .store
+            .as_ref()
+            .filter(|_| !personal(req.headers(), &config.vary))
+            .map(|_| StoreKey {
+                uri: StoreKey::of_path(req.uri().path()),
+                // A write is judged against the variant its own query and headers pick, as a
+                // read would be.
+                variant: vary::variant(req.uri().query(), req.headers(), &config.vary),
+            });
+        // A read looks its URI up even without preconditions: the generation it sees is what
+        // lets it store what it serves (not if a write came in between); and it asks
+        // `current_etag`, whose tag its response then carries (so the tag a client reads is the
+        // one its write is judged by).
+        let read_needs_more = method.is_read() && (store_key.is_some() || config.current.is_some());
+        if !conditional && !read_needs_more {
             let ctx = store_key.map(|key| Ctx::new(None, Some(key)));
             return ResponseFuture::called(self.inner.call(req), config.clone(), method, ctx);
         }
-        let preconditions = (method == MethodKind::Read).then(|| preconditions_of(req.headers()));
+        let preconditions =
+            (conditional && method.is_read()).then(|| preconditions_of(req.headers()));
         let mut ctx = Ctx::new(preconditions, store_key);
 
         // The resource's current tag, from the user's function.
@@ -178,22 +229,37 @@ where
             let (parts, body) = req.into_parts();
             let known = current(&parts);
             req = Request::from_parts(parts, body);
+            if !conditional {
+                if let CurrentEtag::Is(tag) = known {
+                    ctx.current = Some(tag);
+                }
+                return ResponseFuture::called(
+                    self.inner.call(req),
+                    config.clone(),
+                    method,
+                    Some(ctx),
+                );
+            }
             let verdict = match &known {
                 CurrentEtag::Is(tag) => Some(Current {
                     exists: true,
                     etag: Some(tag),
                     last_modified: None,
                 }),
-                CurrentEtag::Missing => Some(Current {
+                // A read or a delete of nothing is a 404 its handler gives, and preconditions
+                // do not count beside a 404 (RFC 9110 §13.2.1); a write that would create it
+                // is judged.
+                CurrentEtag::Missing if creates(req.method()) => Some(Current {
                     exists: false,
                     etag: None,
                     last_modified: None,
                 }),
+                CurrentEtag::Missing => None,
                 CurrentEtag::Unknown => None,
             }
             // An `If-Unmodified-Since` (without `If-Match`) needs the date only the handler's
             // response gives: a read is then judged after the handler, as a whole.
-            .filter(|_| !(method == MethodKind::Read && needs_a_date(req.headers())))
+            .filter(|_| !(method.is_read() && needs_a_date(req.headers())))
             .map(|current| evaluate(req.method(), req.headers(), current));
             if let Some(verdict) = verdict {
                 let tag = match known {
@@ -224,12 +290,12 @@ where
         // What the store remembers of the URI.
         if let (Some(store), Some(key)) = (&config.store, &ctx.store_key) {
             match store.lookup(key) {
-                Answer::Ready(Some(stored)) => {
-                    if let Some(answer) = judge_stored(&stored, &mut req, config) {
+                Answer::Ready(lookup) => {
+                    if let Some(answer) = judge_stored(&lookup.known, &mut req, config) {
                         return ResponseFuture::answered(answer);
                     }
+                    ctx.generation = lookup.generation;
                 }
-                Answer::Ready(None) => {}
                 Answer::Pending(lookup) => {
                     // The request waits for the store: with the service made ready for it (a
                     // clone takes its place here).

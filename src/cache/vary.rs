@@ -74,11 +74,18 @@ pub(crate) fn covered_by(headers: &HeaderMap, names: &[HeaderName]) -> bool {
     true
 }
 
-/// Which variant of a resource a request asks for: a hash of the names and of the request's
-/// values for them (all lines, in order). The same on every instance (a fixed hasher), so a
-/// fleet's shared store agrees.
-pub(crate) fn variant(request: &HeaderMap, names: &[HeaderName]) -> u64 {
+/// Which variant of a resource a request asks for: a hash of its query, of the names and of
+/// the request's values for them (all lines, in order). The same on every instance (a fixed
+/// hasher), so a fleet's shared store agrees.
+pub(crate) fn variant(query: Option<&str>, request: &HeaderMap, names: &[HeaderName]) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    match query {
+        Some(query) => {
+            hasher.write_u8(1);
+            query.hash(&mut hasher);
+        }
+        None => hasher.write_u8(0),
+    }
     for name in names {
         name.as_str().hash(&mut hasher);
         for value in request.get_all(name) {
@@ -137,8 +144,16 @@ mod tests {
         en.insert("accept-language", HeaderValue::from_static("en"));
         let mut fr = HeaderMap::new();
         fr.insert("accept-language", HeaderValue::from_static("fr"));
-        assert_ne!(variant(&en, &names), variant(&fr, &names));
-        assert_eq!(variant(&en, &names), variant(&en.clone(), &names));
+        assert_ne!(variant(None, &en, &names), variant(None, &fr, &names));
+        assert_eq!(
+            variant(None, &en, &names),
+            variant(None, &en.clone(), &names)
+        );
+        assert_ne!(
+            variant(Some("a=1"), &en, &names),
+            variant(None, &en, &names)
+        );
+        assert_ne!(variant(Some(""), &en, &names), variant(None, &en, &names));
         let mut response = HeaderMap::new();
         assert!(covered_by(&response, &names));
         response.insert(VARY, HeaderValue::from_static("Accept-Language"));

@@ -426,7 +426,8 @@ impl sealed::Sealed for String {
     /// The layer's own bodies are JSON or empty, so UTF-8; an `on_rejection` body that is
     /// not has its invalid bytes replaced (U+FFFD), as a `String` must.
     fn from_bytes(bytes: Bytes) -> Self {
-        match String::from_utf8(bytes.to_vec()) {
+        // `Vec::from` takes a uniquely held buffer without copying it.
+        match String::from_utf8(Vec::from(bytes)) {
             Ok(text) => text,
             Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
         }

@@ -226,6 +226,8 @@ where
                     },
                 }),
                 Some(Ok(frame)) => match frame.into_data() {
+                    // An empty chunk adds nothing; kept, a stream of them would grow memory.
+                    Ok(chunk) if chunk.is_empty() => continue,
                     Ok(chunk) => {
                         self.len = self.len.saturating_add(chunk.len());
                         self.chunks.push(chunk);

@@ -386,7 +386,7 @@ async fn head_through_axum_has_the_gets_validators_and_no_body() {
         .unwrap();
     assert_eq!(app.oneshot(head).await.unwrap().status(), 304);
 
-    // A HEAD handler of its own that gives the length without the body: no tag of nothing.
+    // A HEAD handler of its own that answers without the body: no tag of nothing.
     let layer = CacheLayer::builder().build().unwrap();
     let res = layer
         .layer(respond_with(|_| {
@@ -471,19 +471,66 @@ async fn a_stale_if_match_write_is_refused_and_the_handler_never_runs() {
     // Alice writes with the tag she read: accepted, and the URI is forgotten.
     let (code, _) = status(&mut svc, send("PUT", &[("if-match", &v1)], "v2 by alice")).await;
     assert_eq!((code, resource.calls()), (200, 1));
-    // Her next read is not answered from what she replaced.
+    // Bob still holds v1 and writes at once: no read has told the store the new tag, but it
+    // knows the resource changed: refused before the handler, nothing changes.
+    let (code, _) = status(&mut svc, send("PUT", &[("if-match", &v1)], "v2 by bob")).await;
+    assert_eq!((code, resource.calls()), (412, 1));
+    // Alice's next read is not answered from what she replaced; it tells the store the tag.
     let (code, headers) = status(&mut svc, send("GET", &[("if-none-match", &v1)], "")).await;
     assert_eq!((code, resource.calls()), (200, 2));
     let v2 = headers["etag"].to_str().unwrap().to_owned();
     assert_ne!(v1, v2);
-    // The quarantine: no new validators are taken just after the write.
-    clock.advance(tower_bulwark::cache::DEFAULT_QUARANTINE);
-    status(&mut svc, send("GET", &[], "")).await;
-    assert_eq!(resource.calls(), 3);
-    // Bob still holds v1: refused before the handler, nothing changes.
+    // Bob again with v1: refused by the stored v2; with v2 (after reading it): accepted.
     let (code, _) = status(&mut svc, send("PUT", &[("if-match", &v1)], "v2 by bob")).await;
-    assert_eq!((code, resource.calls()), (412, 3));
+    assert_eq!((code, resource.calls()), (412, 2));
     assert_eq!(&*resource.body.lock().unwrap(), "v2 by alice");
+    let (code, _) = status(&mut svc, send("PUT", &[("if-match", &v2)], "v3 by bob")).await;
+    assert_eq!((code, resource.calls()), (200, 3));
+}
+
+#[tokio::test]
+async fn a_read_that_began_before_a_write_does_not_store_the_old_tag() {
+    use std::sync::atomic::Ordering;
+    let store = memory_store(&ManualClock::new());
+    let layer = stored_layer(&store);
+    // A slow reader: it reads the old body, then waits until the write is done.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let slots = std::sync::Arc::new(std::sync::Mutex::new((Some(started_tx), Some(go_rx))));
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let slow = layer.layer(tower::service_fn(move |_req: Request<Body>| {
+        let slots = slots.clone();
+        hits.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let (started, go) = {
+                let mut slots = slots.lock().unwrap();
+                (slots.0.take(), slots.1.take())
+            };
+            if let (Some(started), Some(go)) = (started, go) {
+                let _ = started.send(());
+                let _ = go.await;
+            }
+            Ok::<_, Infallible>(text("old body"))
+        }
+    }));
+    let reader = tokio::spawn(slow.oneshot(send("GET", &[], "")));
+    started_rx.await.unwrap();
+    let writer = layer.layer(Resource::new("x").service());
+    assert_eq!(
+        writer
+            .oneshot(send("PUT", &[], "new"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    go_tx.send(()).unwrap();
+    let old = reader.await.unwrap().unwrap();
+    let old_tag = old.headers()["etag"].to_str().unwrap().to_owned();
+    // The old tag was not stored: a write naming it is refused (the store says "changed").
+    let mut svc = layer.layer(Resource::new("x").service());
+    let (code, _) = status(&mut svc, send("PUT", &[("if-match", &old_tag)], "y")).await;
+    assert_eq!(code, 412);
 }
 
 #[tokio::test]
@@ -496,9 +543,10 @@ async fn invalidate_serves_changes_made_elsewhere() {
     let v1 = headers["etag"].to_str().unwrap().to_owned();
     status(&mut svc, send("GET", &[("if-none-match", &v1)], "")).await;
     assert_eq!(resource.calls(), 1);
-    // A batch job changes the resource behind the layer's back, then says so.
+    // A batch job changes the resource behind the layer's back, then says so (a query after
+    // the path is ignored: every query of it is forgotten).
     *resource.body.lock().unwrap() = Bytes::from_static(b"v2 from the batch");
-    store.invalidate("/doc").await.unwrap();
+    store.invalidate("/doc?any=1").await.unwrap();
     let (code, _) = status(&mut svc, send("GET", &[("if-none-match", &v1)], "")).await;
     assert_eq!((code, resource.calls()), (200, 2));
 }
@@ -535,7 +583,7 @@ async fn a_flood_of_made_up_uris_neither_grows_the_store_nor_evicts_a_real_one()
     let (_, headers) = status(&mut svc, send("GET", &[], "")).await;
     let tag = headers["etag"].to_str().unwrap().to_owned();
     for n in 0..2_000 {
-        let req = Request::get(format!("/doc?junk={n}"))
+        let req = Request::get(format!("/junk/{n}"))
             .body(Body::default())
             .unwrap();
         status(&mut svc, req).await;
@@ -548,6 +596,131 @@ async fn a_flood_of_made_up_uris_neither_grows_the_store_nor_evicts_a_real_one()
         (304, calls),
         "the real URI is still answered"
     );
+}
+
+#[tokio::test]
+async fn a_write_forgets_every_query_of_its_path() {
+    let store = memory_store(&ManualClock::new());
+    let resource = Resource::new("v1");
+    let mut svc = stored_layer(&store).layer(resource.service());
+    let get_q = |q: &str, tag: Option<&str>| {
+        let mut req = Request::get(format!("/doc?{q}"));
+        if let Some(tag) = tag {
+            req = req.header("if-none-match", tag);
+        }
+        req.body(Body::default()).unwrap()
+    };
+    let (_, headers) = status(&mut svc, get_q("expand=1", None)).await;
+    let tag = headers["etag"].to_str().unwrap().to_owned();
+    assert_eq!(status(&mut svc, get_q("expand=1", Some(&tag))).await.0, 304);
+    assert_eq!(resource.calls(), 1);
+    status(&mut svc, send("PUT", &[], "v2")).await;
+    assert_eq!(status(&mut svc, get_q("expand=1", Some(&tag))).await.0, 200);
+    assert_eq!(resource.calls(), 3);
+}
+
+#[tokio::test]
+async fn a_flood_of_queries_on_one_path_cannot_open_it_to_stale_writes() {
+    let store = memory_store(&ManualClock::new());
+    let resource = Resource::new("v1");
+    let mut svc = stored_layer(&store).layer(resource.service());
+    let (_, headers) = status(&mut svc, send("GET", &[], "")).await;
+    let v1 = headers["etag"].to_str().unwrap().to_owned();
+    status(&mut svc, send("PUT", &[("if-match", &v1)], "v2")).await;
+    let (_, headers) = status(&mut svc, send("GET", &[], "")).await;
+    let v2 = headers["etag"].to_str().unwrap().to_owned();
+    // The flood pushes the real variant out of the path's few slots ...
+    for n in 0..50 {
+        let req = Request::get(format!("/doc?junk={n}"))
+            .body(Body::default())
+            .unwrap();
+        status(&mut svc, req).await;
+    }
+    // ... yet a stale write is still refused: the store knows it lost track.
+    let calls = resource.calls();
+    let (code, _) = status(&mut svc, send("PUT", &[("if-match", &v1)], "lost")).await;
+    assert_eq!((code, resource.calls()), (412, calls));
+    // An honest writer reads again and goes through.
+    status(&mut svc, send("GET", &[], "")).await;
+    let (code, _) = status(&mut svc, send("PUT", &[("if-match", &v2)], "v3")).await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn requests_with_credentials_and_private_responses_stay_out_of_the_store() {
+    let store = memory_store(&ManualClock::new());
+    let resource = Resource::new("mine");
+    let mut svc = stored_layer(&store).layer(resource.service());
+    let (_, headers) = status(&mut svc, send("GET", &[("authorization", "Bearer a")], "")).await;
+    let tag = headers["etag"].to_str().unwrap().to_owned();
+    assert_eq!(
+        store.len(),
+        Some(0),
+        "nothing stored for a request with credentials"
+    );
+    let (code, _) = status(
+        &mut svc,
+        send("GET", &[("cookie", "s=b"), ("if-none-match", &tag)], ""),
+    )
+    .await;
+    assert_eq!(
+        (code, resource.calls()),
+        (304, 2),
+        "judged on the handler's answer"
+    );
+
+    let private = CacheLayer::max_age(Duration::from_secs(60))
+        .private()
+        .validator_store(store.clone())
+        .build()
+        .unwrap();
+    let mut svc = private.layer(resource.service());
+    status(&mut svc, send("GET", &[], "")).await;
+    assert_eq!(store.len(), Some(0), "a private response is one user's");
+}
+
+#[tokio::test]
+async fn current_etag_tags_every_read_and_leaves_missing_reads_to_the_handler() {
+    use tower_bulwark::cache::CurrentEtag;
+    let version = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(7));
+    let seen = version.clone();
+    let layer = CacheLayer::builder()
+        .current_etag(move |parts: &http::request::Parts| {
+            if parts.uri.path() == "/gone" {
+                return CurrentEtag::Missing;
+            }
+            let v = seen.load(std::sync::atomic::Ordering::SeqCst);
+            CurrentEtag::Is(EntityTag::strong(&format!("v{v}")).unwrap())
+        })
+        .build()
+        .unwrap();
+    let resource = Resource::new("body");
+    let mut svc = layer.layer(resource.service());
+    // A plain read carries the version tag, not a hash of its body ...
+    let (_, headers) = status(&mut svc, send("GET", &[], "")).await;
+    assert_eq!(headers["etag"], "\"v7\"");
+    // ... so the write that follows with it is accepted.
+    let (code, _) = status(&mut svc, send("PUT", &[("if-match", "\"v7\"")], "x")).await;
+    assert_eq!(code, 200);
+    // A missing resource: a read or delete is the handler's (its 404 makes preconditions not
+    // count); a write that would need it is refused before the handler.
+    let mut gone = layer.layer(respond_with(|req| {
+        let mut res = text("no such thing");
+        if req.method() != http::Method::PUT {
+            *res.status_mut() = StatusCode::NOT_FOUND;
+        }
+        res
+    }));
+    for (method, want) in [("GET", 404), ("DELETE", 404), ("PUT", 412)] {
+        let req = Request::builder()
+            .method(method)
+            .uri("/gone")
+            .header("if-match", "\"v7\"")
+            .body(Body::default())
+            .unwrap();
+        assert_eq!(status(&mut gone, req).await.0, want, "{method}");
+    }
+    drop(version);
 }
 
 #[test]

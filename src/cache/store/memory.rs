@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
-use super::{Limits, StoreKey, Stored, MAX_VARIANTS};
+use super::{Known, Limits, Lookup, StoreKey, Stored, MAX_VARIANTS};
 use crate::clock::{duration_to_nanos, Clock};
 use crate::key::Key;
 use crate::util::{Entry, KeyedStore, Sweeping};
@@ -20,15 +20,23 @@ struct Variant {
 
 #[derive(Debug, Default)]
 struct Record {
-    /// No validators are taken before this (clock nanoseconds): the URI was just invalidated.
-    quarantine_until_ns: u64,
+    /// Bumped by every write: a read stores what it served only if none came since its lookup.
+    generation: u64,
+    /// A write changed the resource and no read has stored its new validators since: until
+    /// then (clock nanoseconds), a conditional write cannot be shown to hold.
+    changed_until_ns: u64,
+    /// A live variant was pushed out to make room: a write whose variant is missing cannot be
+    /// shown to hold (a flood of queries must not open a path to stale writes).
+    lossy: bool,
     variants: SmallVec<[Variant; 2]>,
 }
 
 impl Record {
-    /// Nothing live: dropping it loses nothing.
+    /// Nothing live: dropping it loses nothing (a dropped generation restarts at 0, which no
+    /// read holding an older lookup of this record can match after a write: it held 0 only
+    /// if the record did not exist, and a write creates it).
     fn is_idle(&self, now: u64) -> bool {
-        now >= self.quarantine_until_ns && self.variants.iter().all(|v| now >= v.expires_ns)
+        now >= self.changed_until_ns && self.variants.iter().all(|v| now >= v.expires_ns)
     }
 }
 
@@ -69,21 +77,37 @@ impl MemoryStore {
         self.records.len()
     }
 
-    pub(crate) fn lookup(&self, key: &StoreKey) -> Option<Arc<Stored>> {
+    pub(crate) fn lookup(&self, key: &StoreKey) -> Lookup {
         let now = self.now();
-        self.records
-            .with_existing(&key.uri, |record| {
-                let record = record.lock().ok()?;
-                record
-                    .variants
-                    .iter()
-                    .find(|v| v.id == key.variant && now < v.expires_ns)
-                    .map(|v| Arc::clone(&v.stored))
+        let found = self.records.with_existing(&key.uri, |record| {
+            let record = record.lock().ok()?;
+            let stored = record
+                .variants
+                .iter()
+                .find(|v| v.id == key.variant && now < v.expires_ns)
+                .map(|v| Arc::clone(&v.stored));
+            let known = match stored {
+                Some(stored) => Known::Stored(stored),
+                None if now < record.changed_until_ns || record.lossy => Known::Changed,
+                None => Known::Nothing,
+            };
+            Some(Lookup {
+                known,
+                generation: Some(record.generation),
             })
-            .flatten()
+        });
+        match found {
+            Some(Some(lookup)) => lookup,
+            // No record: generation 0, which the record a write creates never has.
+            Some(None) => Lookup::UNANSWERED,
+            None => Lookup {
+                known: Known::Nothing,
+                generation: Some(0),
+            },
+        }
     }
 
-    pub(crate) fn remember(&self, key: &StoreKey, stored: Stored, ttl: Duration) {
+    pub(crate) fn remember(&self, key: &StoreKey, generation: u64, stored: Stored, ttl: Duration) {
         let now = self.now();
         let expires_ns = now.saturating_add(duration_to_nanos(ttl.min(self.limits.max_ttl)));
         let stored = Arc::new(stored);
@@ -97,14 +121,17 @@ impl MemoryStore {
                 let Ok(mut record) = record.lock() else {
                     return;
                 };
-                if now < record.quarantine_until_ns {
+                // Written since this read looked: what it served may be the old state.
+                if record.generation != generation {
                     return;
                 }
+                record.changed_until_ns = 0;
                 record
                     .variants
                     .retain(|v| v.id != key.variant && now < v.expires_ns);
                 if record.variants.len() >= MAX_VARIANTS {
                     record.variants.remove(0);
+                    record.lossy = true;
                 }
                 record.variants.push(Variant {
                     id: key.variant,
@@ -117,18 +144,20 @@ impl MemoryStore {
 
     pub(crate) fn forget(&self, uri: &Key) {
         let now = self.now();
-        let until = now.saturating_add(duration_to_nanos(self.limits.quarantine));
+        let until = now.saturating_add(duration_to_nanos(self.limits.max_ttl));
         self.records.with(
             uri,
             now,
             || Mutex::new(Record::default()),
             |record| record.lock().is_ok_and(|r| r.is_idle(now)),
             |entry| {
-                // A URI that did not fit was never stored, and a write for it cannot fit now.
+                // A URI that does not fit was never stored, and a read of it cannot be now.
                 let Entry::Own(record) = entry else { return };
                 if let Ok(mut record) = record.lock() {
                     record.variants.clear();
-                    record.quarantine_until_ns = until;
+                    record.lossy = false;
+                    record.generation = record.generation.wrapping_add(1).max(1);
+                    record.changed_until_ns = until;
                 }
             },
         );
@@ -152,7 +181,6 @@ mod tests {
         let clock = ManualClock::new();
         let limits = Limits {
             max_ttl: Duration::from_secs(100),
-            quarantine: Duration::from_secs(5),
         };
         (
             MemoryStore::new(max_keys, limits, Arc::new(clock.clone())),
@@ -167,71 +195,89 @@ mod tests {
         }
     }
 
-    #[test]
-    fn entries_expire_by_the_shorter_ttl_and_variants_are_apart() {
-        let (store, clock) = store(10);
-        store.remember(&key("/a", 1), stored("one"), Duration::from_secs(10));
-        store.remember(&key("/a", 2), stored("two"), Duration::from_secs(1_000));
-        assert_eq!(
-            store.lookup(&key("/a", 1)).unwrap().etag,
-            stored("one").etag
-        );
-        assert_eq!(
-            store.lookup(&key("/a", 2)).unwrap().etag,
-            stored("two").etag
-        );
-        assert!(store.lookup(&key("/a", 3)).is_none());
-        clock.advance(Duration::from_secs(10));
-        assert!(store.lookup(&key("/a", 1)).is_none());
-        clock.advance(Duration::from_secs(89));
-        assert!(store.lookup(&key("/a", 2)).is_some(), "max_ttl is 100 s");
-        clock.advance(Duration::from_secs(1));
-        assert!(store.lookup(&key("/a", 2)).is_none());
+    /// The tag stored for `key`, if any.
+    fn tag(store: &MemoryStore, key: &StoreKey) -> Option<String> {
+        match store.lookup(key).known {
+            Known::Stored(s) => s.etag.as_ref().map(|t| t.opaque().to_owned()),
+            _ => None,
+        }
+    }
+
+    /// A read: look up, then store what it served with the generation it saw.
+    fn read(store: &MemoryStore, key: &StoreKey, served: &str, ttl: u64) {
+        let generation = store.lookup(key).generation.unwrap();
+        store.remember(key, generation, stored(served), Duration::from_secs(ttl));
     }
 
     #[test]
-    fn forgetting_clears_every_variant_and_quarantines_the_uri() {
+    fn entries_expire_by_the_shorter_ttl_and_variants_are_apart() {
         let (store, clock) = store(10);
-        store.remember(&key("/a", 1), stored("one"), Duration::from_secs(60));
-        store.remember(&key("/a", 2), stored("two"), Duration::from_secs(60));
+        read(&store, &key("/a", 1), "one", 10);
+        read(&store, &key("/a", 2), "two", 1_000);
+        assert_eq!(tag(&store, &key("/a", 1)).as_deref(), Some("one"));
+        assert_eq!(tag(&store, &key("/a", 2)).as_deref(), Some("two"));
+        assert!(tag(&store, &key("/a", 3)).is_none());
+        clock.advance(Duration::from_secs(10));
+        assert!(tag(&store, &key("/a", 1)).is_none());
+        clock.advance(Duration::from_secs(89));
+        assert!(tag(&store, &key("/a", 2)).is_some(), "max_ttl is 100 s");
+        clock.advance(Duration::from_secs(1));
+        assert!(tag(&store, &key("/a", 2)).is_none());
+    }
+
+    #[test]
+    fn a_write_leaves_the_uri_changed_until_a_read_after_it_stores() {
+        let (store, _clock) = store(10);
+        read(&store, &key("/a", 1), "one", 60);
+        read(&store, &key("/a", 2), "two", 60);
+        // A read that looks before the write and stores after it.
+        let slow = store.lookup(&key("/a", 1)).generation.unwrap();
         store.forget(&key("/a", 0).uri);
-        assert!(store.lookup(&key("/a", 1)).is_none());
-        // A read that began before the write must not store the old tag again.
-        store.remember(&key("/a", 1), stored("old"), Duration::from_secs(60));
-        assert!(store.lookup(&key("/a", 1)).is_none());
-        clock.advance(Duration::from_secs(5));
-        store.remember(&key("/a", 1), stored("new"), Duration::from_secs(60));
-        assert_eq!(
-            store.lookup(&key("/a", 1)).unwrap().etag,
-            stored("new").etag
+        assert!(matches!(store.lookup(&key("/a", 1)).known, Known::Changed));
+        assert!(matches!(store.lookup(&key("/a", 2)).known, Known::Changed));
+        store.remember(&key("/a", 1), slow, stored("old"), Duration::from_secs(60));
+        assert!(
+            matches!(store.lookup(&key("/a", 1)).known, Known::Changed),
+            "the old state is not stored"
         );
+        // A read after the write stores the new state.
+        read(&store, &key("/a", 1), "new", 60);
+        assert_eq!(tag(&store, &key("/a", 1)).as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn a_write_to_a_uri_never_stored_marks_it_changed_too() {
+        let (store, clock) = store(10);
+        let slow = store.lookup(&key("/b", 0)).generation.unwrap();
+        store.forget(&key("/b", 0).uri);
+        store.remember(&key("/b", 0), slow, stored("old"), Duration::from_secs(60));
+        assert!(matches!(store.lookup(&key("/b", 0)).known, Known::Changed));
+        // Changed for max_ttl at most, then nothing is known.
+        clock.advance(Duration::from_secs(100));
+        assert!(matches!(store.lookup(&key("/b", 0)).known, Known::Nothing));
     }
 
     #[test]
     fn a_full_store_stores_nothing_new_and_keeps_what_it_has() {
         let (store, _clock) = store(2);
         for n in 0..1_000 {
-            store.remember(
-                &key(&format!("/flood/{n}"), 0),
-                stored("x"),
-                Duration::from_secs(60),
-            );
+            read(&store, &key(&format!("/flood/{n}"), 0), "x", 60);
         }
         assert_eq!(store.len(), 2);
-        assert!(store.lookup(&key("/flood/0", 0)).is_some());
-        assert!(store.lookup(&key("/flood/999", 0)).is_none());
+        assert!(tag(&store, &key("/flood/0", 0)).is_some());
+        assert!(tag(&store, &key("/flood/999", 0)).is_none());
     }
 
     #[test]
     fn variants_per_uri_are_bounded() {
         let (store, _clock) = store(2);
         for id in 0..20 {
-            store.remember(&key("/a", id), stored("x"), Duration::from_secs(60));
+            read(&store, &key("/a", id), "x", 60);
         }
         let live = (0..20)
-            .filter(|&id| store.lookup(&key("/a", id)).is_some())
+            .filter(|&id| tag(&store, &key("/a", id)).is_some())
             .count();
         assert_eq!(live, MAX_VARIANTS);
-        assert!(store.lookup(&key("/a", 19)).is_some());
+        assert!(tag(&store, &key("/a", 19)).is_some());
     }
 }

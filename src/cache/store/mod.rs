@@ -24,11 +24,6 @@ use crate::util::DEFAULT_MAX_KEYS;
 /// no longer than its response's own freshness (`max-age`) either.
 pub const DEFAULT_STORE_MAX_TTL: Duration = Duration::from_secs(3600);
 
-/// How long a URI takes no new validators after it is invalidated, unless set otherwise: 30 s.
-/// A `GET` that read the old state before a write and finishes after it would otherwise store
-/// the old validator again; no handler should take longer than this.
-pub const DEFAULT_QUARANTINE: Duration = Duration::from_secs(30);
-
 /// Variants (by `Vary`) kept per URI; a newer one replaces the oldest.
 pub(crate) const MAX_VARIANTS: usize = 8;
 
@@ -103,9 +98,9 @@ impl Stored {
     }
 }
 
-/// Where one request's validators are looked up: the URI (its path and query, hashed before
-/// it becomes a Redis key name, as a query may carry a token) and the variant its `Vary`
-/// headers pick.
+/// Where one request's validators are looked up: the path (as its XXH3-128 digest, so no
+/// path is kept in clear, and every key is 16 bytes), and the variant its query and its
+/// `Vary` headers pick. Keyed by path, a write forgets every query of its path at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoreKey {
     pub(crate) uri: Key,
@@ -113,10 +108,38 @@ pub(crate) struct StoreKey {
 }
 
 impl StoreKey {
-    pub(crate) fn of_uri(uri: &http::Uri) -> Key {
-        let text = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        Key::Header(Arc::from(text.as_bytes()))
+    pub(crate) fn of_path(path: &str) -> Key {
+        let digest = xxhash_rust::xxh3::xxh3_128(path.as_bytes()).to_be_bytes();
+        Key::Header(Arc::from(&digest[..]))
     }
+}
+
+/// What the store knows of a URI when a request arrives.
+#[derive(Debug, Clone)]
+pub(crate) enum Known {
+    /// The validators last served for this variant.
+    Stored(Arc<Stored>),
+    /// A write changed the resource and no read has stored its new validators yet: it exists,
+    /// its tag is unknown (an `If-Match` cannot be shown to hold).
+    Changed,
+    /// Nothing (never stored, expired, or the store could not answer).
+    Nothing,
+}
+
+/// A lookup's answer: what is known, and the URI's generation (bumped by every write), which
+/// a read hands back when it stores what it served, so a read that began before a write
+/// never stores the old validators after it. `None` when the store did not answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Lookup {
+    pub(crate) known: Known,
+    pub(crate) generation: Option<u64>,
+}
+
+impl Lookup {
+    pub(crate) const UNANSWERED: Lookup = Lookup {
+        known: Known::Nothing,
+        generation: None,
+    };
 }
 
 /// A boxed answer from the store, for the backend that has to wait for one (Redis).
@@ -170,23 +193,24 @@ impl ValidatorStore {
         ValidatorStoreBuilder {
             max_keys: DEFAULT_MAX_KEYS,
             max_ttl: DEFAULT_STORE_MAX_TTL,
-            quarantine: DEFAULT_QUARANTINE,
             clock: Arc::new(SystemClock::new()),
             #[cfg(feature = "redis")]
             redis: None,
         }
     }
 
-    /// Forgets what was served for `path_and_query` (every variant), for a change made
-    /// outside the layer; new validators for it are not taken for the quarantine. Unsafe
-    /// requests through a layer with this store do it themselves.
+    /// Forgets what was served for `path` (every query and variant of it), for a change made
+    /// outside the layer: the resource counts as changed, its tag unknown until a read serves
+    /// it. Unsafe requests through a layer with this store do it themselves. A query after the
+    /// path is ignored.
     ///
     /// # Errors
     ///
     /// With Redis, a [`BackendError`](crate::BackendError) when Redis did not answer within
     /// the deadline: the entry may then live until its TTL.
-    pub async fn invalidate(&self, path_and_query: &str) -> Result<(), crate::BackendError> {
-        let uri = Key::Header(Arc::from(path_and_query.as_bytes()));
+    pub async fn invalidate(&self, path: &str) -> Result<(), crate::BackendError> {
+        let path = path.split_once('?').map_or(path, |(path, _)| path);
+        let uri = StoreKey::of_path(path);
         match self.forget(&uri) {
             Answer::Ready(result) => result,
             Answer::Pending(pending) => pending.await,
@@ -207,7 +231,7 @@ impl ValidatorStore {
         self.len().map(|n| n == 0)
     }
 
-    pub(crate) fn lookup(&self, key: &StoreKey) -> Answer<Option<Arc<Stored>>> {
+    pub(crate) fn lookup(&self, key: &StoreKey) -> Answer<Lookup> {
         match &*self.backend {
             Backend::Memory(memory) => Answer::Ready(memory.lookup(key)),
             #[cfg(feature = "redis")]
@@ -215,13 +239,14 @@ impl ValidatorStore {
         }
     }
 
-    /// Keeps `stored` for `key`, for at most `ttl` (and the store's own bound). With Redis
-    /// this is sent in the background: no response waits for it.
-    pub(crate) fn remember(&self, key: StoreKey, stored: Stored, ttl: Duration) {
+    /// Keeps `stored` for `key`, for at most `ttl` (and the store's own bound), unless the
+    /// URI was written since its lookup (`generation`). With Redis this is sent in the
+    /// background: no response waits for it.
+    pub(crate) fn remember(&self, key: StoreKey, generation: u64, stored: Stored, ttl: Duration) {
         match &*self.backend {
-            Backend::Memory(memory) => memory.remember(&key, stored, ttl),
+            Backend::Memory(memory) => memory.remember(&key, generation, stored, ttl),
             #[cfg(feature = "redis")]
-            Backend::Redis(redis) => redis.remember(key, stored, ttl),
+            Backend::Redis(redis) => redis.remember(key, generation, stored, ttl),
         }
     }
 
@@ -252,7 +277,6 @@ impl ValidatorStore {
 pub struct ValidatorStoreBuilder {
     max_keys: usize,
     max_ttl: Duration,
-    quarantine: Duration,
     clock: Arc<dyn Clock>,
     #[cfg(feature = "redis")]
     redis: Option<redis::RedisSettings>,
@@ -267,16 +291,9 @@ impl ValidatorStoreBuilder {
     }
 
     /// The longest an entry is kept (default [`DEFAULT_STORE_MAX_TTL`]); never longer than
-    /// its response's freshness either.
+    /// its response's freshness either. A written URI is remembered as changed this long.
     pub fn max_ttl(mut self, ttl: Duration) -> Self {
         self.max_ttl = ttl;
-        self
-    }
-
-    /// How long an invalidated URI takes no new validators (default [`DEFAULT_QUARANTINE`]):
-    /// longer than any handler of the URI takes.
-    pub fn quarantine(mut self, quarantine: Duration) -> Self {
-        self.quarantine = quarantine;
         self
     }
 
@@ -332,8 +349,8 @@ impl ValidatorStoreBuilder {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the bad field: `max_keys` or `max_ttl` zero, `quarantine`
-    /// over a day; with Redis, a bad `prefix` or a zero `deadline`.
+    /// A [`ConfigError`] naming the bad field: `max_keys` zero, `max_ttl` under a second;
+    /// with Redis, a bad `prefix` or a zero `deadline`.
     pub fn build(self) -> Result<ValidatorStore, ConfigError> {
         if self.max_keys == 0 {
             return Err(ConfigError::new("max_keys", "must be at least 1, got 0"));
@@ -344,15 +361,8 @@ impl ValidatorStoreBuilder {
                 format!("must be at least 1s, got {:?}", self.max_ttl),
             ));
         }
-        if self.quarantine > Duration::from_secs(86_400) {
-            return Err(ConfigError::new(
-                "quarantine",
-                format!("must be at most a day, got {:?}", self.quarantine),
-            ));
-        }
         let limits = Limits {
             max_ttl: self.max_ttl,
-            quarantine: self.quarantine,
         };
         #[cfg(feature = "redis")]
         if let Some(settings) = self.redis {
@@ -372,7 +382,6 @@ impl ValidatorStoreBuilder {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub(crate) max_ttl: Duration,
-    pub(crate) quarantine: Duration,
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::{Answer, Limits, StoreKey, Stored, MAX_VARIANTS};
+use super::{Answer, Known, Limits, Lookup, StoreKey, Stored, MAX_VARIANTS};
 use crate::clock::{duration_to_nanos, Clock, SystemClock};
 use crate::error::{BackendError, ConfigError};
 use crate::key::Key;
@@ -89,9 +89,9 @@ impl RedisStore {
         })
     }
 
-    pub(crate) fn lookup(&self, key: &StoreKey) -> Answer<Option<Arc<Stored>>> {
+    pub(crate) fn lookup(&self, key: &StoreKey) -> Answer<Lookup> {
         let Some(guard) = self.inner.permit() else {
-            return Answer::Ready(None);
+            return Answer::Ready(Lookup::UNANSWERED);
         };
         let inner = Arc::clone(&self.inner);
         let (uri, variant) = (key.uri.clone(), key.variant);
@@ -101,14 +101,11 @@ impl RedisStore {
                     cmd.arg("get").arg(variant);
                 })
                 .await;
-            match reply {
-                Ok(Value::BulkString(bytes)) => Stored::decode(&bytes).map(Arc::new),
-                _ => None,
-            }
+            read_lookup(reply).unwrap_or(Lookup::UNANSWERED)
         }))
     }
 
-    pub(crate) fn remember(&self, key: StoreKey, stored: Stored, ttl: Duration) {
+    pub(crate) fn remember(&self, key: StoreKey, generation: u64, stored: Stored, ttl: Duration) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -125,7 +122,8 @@ impl RedisStore {
                         .arg(key.variant)
                         .arg(ttl_ms)
                         .arg(&payload)
-                        .arg(MAX_VARIANTS);
+                        .arg(MAX_VARIANTS)
+                        .arg(generation);
                 })
                 .await;
         });
@@ -139,17 +137,41 @@ impl RedisStore {
         };
         let inner = Arc::clone(&self.inner);
         let uri = uri.clone();
-        let quarantine_ms = inner.limits.quarantine.as_millis() as u64;
+        let changed_ms = inner.limits.max_ttl.as_millis().max(1) as u64;
         Answer::Pending(Box::pin(async move {
             inner
                 .call(guard, &uri, &|cmd| {
-                    cmd.arg("forget").arg(quarantine_ms);
+                    cmd.arg("forget").arg(changed_ms);
                 })
                 .await
                 .map(drop)
                 .map_err(BackendError::from)
         }))
     }
+}
+
+/// `{generation, changed, headers or nil}`, or `None` for a reply the script does not give.
+fn read_lookup(reply: Result<Value, CallError>) -> Option<Lookup> {
+    let Ok(Value::Array(items)) = reply else {
+        return None;
+    };
+    let [generation, changed, headers] = items.as_slice() else {
+        return None;
+    };
+    let (Value::Int(generation), Value::Int(changed)) = (generation, changed) else {
+        return None;
+    };
+    let known = match headers {
+        Value::BulkString(bytes) => {
+            Stored::decode(bytes).map_or(Known::Nothing, |s| Known::Stored(Arc::new(s)))
+        }
+        _ if *changed == 1 => Known::Changed,
+        _ => Known::Nothing,
+    };
+    Some(Lookup {
+        known,
+        generation: u64::try_from(*generation).ok(),
+    })
 }
 
 impl Inner {
