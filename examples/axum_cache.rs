@@ -78,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     show(&app, stale.body(Body::from("{\"text\":\"lost update\"}"))?).await?;
     let now = show(&app, Request::get("/note").body(Body::empty())?).await?;
     println!(
-        "  (the stale write was refused with 412; the note's tag is now {:?})",
+        "  (the stale write was refused with 412 before its handler ran: the store knew the note had changed; its tag is now {:?})",
         now[header::ETAG]
     );
     Ok(())
