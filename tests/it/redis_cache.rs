@@ -117,12 +117,38 @@ async fn a_frozen_redis_is_served_around_within_the_deadline() {
     // As if there were no store: the handler ran, its response judged (304).
     assert_eq!((code, resource.calls()), (304, 2));
     assert!(took < deadline * 10, "took {took:?}");
-    // A write waits at most the deadline for the store to forget.
+    // Two more time-outs: the store leaves Redis alone for a back-off (no call is sent).
+    for n in 3..=4 {
+        let (code, _) = status(&mut svc, send("GET", &[("if-none-match", &v1)], "")).await;
+        assert_eq!((code, resource.calls()), (304, n));
+    }
+    // A write meanwhile: its forget is not sent, and waits for nothing.
     let started = Instant::now();
     let (code, _) = status(&mut svc, send("PUT", &[], "v2")).await;
     assert_eq!(code, 200);
     assert!(started.elapsed() < deadline * 10);
+    // Redis did not take the forget: until it does, this instance serves the path as if
+    // there were no store (the old tag is not answered from it) ...
+    let (code, _) = status(&mut svc, send("GET", &[("if-none-match", &v1)], "")).await;
+    assert_eq!((code, resource.calls()), (200, 6));
+    // ... and once Redis is back, the forget is sent again: the stored v1 is gone for every
+    // instance (bounded wait for the resend task, every 500 ms).
     server.thaw();
+    let key = server.cli(&["KEYS", "*"]);
+    let started = Instant::now();
+    loop {
+        let fields = server.cli(&["HKEYS", key.trim()]);
+        let mut fields: Vec<&str> = fields.split_whitespace().collect();
+        fields.sort_unstable();
+        if fields == ["c", "g"] {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the owed forget never came: {fields:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

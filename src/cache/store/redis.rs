@@ -2,8 +2,14 @@
 //! `validators.lua` through the shared script call, with the layer's deadline and a `Health`
 //! that leaves Redis alone after outages. A lookup that fails or misses the deadline is
 //! answered "nothing stored": the request is served as if there were no store.
+//!
+//! A write's forget that Redis did not take is *owed*: the path is kept in a small local set,
+//! served as if there were no store (nothing looked up, nothing stored), and a background task
+//! sends the forget again every half second until Redis takes it. So the validators a write
+//! replaced never answer again from this instance once Redis is back.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::Value;
@@ -52,7 +58,22 @@ struct Inner {
     health: Health,
     /// The local clock `Health` backs off by (Redis's own time is in the script).
     clock: SystemClock,
+    /// Paths whose forget Redis has not taken yet, and whether a task is resending them.
+    owed: Mutex<Owed>,
 }
+
+/// The forgets Redis still owes this instance.
+#[derive(Debug, Default)]
+struct Owed {
+    paths: HashSet<Key>,
+    resending: bool,
+}
+
+/// The most owed forgets kept; past it, a forget that fails is only logged (its entry lives
+/// until its TTL, at most `max_ttl`).
+const MAX_OWED: usize = 10_000;
+/// How often owed forgets are sent again.
+const RESEND_EVERY: Duration = Duration::from_millis(500);
 
 impl AsRef<Health> for Inner {
     fn as_ref(&self) -> &Health {
@@ -85,11 +106,15 @@ impl RedisStore {
                     MAX_BACKOFF,
                 ),
                 clock: SystemClock::new(),
+                owed: Mutex::new(Owed::default()),
             }),
         })
     }
 
     pub(crate) fn lookup(&self, key: &StoreKey) -> Answer<Lookup> {
+        if self.inner.is_owed(&key.uri) {
+            return Answer::Ready(Lookup::UNANSWERED);
+        }
         let Some(guard) = self.inner.permit() else {
             return Answer::Ready(Lookup::UNANSWERED);
         };
@@ -109,6 +134,9 @@ impl RedisStore {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        if self.inner.is_owed(&key.uri) {
+            return;
+        }
         let Some(guard) = self.inner.permit() else {
             return;
         };
@@ -131,22 +159,103 @@ impl RedisStore {
 
     pub(crate) fn forget(&self, uri: &Key) -> Answer<Result<(), BackendError>> {
         let Some(guard) = self.inner.permit() else {
+            self.inner.owe(uri.clone());
             return Answer::Ready(Err(BackendError::new(
-                "validator store: redis is being left alone after failures",
+                "validator store: redis is being left alone after failures; the forget is resent",
             )));
         };
         let inner = Arc::clone(&self.inner);
         let uri = uri.clone();
-        let changed_ms = inner.limits.max_ttl.as_millis().max(1) as u64;
         Answer::Pending(Box::pin(async move {
-            inner
-                .call(guard, &uri, &|cmd| {
-                    cmd.arg("forget").arg(changed_ms);
-                })
-                .await
-                .map(drop)
-                .map_err(BackendError::from)
+            let result = inner.send_forget(guard, &uri).await;
+            if result.is_err() {
+                inner.owe(uri);
+            }
+            result
         }))
+    }
+}
+
+impl Inner {
+    async fn send_forget(&self, guard: ProbeGuard<Inner>, uri: &Key) -> Result<(), BackendError> {
+        let changed_ms = self.limits.max_ttl.as_millis().max(1) as u64;
+        self.call(guard, uri, &|cmd| {
+            cmd.arg("forget").arg(changed_ms);
+        })
+        .await
+        .map(drop)
+        .map_err(BackendError::from)
+    }
+
+    fn is_owed(&self, uri: &Key) -> bool {
+        // Nothing owed is the common case: one uncontended lock, no hashing.
+        self.owed
+            .lock()
+            .is_ok_and(|owed| !owed.paths.is_empty() && owed.paths.contains(uri))
+    }
+
+    /// Keeps `uri` until Redis takes its forget, and starts the task that resends it.
+    fn owe(self: &Arc<Self>, uri: Key) {
+        let start = {
+            let Ok(mut owed) = self.owed.lock() else {
+                return;
+            };
+            if owed.paths.len() >= MAX_OWED && !owed.paths.contains(&uri) {
+                tracing::warn!(
+                    max = MAX_OWED,
+                    "validator store: too many forgets owed by redis; this one is dropped (its entry lives until its TTL)"
+                );
+                return;
+            }
+            owed.paths.insert(uri);
+            !std::mem::replace(&mut owed.resending, true)
+        };
+        if !start {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            if let Ok(mut owed) = self.owed.lock() {
+                owed.resending = false;
+            }
+            return;
+        };
+        // The task holds the store weakly: it ends with it.
+        let weak = Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(RESEND_EVERY).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if !inner.resend_owed().await {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// One round of resending; false once nothing is owed (the task then ends).
+    async fn resend_owed(self: &Arc<Self>) -> bool {
+        let paths: Vec<Key> = match self.owed.lock() {
+            Ok(owed) => owed.paths.iter().take(64).cloned().collect(),
+            Err(_) => return false,
+        };
+        for uri in paths {
+            let Some(guard) = self.permit() else { break };
+            if self.send_forget(guard, &uri).await.is_ok() {
+                if let Ok(mut owed) = self.owed.lock() {
+                    owed.paths.remove(&uri);
+                }
+            } else {
+                break;
+            }
+        }
+        match self.owed.lock() {
+            Ok(mut owed) if owed.paths.is_empty() => {
+                owed.resending = false;
+                false
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        }
     }
 }
 
