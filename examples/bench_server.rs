@@ -50,6 +50,16 @@ const MODES: &[(&str, &str, &str)] = &[
         "ours: the cache layer's defaults (Cache-Control, Expires, a strong ETag of the body)",
     ),
     (
+        "cache-304",
+        "noop-layer",
+        "ours: every request revalidates (If-None-Match added by a MapRequestLayer, as noop-layer's): 304 judged on the handler's response",
+    ),
+    (
+        "cache-store-304",
+        "noop-layer",
+        "ours: as cache-304, answered by the memory validator store before the handler",
+    ),
+    (
         "connect-info",
         "",
         "axum served with ConnectInfo<SocketAddr> (the keyed rows' baseline)",
@@ -373,6 +383,22 @@ fn app(mode: &str) -> Result<(Router, bool), Box<dyn std::error::Error>> {
         "cache" => {
             let layer = tower_bulwark::cache::CacheLayer::builder().build()?;
             (router().layer(layer), false)
+        }
+        "cache-304" | "cache-store-304" => {
+            let mut builder = tower_bulwark::cache::CacheLayer::builder();
+            if mode == "cache-store-304" {
+                builder = builder
+                    .validator_store(tower_bulwark::cache::ValidatorStore::builder().build()?);
+            }
+            let tag = tower_bulwark::cache::EntityTag::of_body(json_body(), false);
+            // The client sends no precondition: this layer (noop-layer's own type) adds one.
+            let revalidate =
+                tower::util::MapRequestLayer::new(move |mut req: axum::extract::Request| {
+                    req.headers_mut()
+                        .insert(header::IF_NONE_MATCH, tag.header_value().clone());
+                    req
+                });
+            (router().layer(builder.build()?).layer(revalidate), false)
         }
         "compression" => {
             let layer = tower_http::compression::CompressionLayer::new();

@@ -130,6 +130,7 @@ for mode in "${modes[@]}"; do
   case "$mode" in
     *-refused) want=429 ;;
     *-open) want=503 ;;
+    *-304) want=304 ;;
     *) want=200 ;;
   esac
   # (A refusing mode may admit one request when its minute comes round on a slow machine.)

@@ -3,25 +3,33 @@
 
 use bytes::Bytes;
 use http::header::{DATE, ETAG, LAST_MODIFIED};
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Response, StatusCode};
 
 use super::store::NOT_MODIFIED_HEADERS;
 use crate::response::{json_response, LayerBody};
 
 /// A `304` carrying `Cache-Control`, `Content-Location`, `Date`, `ETag`, `Expires` and `Vary`
 /// from `from` (and `Last-Modified` only when there is no `ETag`), with an empty body and no
-/// `Content-Length` of the full body.
-pub(crate) fn not_modified<B: LayerBody>(from: &HeaderMap) -> Response<B> {
+/// `Content-Length` of the full body. One walk over `from`, its values moved, not copied.
+pub(crate) fn not_modified<B: LayerBody>(from: HeaderMap) -> Response<B> {
     let mut res = Response::new(B::from_bytes(Bytes::new()));
     *res.status_mut() = StatusCode::NOT_MODIFIED;
     let has_etag = from.contains_key(ETAG);
     let headers = res.headers_mut();
-    for name in NOT_MODIFIED_HEADERS.iter().chain([&DATE]) {
-        if *name == LAST_MODIFIED && has_etag {
-            continue;
+    headers.reserve(NOT_MODIFIED_HEADERS.len() + 1);
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in from {
+        // `None`: another value of the name before it.
+        if let Some(name) = name {
+            current = Some(name);
         }
-        for value in from.get_all(name) {
-            headers.append(name.clone(), value.clone());
+        let Some(name) = current.as_ref() else {
+            continue;
+        };
+        let kept = (*name == DATE || NOT_MODIFIED_HEADERS.contains(name))
+            && !(*name == LAST_MODIFIED && has_etag);
+        if kept {
+            headers.append(name.clone(), value);
         }
     }
     res

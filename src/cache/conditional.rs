@@ -82,8 +82,9 @@ fn is_get_or_head(method: &Method) -> bool {
 /// RFC 9110 §13.2.2, steps 1 to 5.
 pub(crate) fn evaluate(method: &Method, headers: &HeaderMap, current: Current<'_>) -> Verdict {
     // 1. If-Match (strong comparison); else 2. If-Unmodified-Since.
-    if headers.contains_key(IF_MATCH) {
-        let holds = match read_list(headers.get_all(IF_MATCH), current.etag, Comparison::Strong) {
+    let if_match = headers.get_all(IF_MATCH);
+    if if_match.iter().next().is_some() {
+        let holds = match read_list(if_match, current.etag, Comparison::Strong) {
             TagList::Any => current.exists,
             TagList::Tags { matched } => current.exists && matched,
         };
@@ -100,12 +101,9 @@ pub(crate) fn evaluate(method: &Method, headers: &HeaderMap, current: Current<'_
     }
 
     // 3. If-None-Match (weak comparison); else 4. If-Modified-Since, for GET and HEAD only.
-    if headers.contains_key(IF_NONE_MATCH) {
-        let matched = match read_list(
-            headers.get_all(IF_NONE_MATCH),
-            current.etag,
-            Comparison::Weak,
-        ) {
+    let if_none_match = headers.get_all(IF_NONE_MATCH);
+    if if_none_match.iter().next().is_some() {
+        let matched = match read_list(if_none_match, current.etag, Comparison::Weak) {
             TagList::Any => current.exists,
             TagList::Tags { matched } => matched,
         };

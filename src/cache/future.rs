@@ -358,7 +358,7 @@ fn conclude<B: LayerBody>(
                 Verdict::NotModified => {
                     config.bump(Count::NotModified);
                     let (parts, _body) = response.into_parts();
-                    let mut answer = not_modified(&parts.headers);
+                    let mut answer = not_modified(parts.headers);
                     *answer.extensions_mut() = parts.extensions;
                     Next::Done(answer)
                 }

@@ -68,18 +68,17 @@ impl MethodKind {
 }
 
 /// The precondition headers of a read, copied for judging its response (the request itself
-/// is gone by then).
+/// is gone by then): one walk over the request's headers, names compared as standard headers.
 fn preconditions_of(headers: &HeaderMap) -> HeaderMap {
-    let mut kept = HeaderMap::new();
-    for name in [
-        IF_MATCH,
-        IF_NONE_MATCH,
-        IF_MODIFIED_SINCE,
-        IF_UNMODIFIED_SINCE,
-        IF_RANGE,
-        RANGE,
-    ] {
-        for value in headers.get_all(&name) {
+    let mut kept = HeaderMap::with_capacity(4);
+    for (name, value) in headers {
+        if name == IF_MATCH
+            || name == IF_NONE_MATCH
+            || name == IF_MODIFIED_SINCE
+            || name == IF_UNMODIFIED_SINCE
+            || name == IF_RANGE
+            || name == RANGE
+        {
             kept.append(name.clone(), value.clone());
         }
     }
@@ -123,7 +122,7 @@ pub(crate) fn before_handler<ReqB, B: LayerBody>(
         Verdict::NotModified => {
             config.bump(Count::NotModified);
             config.bump(Count::AnsweredBeforeHandler);
-            Some(not_modified(&answer_headers()))
+            Some(not_modified(answer_headers()))
         }
         Verdict::PreconditionFailed => {
             config.bump(Count::PreconditionFailed);
