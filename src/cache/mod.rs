@@ -28,8 +28,10 @@
 //!
 //! **Compression** (a later release) must see the ETag this layer gives: a strong tag of the
 //! identity body must not go out unchanged on a compressed body. Until then, put
-//! tower-http's `CompressionLayer` *inside* this layer (so the tag is the compressed bytes'
-//! own, which is correct), or weaken tags with [`weak_etags`](CacheLayerBuilder::weak_etags).
+//! tower-http's `CompressionLayer` *inside* this layer (wrapped in
+//! `MapResponseBodyLayer::new(ResponseBody::inner)`): its compressed bodies are streams of
+//! unknown length, so they get no tag at all (never the identity body's), while uncompressed
+//! ones keep theirs. Outside this layer it would send the identity tag on compressed bytes.
 //!
 //! ```
 //! use std::time::Duration;

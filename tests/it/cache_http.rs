@@ -753,3 +753,41 @@ fn builders_name_the_bad_field() {
         .unwrap_err();
     assert_eq!(err.field(), "max_ttl");
 }
+
+#[tokio::test]
+async fn compression_inside_the_layer_never_sends_the_identity_tag_on_compressed_bytes() {
+    use tower_http::compression::CompressionLayer;
+    use tower_http::map_response_body::MapResponseBodyLayer;
+    let body: &'static str = Box::leak("{\"item\":\"tea\"},".repeat(200).into_boxed_str());
+    let layer = CacheLayer::builder().build().unwrap();
+    let svc = layer.layer(
+        MapResponseBodyLayer::new(ResponseBody::inner)
+            .layer(CompressionLayer::new().layer(respond_with(move |_| text(body)))),
+    );
+    let ask = |encoding: Option<&str>, tag: Option<&str>| {
+        let mut req = Request::get("/doc");
+        if let Some(encoding) = encoding {
+            req = req.header("accept-encoding", encoding);
+        }
+        if let Some(tag) = tag {
+            req = req.header("if-none-match", tag);
+        }
+        req.body(Body::default()).unwrap()
+    };
+    let plain = svc.clone().oneshot(ask(None, None)).await.unwrap();
+    let plain_tag = plain.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(
+        plain_tag,
+        EntityTag::of_body(body.as_bytes(), false).to_string()
+    );
+    // The compressed body is a stream of unknown length: no tag at all, never the identity's.
+    let gzip = svc.clone().oneshot(ask(Some("gzip"), None)).await.unwrap();
+    assert_eq!(gzip.headers()["content-encoding"], "gzip");
+    assert_eq!(gzip.headers().get("etag"), None);
+    // So the identity tag never revalidates compressed bytes.
+    let res = svc
+        .oneshot(ask(Some("gzip"), Some(&plain_tag)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
