@@ -18,7 +18,7 @@ use super::cache_control::freshness;
 use super::conditional::{date_of, evaluate, Current, Verdict};
 use super::config::{Config, Count, EtagMode};
 use super::etag::EntityTag;
-use super::service::{judge_stored, MethodKind};
+use super::service::{announce_write, judge_stored, MethodKind};
 use super::store::{Answer, Lookup, Pending, StoreKey, Stored};
 use super::vary;
 use crate::error::BackendError;
@@ -36,6 +36,8 @@ pub(crate) struct Ctx {
     /// The URI's generation when the store was asked: a read stores what it served only with
     /// it (none: not asked, or no answer; nothing is stored).
     pub(crate) generation: Option<u64>,
+    /// A write with credentials `vary` does not name (see `judge_stored`).
+    pub(crate) personal: bool,
 }
 
 impl Ctx {
@@ -45,6 +47,7 @@ impl Ctx {
             store_key,
             current: None,
             generation: None,
+            personal: false,
         }
     }
 }
@@ -192,12 +195,16 @@ where
                     else {
                         return Poll::Ready(Ok(crate::response::polled_after_completion()));
                     };
+                    let mut personal = false;
                     if let Some(ctx) = this.ctx.as_deref_mut() {
                         ctx.generation = found.generation;
+                        personal = ctx.personal;
                     }
-                    if let Some(answer) = judge_stored(&found.known, &mut req, config) {
+                    if let Some(answer) = judge_stored(&found.known, personal, &mut req, config) {
                         Next::Done(answer)
                     } else {
+                        let key = this.ctx.as_deref().and_then(|ctx| ctx.store_key.as_ref());
+                        announce_write(config, *this.method, key);
                         let future = service.call(req);
                         this.state.set(State::Calling { future });
                         continue;

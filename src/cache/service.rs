@@ -85,6 +85,15 @@ fn preconditions_of(headers: &HeaderMap) -> HeaderMap {
     kept
 }
 
+/// A write is about to run: the store counts its path as changed now (and forgets it again
+/// once the write succeeded), so no stale write slips in and no old `304` goes out while the
+/// handler commits. With Redis this is sent in the background.
+pub(crate) fn announce_write(config: &Config, method: MethodKind, key: Option<&StoreKey>) {
+    if let (MethodKind::Write, Some(store), Some(key)) = (method, &config.store, key) {
+        store.forget_early(&key.uri);
+    }
+}
+
 /// Whether the method can create the resource where nothing is (so `If-Match` on it fails and
 /// `If-None-Match: *` holds, rather than the handler's 404 deciding).
 fn creates(method: &Method) -> bool {
@@ -135,14 +144,22 @@ pub(crate) fn before_handler<ReqB, B: LayerBody>(
 /// Judges a request by what the store knows of its URI: the validators last served; or,
 /// after a write no read has followed yet, that it exists with a tag no `If-Match` can be
 /// shown to name (a conditional write gets `412`: fetch it again, then retry).
+///
+/// A write with credentials (`personal`) is judged only by validators stored: its resource may
+/// be one user's, which the store never holds, so "changed" says nothing of it.
 pub(crate) fn judge_stored<ReqB, B: LayerBody>(
     known: &Known,
+    personal: bool,
     req: &mut Request<ReqB>,
     config: &Config,
 ) -> Option<Response<B>> {
     let stored = match known {
         Known::Stored(stored) => stored,
-        Known::Changed if MethodKind::of(req.method()) == MethodKind::Write => {
+        Known::Changed if !personal && MethodKind::of(req.method()) == MethodKind::Write => {
+            // Its date is unknown too: an If-Unmodified-Since cannot be shown to hold.
+            if needs_a_date(req.headers()) {
+                return before_handler(Verdict::PreconditionFailed, req, config, HeaderMap::new);
+            }
             let current = Current {
                 exists: true,
                 etag: None,
@@ -197,13 +214,14 @@ where
             return ResponseFuture::untouched(self.inner.call(req));
         }
         let conditional = has_preconditions(req.headers());
-        // A request carrying credentials the response may depend on (and `vary` does not
-        // name) is not the store's business: what one user was served says nothing of
-        // another's.
+        // A read carrying credentials the response may depend on (and `vary` does not name)
+        // is not the store's business: what one user was served says nothing of another's. A
+        // write with them still makes the store forget its path.
+        let personal = config.store.is_some() && personal(req.headers(), &config.vary);
         let store_key = config
             .store
             .as_ref()
-            .filter(|_| !personal(req.headers(), &config.vary))
+            .filter(|_| !(personal && method.is_read()))
             .map(|_| StoreKey {
                 uri: StoreKey::of_path(req.uri().path()),
                 // A write is judged against the variant its own query and headers pick, as a
@@ -216,12 +234,14 @@ where
         // one its write is judged by).
         let read_needs_more = method.is_read() && (store_key.is_some() || config.current.is_some());
         if !conditional && !read_needs_more {
+            announce_write(config, method, store_key.as_ref());
             let ctx = store_key.map(|key| Ctx::new(None, Some(key)));
             return ResponseFuture::called(self.inner.call(req), config.clone(), method, ctx);
         }
         let preconditions =
             (conditional && method.is_read()).then(|| preconditions_of(req.headers()));
         let mut ctx = Ctx::new(preconditions, store_key);
+        ctx.personal = personal;
 
         // The resource's current tag, from the user's function.
         if let Some(current) = &config.current {
@@ -277,6 +297,7 @@ where
                     return ResponseFuture::answered(answer);
                 }
                 ctx.current = tag;
+                announce_write(config, method, ctx.store_key.as_ref());
                 return ResponseFuture::called(
                     self.inner.call(req),
                     config.clone(),
@@ -290,7 +311,7 @@ where
         if let (Some(store), Some(key)) = (&config.store, &ctx.store_key) {
             match store.lookup(key) {
                 Answer::Ready(lookup) => {
-                    if let Some(answer) = judge_stored(&lookup.known, &mut req, config) {
+                    if let Some(answer) = judge_stored(&lookup.known, personal, &mut req, config) {
                         return ResponseFuture::answered(answer);
                     }
                     ctx.generation = lookup.generation;
@@ -311,6 +332,7 @@ where
                 }
             }
         }
+        announce_write(config, method, ctx.store_key.as_ref());
         ResponseFuture::called(self.inner.call(req), config.clone(), method, Some(ctx))
     }
 }

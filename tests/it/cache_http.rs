@@ -791,3 +791,83 @@ async fn compression_inside_the_layer_never_sends_the_identity_tag_on_compressed
         .unwrap();
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test]
+async fn a_read_of_another_variant_does_not_end_the_changed_mark() {
+    let store = memory_store(&ManualClock::new());
+    let resource = Resource::new("v1");
+    let mut svc = stored_layer(&store).layer(resource.service());
+    let (_, headers) = status(&mut svc, send("GET", &[], "")).await;
+    let v1 = headers["etag"].to_str().unwrap().to_owned();
+    status(&mut svc, send("PUT", &[("if-match", &v1)], "v2")).await;
+    // Someone reads another variant (a query): it is stored ...
+    let req = Request::get("/doc?x=1").body(Body::default()).unwrap();
+    status(&mut svc, req).await;
+    // ... but this variant's old tag is still refused, and so is a stale date.
+    let (code, _) = status(&mut svc, send("PUT", &[("if-match", &v1)], "lost")).await;
+    assert_eq!(code, 412);
+    let since = [("if-unmodified-since", "Sun, 06 Nov 1994 08:49:37 GMT")];
+    let (code, _) = status(&mut svc, send("PUT", &since, "lost")).await;
+    assert_eq!(code, 412);
+    assert_eq!(&*resource.body.lock().unwrap(), "v2");
+}
+
+#[tokio::test]
+async fn a_write_with_credentials_forgets_for_everyone_and_is_never_stuck() {
+    let store = memory_store(&ManualClock::new());
+    let resource = Resource::new("v1");
+    let mut svc = stored_layer(&store).layer(resource.service());
+    let (_, headers) = status(&mut svc, send("GET", &[], "")).await;
+    let v1 = headers["etag"].to_str().unwrap().to_owned();
+    let auth = ("authorization", "Bearer t");
+    let (code, _) = status(&mut svc, send("PUT", &[auth], "v2")).await;
+    assert_eq!(code, 200);
+    // An anonymous reader holding v1 is not answered from the store any more.
+    let calls = resource.calls();
+    let (code, _) = status(&mut svc, send("GET", &[("if-none-match", &v1)], "")).await;
+    assert_eq!((code, resource.calls()), (200, calls + 1));
+    // A user's conditional write is judged by stored validators only: after another write
+    // ("changed", nothing stored for this path), it reaches its handler.
+    status(&mut svc, send("PUT", &[auth], "v3")).await;
+    let (code, _) = status(
+        &mut svc,
+        send("PUT", &[auth, ("if-match", "\"users-own\"")], "v4"),
+    )
+    .await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn while_a_write_runs_a_stale_write_is_refused() {
+    let store = memory_store(&ManualClock::new());
+    let layer = stored_layer(&store);
+    let resource = Resource::new("v1");
+    let mut reader = layer.layer(resource.service());
+    let (_, headers) = status(&mut reader, send("GET", &[], "")).await;
+    let v1 = headers["etag"].to_str().unwrap().to_owned();
+    // A write whose handler is still committing.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let slots = std::sync::Arc::new(std::sync::Mutex::new((Some(started_tx), Some(go_rx))));
+    let slow = layer.layer(tower::service_fn(move |_req: Request<Body>| {
+        let slots = slots.clone();
+        async move {
+            let (started, go) = {
+                let mut slots = slots.lock().unwrap();
+                (slots.0.take(), slots.1.take())
+            };
+            if let (Some(started), Some(go)) = (started, go) {
+                let _ = started.send(());
+                let _ = go.await;
+            }
+            Ok::<_, Infallible>(text("saved"))
+        }
+    }));
+    let writing = tokio::spawn(slow.oneshot(send("PUT", &[("if-match", &v1)], "v2")));
+    started_rx.await.unwrap();
+    // Meanwhile another client writes with the same, soon stale, tag: refused.
+    let (code, _) = status(&mut reader, send("PUT", &[("if-match", &v1)], "v2'")).await;
+    assert_eq!(code, 412);
+    go_tx.send(()).unwrap();
+    assert_eq!(writing.await.unwrap().unwrap().status(), 200);
+}

@@ -1,6 +1,7 @@
-//! The validator store in memory: one entry per URI in the shared bounded keyed store, each
-//! holding a few variants and the end of its quarantine.
+//! The validator store in memory: one entry per path in the shared bounded keyed store, each
+//! holding a few variants, the path's generation and how long it counts as changed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,30 +21,40 @@ struct Variant {
 
 #[derive(Debug, Default)]
 struct Record {
-    /// Bumped by every write: a read stores what it served only if none came since its lookup.
+    /// Set by every write, never reused (see `MemoryStore::next_generation`): a read stores
+    /// what it served only if no write came since its lookup.
     generation: u64,
-    /// A write changed the resource and no read has stored its new validators since: until
-    /// then (clock nanoseconds), a conditional write cannot be shown to hold.
+    /// A write changed the resource: until then (clock nanoseconds), a conditional write whose
+    /// variant holds no validators stored since cannot be shown to hold.
     changed_until_ns: u64,
-    /// A live variant was pushed out to make room: a write whose variant is missing cannot be
-    /// shown to hold (a flood of queries must not open a path to stale writes).
-    lossy: bool,
+    /// A live variant was pushed out to make room: until it would have expired, a write whose
+    /// variant is missing cannot be shown to hold (a flood of queries must not open a path to
+    /// stale writes).
+    lossy_until_ns: u64,
     variants: SmallVec<[Variant; 2]>,
 }
 
 impl Record {
-    /// Nothing live: dropping it loses nothing (a dropped generation restarts at 0, which no
-    /// read holding an older lookup of this record can match after a write: it held 0 only
-    /// if the record did not exist, and a write creates it).
+    /// Nothing live: dropping it loses nothing (its generation is never handed out again).
     fn is_idle(&self, now: u64) -> bool {
-        now >= self.changed_until_ns && self.variants.iter().all(|v| now >= v.expires_ns)
+        now >= self.changed_until_ns
+            && now >= self.lossy_until_ns
+            && self.variants.iter().all(|v| now >= v.expires_ns)
     }
 }
+
+/// Generations a write sets have the top bit; a record no write touched has the count of
+/// forgets dropped for want of room at its creation (below the top bit): the two never meet.
+const WRITTEN: u64 = 1 << 63;
 
 pub(crate) struct MemoryStore {
     records: KeyedStore<Mutex<Record>>,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    /// The next generation a write sets.
+    writes: AtomicU64,
+    /// Forgets that found no room: a read that looked before one must not store after it.
+    dropped_forgets: AtomicU64,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -59,13 +70,15 @@ impl MemoryStore {
         let sweeping = Sweeping {
             every_ns: duration_to_nanos(Duration::from_secs(10)),
             when_full_ns: duration_to_nanos(Duration::from_secs(1)),
-            // Never written: a URI that does not fit is simply not stored.
+            // Never written: a path that does not fit is simply not stored.
             overflow_slots: 1,
         };
         Self {
             records: KeyedStore::new(max_keys, sweeping, || Mutex::new(Record::default())),
             limits,
             clock,
+            writes: AtomicU64::new(0),
+            dropped_forgets: AtomicU64::new(0),
         }
     }
 
@@ -75,6 +88,11 @@ impl MemoryStore {
 
     pub(crate) fn len(&self) -> usize {
         self.records.len()
+    }
+
+    /// The generation of a path no record holds.
+    fn untouched(&self) -> u64 {
+        self.dropped_forgets.load(Ordering::Acquire) & !WRITTEN
     }
 
     pub(crate) fn lookup(&self, key: &StoreKey) -> Lookup {
@@ -88,7 +106,9 @@ impl MemoryStore {
                 .map(|v| Arc::clone(&v.stored));
             let known = match stored {
                 Some(stored) => Known::Stored(stored),
-                None if now < record.changed_until_ns || record.lossy => Known::Changed,
+                None if now < record.changed_until_ns || now < record.lossy_until_ns => {
+                    Known::Changed
+                }
                 None => Known::Nothing,
             };
             Some(Lookup {
@@ -98,11 +118,10 @@ impl MemoryStore {
         });
         match found {
             Some(Some(lookup)) => lookup,
-            // No record: generation 0, which the record a write creates never has.
             Some(None) => Lookup::UNANSWERED,
             None => Lookup {
                 known: Known::Nothing,
-                generation: Some(0),
+                generation: Some(self.untouched()),
             },
         }
     }
@@ -111,10 +130,16 @@ impl MemoryStore {
         let now = self.now();
         let expires_ns = now.saturating_add(duration_to_nanos(ttl.min(self.limits.max_ttl)));
         let stored = Arc::new(stored);
+        let fresh = || {
+            Mutex::new(Record {
+                generation: self.untouched(),
+                ..Record::default()
+            })
+        };
         self.records.with(
             &key.uri,
             now,
-            || Mutex::new(Record::default()),
+            fresh,
             |record| record.lock().is_ok_and(|r| r.is_idle(now)),
             |entry| {
                 let Entry::Own(record) = entry else { return };
@@ -125,13 +150,15 @@ impl MemoryStore {
                 if record.generation != generation {
                     return;
                 }
-                record.changed_until_ns = 0;
+                let mut evicted = None;
                 record
                     .variants
                     .retain(|v| v.id != key.variant && now < v.expires_ns);
                 if record.variants.len() >= MAX_VARIANTS {
-                    record.variants.remove(0);
-                    record.lossy = true;
+                    evicted = Some(record.variants.remove(0).expires_ns);
+                }
+                if let Some(until) = evicted {
+                    record.lossy_until_ns = record.lossy_until_ns.max(until);
                 }
                 record.variants.push(Variant {
                     id: key.variant,
@@ -145,22 +172,31 @@ impl MemoryStore {
     pub(crate) fn forget(&self, uri: &Key) {
         let now = self.now();
         let until = now.saturating_add(duration_to_nanos(self.limits.max_ttl));
-        self.records.with(
+        let generation = WRITTEN | self.writes.fetch_add(1, Ordering::AcqRel);
+        let fresh = || Mutex::new(Record::default());
+        let kept = self.records.with(
             uri,
             now,
-            || Mutex::new(Record::default()),
+            fresh,
             |record| record.lock().is_ok_and(|r| r.is_idle(now)),
             |entry| {
-                // A URI that does not fit was never stored, and a read of it cannot be now.
-                let Entry::Own(record) = entry else { return };
-                if let Ok(mut record) = record.lock() {
-                    record.variants.clear();
-                    record.lossy = false;
-                    record.generation = record.generation.wrapping_add(1).max(1);
-                    record.changed_until_ns = until;
-                }
+                let Entry::Own(record) = entry else {
+                    return false;
+                };
+                let Ok(mut record) = record.lock() else {
+                    return false;
+                };
+                record.variants.clear();
+                record.lossy_until_ns = 0;
+                record.generation = generation;
+                record.changed_until_ns = until;
+                true
             },
         );
+        if !kept {
+            // No room for the mark: no read that looked before now may store after it.
+            self.dropped_forgets.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -240,9 +276,10 @@ mod tests {
             matches!(store.lookup(&key("/a", 1)).known, Known::Changed),
             "the old state is not stored"
         );
-        // A read after the write stores the new state.
+        // A read after the write stores the new state; the other variant stays "changed".
         read(&store, &key("/a", 1), "new", 60);
         assert_eq!(tag(&store, &key("/a", 1)).as_deref(), Some("new"));
+        assert!(matches!(store.lookup(&key("/a", 2)).known, Known::Changed));
     }
 
     #[test]
@@ -255,6 +292,37 @@ mod tests {
         // Changed for max_ttl at most, then nothing is known.
         clock.advance(Duration::from_secs(100));
         assert!(matches!(store.lookup(&key("/b", 0)).known, Known::Nothing));
+    }
+
+    #[test]
+    fn a_generation_is_never_handed_out_twice_even_after_its_record_is_swept() {
+        let (store, clock) = store(2);
+        store.forget(&key("/a", 0).uri);
+        let first = store.lookup(&key("/a", 0)).generation.unwrap();
+        // The record goes idle and is swept (the store is at least half full).
+        clock.advance(Duration::from_secs(100));
+        read(&store, &key("/b", 0), "b", 60);
+        read(&store, &key("/c", 0), "c", 60);
+        store.forget(&key("/a", 0).uri);
+        let second = store.lookup(&key("/a", 0)).generation.unwrap();
+        assert_ne!(first, second);
+        store.remember(&key("/a", 0), first, stored("old"), Duration::from_secs(60));
+        assert!(tag(&store, &key("/a", 0)).is_none());
+    }
+
+    #[test]
+    fn a_forget_with_no_room_still_stops_reads_that_looked_before_it() {
+        let (store, clock) = store(1);
+        read(&store, &key("/full", 0), "x", 10);
+        let slow = store.lookup(&key("/a", 0)).generation.unwrap();
+        store.forget(&key("/a", 0).uri); // no room for its mark
+                                         // Room again: the slow read finds it, but not its generation.
+        clock.advance(Duration::from_secs(10));
+        store.remember(&key("/a", 0), slow, stored("old"), Duration::from_secs(60));
+        assert!(tag(&store, &key("/a", 0)).is_none());
+        // A read that looks now stores.
+        read(&store, &key("/a", 0), "new", 60);
+        assert_eq!(tag(&store, &key("/a", 0)).as_deref(), Some("new"));
     }
 
     #[test]

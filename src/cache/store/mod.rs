@@ -250,6 +250,16 @@ impl ValidatorStore {
         }
     }
 
+    /// Counts `uri` as changed before a write's handler runs (see `announce_write`): memory at
+    /// once, Redis in the background.
+    pub(crate) fn forget_early(&self, uri: &Key) {
+        match &*self.backend {
+            Backend::Memory(memory) => memory.forget(uri),
+            #[cfg(feature = "redis")]
+            Backend::Redis(redis) => redis.forget_in_background(uri),
+        }
+    }
+
     /// Forgets every variant of `uri`. Awaited before a write's response goes out, so the
     /// writer's next read is never answered from what it replaced.
     pub(crate) fn forget(&self, uri: &Key) -> Answer<Result<(), crate::BackendError>> {

@@ -8,7 +8,7 @@
 //! sends the forget again every half second until Redis takes it. So the validators a write
 //! replaced never answer again from this instance once Redis is back.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,10 +62,11 @@ struct Inner {
     owed: Mutex<Owed>,
 }
 
-/// The forgets Redis still owes this instance.
+/// The forgets Redis still owes this instance: each path with a count of the forgets owed for
+/// it, so a resend that succeeds settles only what was owed when it was sent.
 #[derive(Debug, Default)]
 struct Owed {
-    paths: HashSet<Key>,
+    paths: HashMap<Key, u64>,
     resending: bool,
 }
 
@@ -174,6 +175,19 @@ impl RedisStore {
             result
         }))
     }
+
+    /// [`forget`](Self::forget) without waiting for it (before a write's handler runs).
+    pub(crate) fn forget_in_background(&self, uri: &Key) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.inner.owe(uri.clone());
+            return;
+        };
+        if let Answer::Pending(pending) = self.forget(uri) {
+            runtime.spawn(async move {
+                let _ = pending.await;
+            });
+        }
+    }
 }
 
 impl Inner {
@@ -191,7 +205,7 @@ impl Inner {
         // Nothing owed is the common case: one uncontended lock, no hashing.
         self.owed
             .lock()
-            .is_ok_and(|owed| !owed.paths.is_empty() && owed.paths.contains(uri))
+            .is_ok_and(|owed| !owed.paths.is_empty() && owed.paths.contains_key(uri))
     }
 
     /// Keeps `uri` until Redis takes its forget, and starts the task that resends it.
@@ -200,14 +214,14 @@ impl Inner {
             let Ok(mut owed) = self.owed.lock() else {
                 return;
             };
-            if owed.paths.len() >= MAX_OWED && !owed.paths.contains(&uri) {
+            if owed.paths.len() >= MAX_OWED && !owed.paths.contains_key(&uri) {
                 tracing::warn!(
                     max = MAX_OWED,
                     "validator store: too many forgets owed by redis; this one is dropped (its entry lives until its TTL)"
                 );
                 return;
             }
-            owed.paths.insert(uri);
+            *owed.paths.entry(uri).or_insert(0) += 1;
             !std::mem::replace(&mut owed.resending, true)
         };
         if !start {
@@ -219,12 +233,15 @@ impl Inner {
             }
             return;
         };
-        // The task holds the store weakly: it ends with it.
-        let weak = Arc::downgrade(self);
+        // The task holds the store weakly (it ends with it), and says it is gone however it
+        // ends (a runtime shutting down drops it mid-sleep).
+        let resender = Resender(Arc::downgrade(self));
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(RESEND_EVERY).await;
-                let Some(inner) = weak.upgrade() else { return };
+                let Some(inner) = resender.0.upgrade() else {
+                    return;
+                };
                 if !inner.resend_owed().await {
                     return;
                 }
@@ -232,20 +249,29 @@ impl Inner {
         });
     }
 
-    /// One round of resending; false once nothing is owed (the task then ends).
+    /// One round of resending; false once nothing is owed (the task then ends). Sent even
+    /// while `Health` leaves Redis alone (as ordinary calls, not probes): other instances may
+    /// be reading the replaced validators meanwhile.
     async fn resend_owed(self: &Arc<Self>) -> bool {
-        let paths: Vec<Key> = match self.owed.lock() {
-            Ok(owed) => owed.paths.iter().take(64).cloned().collect(),
+        let round: Vec<(Key, u64)> = match self.owed.lock() {
+            Ok(owed) => owed
+                .paths
+                .iter()
+                .take(64)
+                .map(|(k, n)| (k.clone(), *n))
+                .collect(),
             Err(_) => return false,
         };
-        for uri in paths {
-            let Some(guard) = self.permit() else { break };
-            if self.send_forget(guard, &uri).await.is_ok() {
-                if let Ok(mut owed) = self.owed.lock() {
+        for (uri, count) in round {
+            let guard = ProbeGuard::new(Arc::clone(self), Permit::Call);
+            if self.send_forget(guard, &uri).await.is_err() {
+                break;
+            }
+            if let Ok(mut owed) = self.owed.lock() {
+                // Settled only if no forget was owed for it meanwhile.
+                if owed.paths.get(&uri) == Some(&count) {
                     owed.paths.remove(&uri);
                 }
-            } else {
-                break;
             }
         }
         match self.owed.lock() {
@@ -255,6 +281,20 @@ impl Inner {
             }
             Ok(_) => true,
             Err(_) => false,
+        }
+    }
+}
+
+/// The resending task's handle on its store; clears the "resending" flag when the task ends,
+/// however it ends, so a later failure starts a new one.
+struct Resender(std::sync::Weak<Inner>);
+
+impl Drop for Resender {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            if let Ok(mut owed) = inner.owed.lock() {
+                owed.resending = false;
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 -- The validator store's one script. KEYS[1]: the URI's hash, whose fields are
---   g          the URI's generation, bumped by every write (absent: 0)
---   c          "1" while a write changed the resource and no read has stored since
+--   g          the path's generation, set by every write to more than any before it, even
+--              across the key's expiry (absent: 0)
+--   c          "1" once a write changed the resource: a conditional write whose variant holds
+--              nothing stored since cannot be shown to hold
 --   l          "1" once a live variant was dropped to make room (a write whose variant is
 --              missing then cannot be shown to hold)
 --   v<variant> "<expires ms>\n<headers>", one per variant (by Vary)
@@ -38,31 +40,34 @@ elseif op == 'put' then
   if generation() ~= tonumber(ARGV[6]) then return 0 end
   local ttl = tonumber(ARGV[3])
   local field = 'v' .. ARGV[2]
-  redis.call('HDEL', key, 'c')
   redis.call('HSET', key, field, (now + ttl) .. '\n' .. ARGV[4])
-  -- The fields beside the variants: g, and l once set.
-  local most = tonumber(ARGV[5]) + 2
-  if redis.call('HLEN', key) > most then
-    local all = redis.call('HGETALL', key)
-    for i = 1, #all, 2 do
-      local name = all[i]
-      if string.sub(name, 1, 1) == 'v' and name ~= field then
-        local expires = expiry(all[i + 1])
-        if not expires or now >= expires then redis.call('HDEL', key, name) end
+  local most = tonumber(ARGV[5])
+  local names = redis.call('HKEYS', key)
+  local variants = {}
+  for _, name in ipairs(names) do
+    if string.sub(name, 1, 1) == 'v' and name ~= field then table.insert(variants, name) end
+  end
+  if #variants >= most then
+    -- Expired ones first; if still too many, all others, and the path counts as lossy.
+    local live = {}
+    for _, name in ipairs(variants) do
+      local expires = expiry(redis.call('HGET', key, name))
+      if not expires or now >= expires then
+        redis.call('HDEL', key, name)
+      else
+        table.insert(live, name)
       end
     end
-    -- Still too many live variants: keep only this one.
-    if redis.call('HLEN', key) > most then
+    if #live >= most then
+      for _, name in ipairs(live) do redis.call('HDEL', key, name) end
       redis.call('HSET', key, 'l', '1')
-      for i = 1, #all, 2 do
-        if string.sub(all[i], 1, 1) == 'v' and all[i] ~= field then redis.call('HDEL', key, all[i]) end
-      end
     end
   end
   if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
   return 1
 elseif op == 'forget' then
-  local g = generation() + 1
+  -- Past every generation before it, even one whose key has expired since (server ms).
+  local g = math.max(generation() + 1, now)
   redis.call('DEL', key)
   redis.call('HSET', key, 'g', g, 'c', '1')
   redis.call('PEXPIRE', key, tonumber(ARGV[2]))
