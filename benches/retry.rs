@@ -36,15 +36,14 @@ mod common;
 use std::convert::Infallible;
 use std::future::{ready, Ready};
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::tower_retry::{copy, TowerPolicy};
 use common::{config, drive, BATCH};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use tower::retry::budget::{Budget, TpsBudget};
 use tower::Layer;
 use tower_bulwark::retry::{RetryBody, RetryLayer};
 
@@ -58,47 +57,6 @@ fn answer() -> Ready<Result<Res, Infallible>> {
 /// The statuses every row retries.
 fn retryable(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 502 | 503 | 504)
-}
-
-/// A copy of `req`, as a retry policy makes one: everything but the extensions.
-fn copy(req: &Req) -> Req {
-    let mut copy = Request::new(req.body().clone());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
-}
-
-/// `tower::retry`'s side: a policy with a budget and an attempt count.
-#[derive(Clone)]
-struct TowerPolicy {
-    budget: Arc<TpsBudget>,
-    retries_left: usize,
-}
-
-impl<E> tower::retry::Policy<Req, Res, E> for TowerPolicy {
-    type Future = Ready<()>;
-
-    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
-        let failed = match result {
-            Ok(response) => retryable(response.status()),
-            Err(_) => true,
-        };
-        if !failed {
-            self.budget.deposit();
-            return None;
-        }
-        if self.retries_left == 0 || !self.budget.withdraw() {
-            return None;
-        }
-        self.retries_left -= 1;
-        Some(ready(()))
-    }
-
-    fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        Some(copy(req))
-    }
 }
 
 /// A request tower-resilience can clone.
@@ -128,12 +86,8 @@ fn group(c: &mut Criterion, name: &str, next: fn() -> Req) {
         b.iter_batched(next, |req| black_box(drive(&mut bare, req)).ok(), BATCH)
     });
 
-    let policy = TowerPolicy {
-        budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
-        retries_left: 3,
-    };
-    let mut tower_retry =
-        tower::retry::RetryLayer::new(policy).layer(tower::service_fn(|_req: Req| answer()));
+    let mut tower_retry = tower::retry::RetryLayer::new(TowerPolicy::new())
+        .layer(tower::service_fn(|_req: Req| answer()));
     assert_eq!(drive(&mut tower_retry, next()).unwrap().status(), 200);
     g.bench_function("tower_retry", |b| {
         b.iter_batched(

@@ -228,49 +228,10 @@ where
     Router::new().route("/json", get(handler))
 }
 
-/// `tower::retry`'s side: 3 retries of 429/502/503/504 or an error, within a `TpsBudget` of
-/// our budget's defaults; the request is cloned before each attempt.
-#[derive(Clone)]
-struct TowerPolicy {
-    budget: std::sync::Arc<tower::retry::budget::TpsBudget>,
-    retries_left: usize,
-}
-
-impl<E> tower::retry::Policy<UpstreamRequest<Full<Bytes>>, UpstreamResponse, E> for TowerPolicy {
-    type Future = std::future::Ready<()>;
-
-    fn retry(
-        &mut self,
-        _req: &mut UpstreamRequest<Full<Bytes>>,
-        result: &mut Result<UpstreamResponse, E>,
-    ) -> Option<Self::Future> {
-        use tower::retry::budget::Budget;
-        let failed = result.as_ref().map_or(true, |response| {
-            matches!(response.status().as_u16(), 429 | 502 | 503 | 504)
-        });
-        if !failed {
-            self.budget.deposit();
-            return None;
-        }
-        if self.retries_left == 0 || !self.budget.withdraw() {
-            return None;
-        }
-        self.retries_left -= 1;
-        Some(std::future::ready(()))
-    }
-
-    fn clone_request(
-        &mut self,
-        req: &UpstreamRequest<Full<Bytes>>,
-    ) -> Option<UpstreamRequest<Full<Bytes>>> {
-        let mut copy = http::Request::new(req.body().clone());
-        *copy.method_mut() = req.method().clone();
-        *copy.uri_mut() = req.uri().clone();
-        *copy.version_mut() = req.version();
-        *copy.headers_mut() = req.headers().clone();
-        Some(copy)
-    }
-}
+/// `tower::retry`'s side, shared with `benches/retry.rs`.
+#[path = "../benches/common/tower_retry.rs"]
+mod tower_retry;
+use tower_retry::TowerPolicy;
 
 fn app(mode: &str) -> Result<(Router, bool), Box<dyn std::error::Error>> {
     let second = Duration::from_secs(1);
@@ -411,15 +372,7 @@ fn app(mode: &str) -> Result<(Router, bool), Box<dyn std::error::Error>> {
             (calling(client), false)
         }
         "tower-retry" => {
-            let policy = TowerPolicy {
-                budget: std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
-                    Duration::from_secs(10),
-                    10,
-                    0.2,
-                )),
-                retries_left: 3,
-            };
-            let client = tower::retry::RetryLayer::new(policy)
+            let client = tower::retry::RetryLayer::new(TowerPolicy::new())
                 .layer(tower::service_fn(upstream::<Full<Bytes>>));
             (calling(client), false)
         }

@@ -8,6 +8,8 @@
 
 #[cfg(feature = "circuit-breaker")]
 pub mod breaker;
+#[cfg(feature = "retry")]
+pub mod tower_retry;
 
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
