@@ -116,6 +116,9 @@ impl RetryLayerBuilder {
     }
 }
 
+/// The longest wait any setting may give (a year).
+const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl<C> RetryLayerBuilder<C> {
     /// Retries after the first attempt (default 3; at most 100). 0 turns retrying off.
     ///
@@ -386,6 +389,23 @@ impl<C> RetryLayerBuilder<C> {
         ] {
             if value.is_some_and(|value| value.is_zero()) {
                 return Err(ConfigError::new(field, "must be > 0, got 0s"));
+            }
+        }
+        // Every wait is added to an `Instant` on a request path, where an overflow would
+        // panic: none may be longer than a year.
+        let hedge_after = self.hedge.as_ref().and_then(Hedge::fixed_delay);
+        for (field, value) in [
+            ("attempt_timeout", self.attempt_timeout),
+            ("deadline", self.deadline),
+            ("max_retry_after", Some(self.max_retry_after)),
+            ("cap", Some(self.backoff.cap_delay())),
+            ("hedge", hedge_after),
+        ] {
+            if let Some(value) = value.filter(|value| *value > MAX_WAIT) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be at most a year ({MAX_WAIT:?}), got {value:?}"),
+                ));
             }
         }
         let hedging = self.hedge.map(Hedging::new).transpose()?;

@@ -335,10 +335,12 @@ where
                 StateProj::Calling { mut first, second } => {
                     let mut second = Pin::new(second);
                     // The answer, and whether it is worth another try (judged once).
+                    // (A hedge that is due but not sent yet, its service not ready, is not.)
                     let lone = second.is_none()
                         && this.timer.is_none()
                         && this.hedge_timer.is_none()
-                        && this.attempt_started.is_none();
+                        && this.attempt_started.is_none()
+                        && !*this.hedge_due;
                     let (result, failed) = if lone {
                         // The common case, kept short: one attempt, no timer, no hedge.
                         let _attempt = this.span.as_deref().map(tracing::Span::enter);

@@ -96,6 +96,14 @@ impl Hedge {
         self
     }
 
+    /// The delay of a fixed hedge (`after`), `None` for a percentile one.
+    pub(crate) fn fixed_delay(&self) -> Option<Duration> {
+        match self.delay {
+            HedgeDelay::Fixed(delay) => Some(delay),
+            HedgeDelay::Percentile(_) => None,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         match self.delay {
             HedgeDelay::Fixed(delay) if delay.is_zero() => Err(ConfigError::new(

@@ -699,3 +699,33 @@ async fn a_percentile_hedge_waits_for_enough_latencies() {
     assert_eq!(started.elapsed(), ms(51));
     assert_eq!(layer.stats().hedges, 1);
 }
+
+#[test]
+fn waits_longer_than_a_year_are_refused_at_build_not_overflowed_on_a_request() {
+    let year = Duration::from_secs(365 * 24 * 3600);
+    let check = |builder: tower_bulwark::retry::RetryLayerBuilder, field: &str| {
+        assert_eq!(builder.build().unwrap_err().field(), field);
+    };
+    check(
+        RetryLayer::builder().attempt_timeout(Duration::MAX),
+        "attempt_timeout",
+    );
+    check(
+        RetryLayer::builder().deadline(year + Duration::from_secs(1)),
+        "deadline",
+    );
+    check(
+        RetryLayer::builder().max_retry_after(Duration::MAX),
+        "max_retry_after",
+    );
+    check(
+        RetryLayer::builder()
+            .backoff(tower_bulwark::retry::Backoff::exponential(secs(1)).cap(Duration::MAX)),
+        "cap",
+    );
+    check(
+        RetryLayer::builder().hedge(Hedge::after(Duration::MAX)),
+        "hedge",
+    );
+    assert!(RetryLayer::builder().deadline(year).build().is_ok());
+}
