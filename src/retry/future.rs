@@ -404,8 +404,13 @@ where
                                 if !expired(this.timer, cx) {
                                     return Poll::Pending;
                                 }
-                                this.parked.take();
-                                let result = Err(timed_out(this.config, *this.started).into());
+                                // Time is up with one copy's failure in hand: that failure
+                                // (its status, its `Retry-After`) is the answer, not a
+                                // time-out; with none, the time-out is.
+                                let result = match this.parked.take() {
+                                    Some(parked) => *parked,
+                                    None => Err(timed_out(this.config, *this.started).into()),
+                                };
                                 let failed = this.config.as_deref().is_some_and(|config| {
                                     wants_another(config, &result, *this.grpc)
                                 });

@@ -729,3 +729,19 @@ fn waits_longer_than_a_year_are_refused_at_build_not_overflowed_on_a_request() {
     );
     assert!(RetryLayer::builder().deadline(year).build().is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_copy_in_hand_is_the_answer_when_time_runs_out() {
+    // The first copy hangs; the hedge fails fast (503) and waits for it; the deadline comes:
+    // the caller gets the 503 (with what it says), not a time-out.
+    let upstream = Upstream::new([Step::Hang, status(503)], status(200));
+    let layer = plain()
+        .deadline(ms(300))
+        .hedge(Hedge::after(ms(100)))
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    assert_eq!(status_of(layer, &upstream, get("/")).await, 503);
+    assert_eq!(started.elapsed(), ms(300));
+    assert_eq!(upstream.calls(), 2);
+}
