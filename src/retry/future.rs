@@ -446,7 +446,17 @@ where
                     if let Some(timer) = this.timer.as_mut() {
                         ready!(timer.as_mut().poll(cx));
                     }
-                    *this.timer = None;
+                    // While the service gets ready, the deadline still counts.
+                    *this.timer = match (this.config.as_deref(), *this.started) {
+                        (
+                            Some(Config {
+                                deadline: Some(deadline),
+                                ..
+                            }),
+                            Some(started),
+                        ) => Some(Box::pin(tokio::time::sleep_until(started + *deadline))),
+                        _ => None,
+                    };
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {
@@ -455,10 +465,38 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Err(PolledAfterCompletion.into()));
                     };
-                    if let Err(error) = ready!(service.poll_ready(cx)) {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(error.into()));
+                    match service.poll_ready(cx) {
+                        // Ready only after the deadline: no attempt that is cut off at once.
+                        Poll::Ready(Ok(())) if expired(this.timer, cx) => {
+                            this.state.set(State::Done);
+                            disarm(this.timer);
+                            let deadline = this
+                                .config
+                                .as_deref()
+                                .and_then(|config| config.deadline)
+                                .unwrap_or_default();
+                            return Poll::Ready(Err(TimedOut::deadline(deadline).into()));
+                        }
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(error)) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error.into()));
+                        }
+                        Poll::Pending => {
+                            if expired(this.timer, cx) {
+                                this.state.set(State::Done);
+                                disarm(this.timer);
+                                let deadline = this
+                                    .config
+                                    .as_deref()
+                                    .and_then(|config| config.deadline)
+                                    .unwrap_or_default();
+                                return Poll::Ready(Err(TimedOut::deadline(deadline).into()));
+                            }
+                            return Poll::Pending;
+                        }
                     }
+                    *this.timer = None;
                     let request = kept.request();
                     let timers = Timers {
                         timer: this.timer,

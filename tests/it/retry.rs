@@ -745,3 +745,47 @@ async fn a_failed_copy_in_hand_is_the_answer_when_time_runs_out() {
     assert_eq!(started.elapsed(), ms(300));
     assert_eq!(upstream.calls(), 2);
 }
+
+/// 503 at once; ready for its first call only, then never again.
+#[derive(Clone, Default)]
+struct ReadyOnce(Arc<std::sync::atomic::AtomicUsize>);
+
+impl tower::Service<Request<tower_bulwark::retry::RetryBody<Full<Bytes>>>> for ReadyOnce {
+    type Response = http::Response<Full<Bytes>>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            std::task::Poll::Ready(Ok(()))
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+
+    fn call(
+        &mut self,
+        _req: Request<tower_bulwark::retry::RetryBody<Full<Bytes>>>,
+    ) -> Self::Future {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut res = http::Response::new(Full::new(Bytes::new()));
+        *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        std::future::ready(Ok(res))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_counts_while_the_service_gets_ready() {
+    let layer = plain().deadline(secs(3)).build().unwrap();
+    let svc = layer.layer(ReadyOnce::default());
+    let started = tokio::time::Instant::now();
+    let outcome = tokio::time::timeout(secs(60), svc.oneshot(get("/"))).await;
+    let err = outcome
+        .expect("the request outlived its deadline")
+        .unwrap_err();
+    assert!(err.to_string().contains("deadline"), "{err}");
+    assert_eq!(started.elapsed(), secs(3));
+}
