@@ -92,30 +92,75 @@ impl Default for CacheLayerBuilder {
 impl CacheLayerBuilder {
     /// `max-age`: how long any cache may reuse the response without asking (default
     /// one hour). Sets `Expires` to now plus this, too.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().max_age(Duration::from_secs(300)).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_age(mut self, age: Duration) -> Self {
         self.policy.max_age = Some(age);
         self
     }
 
     /// No `max-age` (nor `Expires`): for a policy of other directives only.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().without_max_age().no_cache().build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn without_max_age(mut self) -> Self {
         self.policy.max_age = None;
         self
     }
 
     /// `s-maxage`: how long shared caches (CDNs, proxies) may reuse it, instead of `max-age`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().s_maxage(Duration::from_secs(600)).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn s_maxage(mut self, age: Duration) -> Self {
         self.policy.s_maxage = Some(age);
         self
     }
 
     /// `public`: shared caches may store it, even for an authenticated request.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().public().build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn public(mut self) -> Self {
         self.policy.visibility = Visibility::Public;
         self
     }
 
     /// `private`: only the client's own cache may store it.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().private().build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn private(mut self) -> Self {
         self.policy.visibility = Visibility::Private;
         self
@@ -123,12 +168,30 @@ impl CacheLayerBuilder {
 
     /// `no-cache`: caches must revalidate (a conditional request, answered `304` while the
     /// ETag holds) before each reuse.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().no_cache().build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn no_cache(mut self) -> Self {
         self.policy.no_cache = true;
         self
     }
 
     /// `no-store`: no cache keeps it at all; drops `max-age` and sets `Expires: 0`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().no_store().build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn no_store(mut self) -> Self {
         self.policy.no_store = true;
         self.policy.max_age = None;
@@ -136,12 +199,30 @@ impl CacheLayerBuilder {
     }
 
     /// `must-revalidate`: once stale, never reused without revalidation.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().must_revalidate().build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn must_revalidate(mut self) -> Self {
         self.policy.must_revalidate = true;
         self
     }
 
     /// `proxy-revalidate`: `must-revalidate` for shared caches only.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().proxy_revalidate().build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn proxy_revalidate(mut self) -> Self {
         self.policy.proxy_revalidate = true;
         self
@@ -149,12 +230,30 @@ impl CacheLayerBuilder {
 
     /// `immutable`: the response never changes while fresh (versioned assets); clients skip
     /// revalidating it on reload.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::max_age(Duration::from_secs(31_536_000)).immutable().build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn immutable(mut self) -> Self {
         self.policy.immutable = true;
         self
     }
 
     /// `no-transform`: intermediaries must not change the content (no recompression).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().no_transform().build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn no_transform(mut self) -> Self {
         self.policy.no_transform = true;
         self
@@ -162,6 +261,15 @@ impl CacheLayerBuilder {
 
     /// `stale-while-revalidate` (RFC 5861): a cache may serve it this long after it goes
     /// stale while it revalidates in the background.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().stale_while_revalidate(Duration::from_secs(30)).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
         self.policy.stale_while_revalidate = Some(window);
         self
@@ -169,6 +277,15 @@ impl CacheLayerBuilder {
 
     /// `stale-if-error` (RFC 5861): a cache may serve it this long after it goes stale when
     /// the origin fails.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().stale_if_error(Duration::from_secs(86_400)).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stale_if_error(mut self, window: Duration) -> Self {
         self.policy.stale_if_error = Some(window);
         self
@@ -176,12 +293,30 @@ impl CacheLayerBuilder {
 
     /// Replace a `Cache-Control` the handler set itself (default: the handler's is kept, and
     /// the policy's `Expires` is not added beside it).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().override_cache_control(true).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn override_cache_control(mut self, yes: bool) -> Self {
         self.override_cache_control = yes;
         self
     }
 
     /// The response statuses that get the policy (default [`DEFAULT_POLICY_STATUSES`]).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().statuses([200, 404]).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
         self.statuses = statuses.into_iter().collect();
         self
@@ -189,6 +324,15 @@ impl CacheLayerBuilder {
 
     /// Request headers the response varies on, merged into its `Vary` (never twice). With a
     /// validator store, they also pick which stored variant a request gets.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().vary([http::header::ACCEPT_LANGUAGE]).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn vary(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
         self.vary = names.into_iter().collect();
         self
@@ -196,6 +340,15 @@ impl CacheLayerBuilder {
 
     /// Weak ETags (`W/"…"`) instead of strong ones: for responses whose bytes may differ while
     /// meaning the same (a timestamp in a page). `If-Match` and `If-Range` never match them.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().weak_etags().build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn weak_etags(mut self) -> Self {
         self.etag = EtagMode::Weak;
         self
@@ -203,12 +356,30 @@ impl CacheLayerBuilder {
 
     /// No ETags from the body (a handler's own, and [`current_etag`](Self::current_etag)'s,
     /// still count).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().without_etags().build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn without_etags(mut self) -> Self {
         self.etag = EtagMode::Off;
         self
     }
 
     /// The largest body read into memory to hash (default [`DEFAULT_MAX_BODY`]).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().max_body(256 * 1024).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_body(mut self, bytes: u64) -> Self {
         self.max_body = bytes;
         self
@@ -259,12 +430,30 @@ impl CacheLayerBuilder {
     /// the response's freshness (`max-age`); `no-store` and `no-cache` responses are not
     /// kept. The store catches stale writes, not two writes racing with the same tag: for a
     /// strict compare-and-set, check the version in the handler's own write.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().validator_store(tower_bulwark::cache::ValidatorStore::builder().build()?).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn validator_store(mut self, store: ValidatorStore) -> Self {
         self.store = Some(store);
         self
     }
 
     /// The clock `Expires` is computed from (its wall-clock half). For tests.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::CacheLayer;
+    ///
+    /// let layer = CacheLayer::builder().clock(tower_bulwark::clock::ManualClock::new()).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self

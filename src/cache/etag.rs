@@ -146,6 +146,11 @@ impl EntityTag {
     }
 
     /// Whether the tag is weak (`W/`).
+    ///
+    /// ```
+    /// let tag: tower_bulwark::cache::EntityTag = "W/\"1\"".parse().unwrap();
+    /// assert!(tag.is_weak());
+    /// ```
     pub fn is_weak(&self) -> bool {
         self.weak
     }
@@ -157,17 +162,34 @@ impl EntityTag {
     }
 
     /// The header value (`"opaque"` or `W/"opaque"`).
+    ///
+    /// ```
+    /// let tag = tower_bulwark::cache::EntityTag::strong("v1").unwrap();
+    /// assert_eq!(tag.header_value(), "\"v1\"");
+    /// ```
     pub fn header_value(&self) -> &HeaderValue {
         &self.value
     }
 
     /// Strong comparison (RFC 9110 §8.8.3.2): both strong, same opaque text. What `If-Match`
     /// and `If-Range` use.
+    ///
+    /// ```
+    /// use tower_bulwark::cache::EntityTag;
+    /// let (a, b) = (EntityTag::strong("1").unwrap(), EntityTag::weak("1").unwrap());
+    /// assert!(a.strong_eq(&a) && !a.strong_eq(&b));
+    /// ```
     pub fn strong_eq(&self, other: &EntityTag) -> bool {
         !self.weak && !other.weak && self.opaque_bytes() == other.opaque_bytes()
     }
 
     /// Weak comparison: same opaque text, either may be weak. What `If-None-Match` uses.
+    ///
+    /// ```
+    /// use tower_bulwark::cache::EntityTag;
+    /// let (a, b) = (EntityTag::strong("1").unwrap(), EntityTag::weak("1").unwrap());
+    /// assert!(a.weak_eq(&b));
+    /// ```
     pub fn weak_eq(&self, other: &EntityTag) -> bool {
         self.opaque_bytes() == other.opaque_bytes()
     }

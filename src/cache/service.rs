@@ -32,6 +32,13 @@ impl<S> CacheService<S> {
     }
 
     /// The inner service.
+    ///
+    /// ```
+    /// use tower::Layer;
+    /// let svc = tower_bulwark::cache::CacheLayer::builder().build()?.layer(42);
+    /// assert_eq!(*svc.get_ref(), 42);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }

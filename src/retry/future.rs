@@ -465,36 +465,22 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Err(PolledAfterCompletion.into()));
                     };
-                    match service.poll_ready(cx) {
-                        // Ready only after the deadline: no attempt that is cut off at once.
-                        Poll::Ready(Ok(())) if expired(this.timer, cx) => {
-                            this.state.set(State::Done);
-                            disarm(this.timer);
-                            let deadline = this
-                                .config
-                                .as_deref()
-                                .and_then(|config| config.deadline)
-                                .unwrap_or_default();
-                            return Poll::Ready(Err(TimedOut::deadline(deadline).into()));
-                        }
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(error)) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(error.into()));
-                        }
-                        Poll::Pending => {
-                            if expired(this.timer, cx) {
-                                this.state.set(State::Done);
-                                disarm(this.timer);
-                                let deadline = this
-                                    .config
-                                    .as_deref()
-                                    .and_then(|config| config.deadline)
-                                    .unwrap_or_default();
-                                return Poll::Ready(Err(TimedOut::deadline(deadline).into()));
-                            }
-                            return Poll::Pending;
-                        }
+                    let readiness = service.poll_ready(cx);
+                    // Past the deadline while getting ready (or ready only after it): no
+                    // attempt that would be cut off at once.
+                    if !matches!(readiness, Poll::Ready(Err(_))) && expired(this.timer, cx) {
+                        this.state.set(State::Done);
+                        disarm(this.timer);
+                        let deadline = this
+                            .config
+                            .as_deref()
+                            .and_then(|config| config.deadline)
+                            .unwrap_or_default();
+                        return Poll::Ready(Err(TimedOut::deadline(deadline).into()));
+                    }
+                    if let Err(error) = ready!(readiness) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(error.into()));
                     }
                     *this.timer = None;
                     let request = kept.request();

@@ -488,19 +488,20 @@ async fn a_stale_if_match_write_is_refused_and_the_handler_never_runs() {
     assert_eq!((code, resource.calls()), (200, 3));
 }
 
-#[tokio::test]
-async fn a_read_that_began_before_a_write_does_not_store_the_old_tag() {
-    use std::sync::atomic::Ordering;
-    let store = memory_store(&ManualClock::new());
-    let layer = stored_layer(&store);
-    // A slow reader: it reads the old body, then waits until the write is done.
+/// A handler whose first call answers `body` only once told to: it says when it has started
+/// (the receiver), and waits for the sender. Later calls answer at once.
+fn held(
+    body: &'static str,
+) -> (
+    impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let slots = std::sync::Arc::new(std::sync::Mutex::new((Some(started_tx), Some(go_rx))));
-    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let slow = layer.layer(tower::service_fn(move |_req: Request<Body>| {
+    let handler = tower::service_fn(move |_req: Request<Body>| {
         let slots = slots.clone();
-        hits.fetch_add(1, Ordering::SeqCst);
         async move {
             let (started, go) = {
                 let mut slots = slots.lock().unwrap();
@@ -510,9 +511,19 @@ async fn a_read_that_began_before_a_write_does_not_store_the_old_tag() {
                 let _ = started.send(());
                 let _ = go.await;
             }
-            Ok::<_, Infallible>(text("old body"))
+            Ok::<_, Infallible>(text(body))
         }
-    }));
+    });
+    (handler, started_rx, go_tx)
+}
+
+#[tokio::test]
+async fn a_read_that_began_before_a_write_does_not_store_the_old_tag() {
+    let store = memory_store(&ManualClock::new());
+    let layer = stored_layer(&store);
+    // A slow reader: it reads the old body, then waits until the write is done.
+    let (handler, started_rx, go_tx) = held("old body");
+    let slow = layer.layer(handler);
     let reader = tokio::spawn(slow.oneshot(send("GET", &[], "")));
     started_rx.await.unwrap();
     let writer = layer.layer(Resource::new("x").service());
@@ -846,23 +857,8 @@ async fn while_a_write_runs_a_stale_write_is_refused() {
     let (_, headers) = status(&mut reader, send("GET", &[], "")).await;
     let v1 = headers["etag"].to_str().unwrap().to_owned();
     // A write whose handler is still committing.
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
-    let slots = std::sync::Arc::new(std::sync::Mutex::new((Some(started_tx), Some(go_rx))));
-    let slow = layer.layer(tower::service_fn(move |_req: Request<Body>| {
-        let slots = slots.clone();
-        async move {
-            let (started, go) = {
-                let mut slots = slots.lock().unwrap();
-                (slots.0.take(), slots.1.take())
-            };
-            if let (Some(started), Some(go)) = (started, go) {
-                let _ = started.send(());
-                let _ = go.await;
-            }
-            Ok::<_, Infallible>(text("saved"))
-        }
-    }));
+    let (handler, started_rx, go_tx) = held("saved");
+    let slow = layer.layer(handler);
     let writing = tokio::spawn(slow.oneshot(send("PUT", &[("if-match", &v1)], "v2")));
     started_rx.await.unwrap();
     // Meanwhile another client writes with the same, soon stale, tag: refused.

@@ -189,6 +189,12 @@ enum Backend {
 
 impl ValidatorStore {
     /// A builder: in memory unless given a Redis backend.
+    ///
+    /// ```
+    /// let store = tower_bulwark::cache::ValidatorStore::builder().max_keys(1_000).build()?;
+    /// # drop(store);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn builder() -> ValidatorStoreBuilder {
         ValidatorStoreBuilder {
             max_keys: DEFAULT_MAX_KEYS,
@@ -218,6 +224,12 @@ impl ValidatorStore {
     }
 
     /// How many URIs the store holds (in memory; `None` for Redis, which keeps its own count).
+    ///
+    /// ```
+    /// let store = tower_bulwark::cache::ValidatorStore::builder().build()?;
+    /// assert_eq!(store.len(), Some(0));
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn len(&self) -> Option<usize> {
         match &*self.backend {
             Backend::Memory(memory) => Some(memory.len()),
@@ -227,6 +239,12 @@ impl ValidatorStore {
     }
 
     /// Whether the store holds nothing (in memory; `None` for Redis).
+    ///
+    /// ```
+    /// let store = tower_bulwark::cache::ValidatorStore::builder().build()?;
+    /// assert_eq!(store.is_empty(), Some(true));
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn is_empty(&self) -> Option<bool> {
         self.len().map(|n| n == 0)
     }
@@ -295,6 +313,15 @@ pub struct ValidatorStoreBuilder {
 impl ValidatorStoreBuilder {
     /// The most URIs kept in memory (default [`DEFAULT_MAX_KEYS`]); when full, new URIs are
     /// not stored (they are served as if there were no store) until idle ones expire.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::ValidatorStore;
+    ///
+    /// let store = ValidatorStore::builder().max_keys(10_000).build()?;
+    /// # drop(store);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
         self
@@ -302,12 +329,30 @@ impl ValidatorStoreBuilder {
 
     /// The longest an entry is kept (default [`DEFAULT_STORE_MAX_TTL`]); never longer than
     /// its response's freshness either. A written URI is remembered as changed this long.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::ValidatorStore;
+    ///
+    /// let store = ValidatorStore::builder().max_ttl(Duration::from_secs(600)).build()?;
+    /// # drop(store);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn max_ttl(mut self, ttl: Duration) -> Self {
         self.max_ttl = ttl;
         self
     }
 
     /// The clock entries expire by (memory; Redis keeps server time). For tests.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_bulwark::cache::ValidatorStore;
+    ///
+    /// let store = ValidatorStore::builder().clock(tower_bulwark::clock::ManualClock::new()).build()?;
+    /// # drop(store);
+    /// # Ok::<(), tower_bulwark::ConfigError>(())
+    /// ```
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
