@@ -11,6 +11,7 @@
 //! | [`circuit_breaker`] | closed → open → half-open on consecutive failures, failure rates or slow calls; 503 with `Retry-After` |
 //! | [`retry`] | jittered exponential backoff, `Retry-After` and gRPC pushback, body replay, retry budgets |
 //! | [`cache`] | `Cache-Control` policies, strong ETags, conditional requests per RFC 9110 (304, 412), lost-update protection, a validator store |
+//! | [`compression`] | gzip, deflate, brotli, zstd by `Accept-Encoding`, with the guides' defaults; ETags derived per encoding so 304s and `If-Match` stay right; compressors reused per thread |
 //! | [`clock`] | the one time source every layer reads, real or manual (for tests) |
 //! | [`response`] | how layers answer for themselves: JSON for HTTP, trailers-only for gRPC |
 //! | [`redis`] | (feature `redis`) one connection shared by every layer whose state a fleet shares |
@@ -45,7 +46,11 @@ pub mod cache;
 #[cfg(feature = "circuit-breaker")]
 pub mod circuit_breaker;
 pub mod clock;
+#[cfg(feature = "compression")]
+pub mod compression;
 mod error;
+#[cfg(any(feature = "cache", feature = "compression"))]
+mod headers;
 pub mod key;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;

@@ -12,9 +12,9 @@ use super::config::{Config, CurrentFn, EtagMode, Statuses};
 use super::current::CurrentEtag;
 use super::layer::CacheLayer;
 use super::store::ValidatorStore;
-use super::vary;
 use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
+use crate::headers::vary;
 
 /// The largest body the layer reads into memory to hash for its ETag unless set otherwise:
 /// 1 MiB. A longer body, or one that does not say its length, passes untouched and unbuffered.

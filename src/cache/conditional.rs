@@ -12,7 +12,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method};
 
-use super::etag::{if_range_tag, read_list, Comparison, EntityTag, TagList};
+use crate::headers::etag::{if_range_tag, read_list, Comparison, EntityTag, TagList};
 
 /// What is known of the resource's current representation.
 #[derive(Debug, Clone, Copy)]

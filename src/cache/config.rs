@@ -10,8 +10,8 @@ use super::cache_control::Expires;
 use super::conditional::date_value;
 use super::current::CurrentEtag;
 use super::store::ValidatorStore;
-use super::vary;
 use crate::clock::Clock;
+use crate::headers::vary;
 use crate::util::StripedCounts;
 
 pub(crate) type CurrentFn = Arc<dyn Fn(&http::request::Parts) -> CurrentEtag + Send + Sync>;

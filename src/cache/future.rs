@@ -17,11 +17,11 @@ use super::answer::{not_modified, precondition_failed};
 use super::cache_control::freshness;
 use super::conditional::{date_of, evaluate, Current, Verdict};
 use super::config::{Config, Count, EtagMode};
-use super::etag::EntityTag;
 use super::service::{announce_write, judge_stored, MethodKind};
 use super::store::{Answer, Lookup, Pending, StoreKey, Stored};
 use super::vary;
 use crate::error::BackendError;
+use crate::headers::etag::EntityTag;
 use crate::response::LayerBody;
 use crate::util::{fits, Collect, Collected};
 

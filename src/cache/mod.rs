@@ -66,17 +66,16 @@ mod cache_control;
 mod conditional;
 mod config;
 mod current;
-mod etag;
 mod future;
 mod layer;
 mod service;
 mod store;
 mod vary;
 
+pub use crate::headers::etag::{EntityTag, InvalidEntityTag};
 pub use builder::{CacheLayerBuilder, DEFAULT_MAX_BODY, DEFAULT_POLICY_STATUSES};
 pub use cache_control::DEFAULT_MAX_AGE;
 pub use current::CurrentEtag;
-pub use etag::{EntityTag, InvalidEntityTag};
 pub use future::ResponseFuture;
 pub use layer::{CacheLayer, CacheStats};
 pub use service::CacheService;

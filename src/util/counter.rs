@@ -107,9 +107,15 @@ impl<const N: usize> StripedCounts<N> {
     /// Adds 1 to counter `i` (ignored when out of range).
     #[inline]
     pub(crate) fn bump(&self, i: usize) {
+        self.add(i, 1);
+    }
+
+    /// Adds `n` to counter `i` (ignored when out of range).
+    #[inline]
+    pub(crate) fn add(&self, i: usize, n: u64) {
         let slot = this_threads_slot();
         if let Some(counter) = self.stripes[slot & STRIPE_MASK].0.get(i) {
-            add_to(counter, slot, 1);
+            add_to(counter, slot, n);
         }
     }
 

@@ -14,9 +14,9 @@ use std::time::Duration;
 use http::header::{CACHE_CONTROL, CONTENT_LOCATION, ETAG, EXPIRES, LAST_MODIFIED, VARY};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::etag::EntityTag;
 use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
+use crate::headers::etag::EntityTag;
 use crate::key::Key;
 use crate::util::DEFAULT_MAX_KEYS;
 

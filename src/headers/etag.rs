@@ -122,6 +122,7 @@ impl EntityTag {
     /// assert_ne!(a, EntityTag::of_body(b"{\"id\":8}", false));
     /// assert_eq!(a.opaque().len(), 32);
     /// ```
+    #[cfg(feature = "cache")]
     pub fn of_body(body: &[u8], weak: bool) -> Self {
         let digest = xxhash_rust::xxh3::xxh3_128(body);
         let mut text = [0u8; 2 + 2 + 32 + 1];
@@ -324,6 +325,63 @@ pub(crate) fn read_list(
     TagList::Tags { matched }
 }
 
+/// Rewrites the strong tags of an `If-Match` / `If-None-Match` field (all its lines): `rewrite`
+/// gets each strong tag's opaque part and gives the one to put instead, or `None` to keep it.
+/// `*`, weak tags, empty and malformed elements are kept as they are. If a tag changed, the
+/// field comes back as one line (elements joined by `, `); else `None`.
+pub(crate) fn rewrite_strong<'a>(
+    lines: GetAll<'a, HeaderValue>,
+    mut rewrite: impl FnMut(&'a [u8]) -> Option<&'a [u8]>,
+) -> Option<HeaderValue> {
+    let mut out = Vec::new();
+    let mut changed = false;
+    for line in lines {
+        let mut rest = line.as_bytes();
+        loop {
+            rest = skip_separators(rest);
+            if rest.is_empty() {
+                break;
+            }
+            if !out.is_empty() {
+                out.extend_from_slice(b", ");
+            }
+            match parse_tag(rest) {
+                Some((tag, after)) if matches!(skip_spaces(after), [] | [b',', ..]) => {
+                    match rewrite_tag(tag, &mut rewrite) {
+                        Some(opaque) => {
+                            changed = true;
+                            out.push(b'"');
+                            out.extend_from_slice(opaque);
+                            out.push(b'"');
+                        }
+                        None => out.extend_from_slice(&rest[..rest.len() - after.len()]),
+                    }
+                    rest = skip_spaces(after);
+                }
+                _ => {
+                    let after = skip_element(rest);
+                    out.extend_from_slice(trim(&rest[..rest.len() - after.len()]));
+                    rest = after;
+                }
+            }
+        }
+    }
+    if !changed {
+        return None;
+    }
+    HeaderValue::from_bytes(&out).ok()
+}
+
+fn rewrite_tag<'a>(
+    tag: Tag<'a>,
+    rewrite: &mut impl FnMut(&'a [u8]) -> Option<&'a [u8]>,
+) -> Option<&'a [u8]> {
+    if tag.weak {
+        return None;
+    }
+    rewrite(tag.opaque)
+}
+
 fn tags_match(a: Tag<'_>, b: Tag<'_>, comparison: Comparison) -> bool {
     match comparison {
         Comparison::Strong => !a.weak && !b.weak && a.opaque == b.opaque,
@@ -385,6 +443,27 @@ mod tests {
     const NO: TagList = TagList::Tags { matched: false };
 
     #[test]
+    fn strong_tags_are_rewritten_and_everything_else_kept() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            IF_NONE_MATCH,
+            HeaderValue::from_static("\"a-gzip\" , W/\"b-gzip\""),
+        );
+        headers.append(
+            IF_NONE_MATCH,
+            HeaderValue::from_static("bad, \"c\",, \"d-gzip\""),
+        );
+        fn strip(opaque: &[u8]) -> Option<&[u8]> {
+            opaque.strip_suffix(b"-gzip")
+        }
+        let rewritten = rewrite_strong(headers.get_all(IF_NONE_MATCH), strip).unwrap();
+        assert_eq!(rewritten, "\"a\", W/\"b-gzip\", bad, \"c\", \"d\"");
+        let mut plain = HeaderMap::new();
+        plain.insert(IF_NONE_MATCH, HeaderValue::from_static("\"a\", *"));
+        assert_eq!(rewrite_strong(plain.get_all(IF_NONE_MATCH), strip), None);
+    }
+
+    #[test]
     fn lists_with_odd_spacing_quoted_commas_and_empty_elements() {
         let weak = Comparison::Weak;
         assert_eq!(list(&[b"\"a\",\"b\""], "\"b\"", weak), YES);
@@ -434,6 +513,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "cache")]
     #[test]
     fn body_tags_are_fixed_xxh3_digests() {
         // XXH3-128 of the empty input, from the reference implementation.
