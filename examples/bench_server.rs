@@ -119,7 +119,26 @@ const MODES: &[(&str, &str, &str)] = &[
         "bare",
         "tower-resilience breaker + rate limiter behind HandleErrorLayer",
     ),
-    ("compression", "bare", "tower-http CompressionLayer (gzip)"),
+    (
+        "tower-http-gzip",
+        "noop-layer",
+        "tower-http's CompressionLayer, gzip level 6 (a fresh compressor per response)",
+    ),
+    (
+        "compression",
+        "noop-layer",
+        "ours: the compression layer's defaults, gzip level 6 (a compressor reused per thread)",
+    ),
+    (
+        "tower-http-identity",
+        "noop-layer",
+        "tower-http's CompressionLayer, the request's Accept-Encoding removed (nothing compressed)",
+    ),
+    (
+        "compression-identity",
+        "noop-layer",
+        "ours: as tower-http-identity (Vary added, body passed on)",
+    ),
     (
         "upstream-call",
         "bare",
@@ -361,9 +380,23 @@ fn app(mode: &str) -> Result<(Router, bool), Box<dyn std::error::Error>> {
                 });
             (router().layer(builder.build()?).layer(revalidate), false)
         }
-        "compression" => {
-            let layer = tower_http::compression::CompressionLayer::new();
-            (router().layer(layer), false)
+        "tower-http-gzip" | "tower-http-identity" => {
+            let layer = tower_http::compression::CompressionLayer::new()
+                .quality(tower_http::CompressionLevel::Precise(6));
+            let app = router().layer(layer);
+            (
+                without_accept_encoding(app, mode.ends_with("-identity")),
+                false,
+            )
+        }
+        #[cfg(feature = "compression")]
+        "compression" | "compression-identity" => {
+            let layer = tower_bulwark::compression::CompressionLayer::new();
+            let app = router().layer(layer);
+            (
+                without_accept_encoding(app, mode.ends_with("-identity")),
+                false,
+            )
         }
         "upstream-call" => (calling(tower::service_fn(upstream::<Full<Bytes>>)), false),
         "retry" => {
@@ -378,6 +411,20 @@ fn app(mode: &str) -> Result<(Router, bool), Box<dyn std::error::Error>> {
         }
         other => return Err(format!("unknown mode {other:?}; try --list").into()),
     })
+}
+
+/// The client always sends `Accept-Encoding: gzip`; the `*-identity` modes take it off in a
+/// layer outside the compression layer (of noop-layer's type, so its cost is the floor's).
+fn without_accept_encoding(app: Router, remove: bool) -> Router {
+    if !remove {
+        return app;
+    }
+    app.layer(tower::util::MapRequestLayer::new(
+        |mut req: axum::extract::Request| {
+            req.headers_mut().remove(header::ACCEPT_ENCODING);
+            req
+        },
+    ))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -17,7 +17,11 @@
 #                  M to target/release/e2e/annotate-M.txt (where the instructions go)
 #   MODE ...       only these modes (default: all; `bench_server --list` names them)
 # Env: E2E_REQUESTS (default 5000), E2E_WARMUP (500), E2E_ROUNDS (3), E2E_SECONDS (4),
-#      E2E_CONNECTIONS (32), E2E_PORT (default: a free port, the same for every callgrind run).
+#      E2E_CONNECTIONS (32), E2E_PORT (default: a free port, the same for every callgrind run),
+#      E2E_FEATURES (cargo's feature flags for the server; default `--features axum`. Without
+#      this crate's `compression` feature, flate2 keeps its default backend, miniz_oxide: the
+#      tower-http-* modes as tower-http's users get them. With it, feature unification gives
+#      tower-http zlib-rs too.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +31,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1 ;;
     --no-wrk) wrk_on=0 ;;
     --annotate) annotate="${2:?--annotate needs a mode}"; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) modes+=("$1") ;;
   esac
   shift
@@ -53,7 +57,7 @@ fi
 # -- build: optimised, with line tables for callgrind_annotate ------------------------------
 # The binary's path comes from cargo itself, so any CARGO_TARGET_DIR works.
 server=$(CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-  cargo build --release --example bench_server --features axum --message-format=json-render-diagnostics \
+  cargo build --release --example bench_server ${E2E_FEATURES:---features axum} --message-format=json-render-diagnostics \
   | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -153,7 +157,10 @@ for mode in "${modes[@]}"; do
 done
 
 # -- 2. requests per second -----------------------------------------------------------------
-declare -A ratios rps
+declare -A ratios rps faults
+# The server's minor page faults so far (field 10 of /proc/PID/stat, counted after the
+# command name, which may hold spaces): per response, what the allocator's trimming costs.
+minor_faults() { python3 -c "import sys; print(open(f'/proc/{sys.argv[1]}/stat').read().rsplit(')', 1)[1].split()[7])" "$1"; }
 if [ "$wrk_on" = 1 ]; then
   echo "== wrk: $rounds round(s) of ${seconds}s per mode, $connections connections, server on core 0, wrk on core 1"
   cpus=$(nproc)
@@ -167,8 +174,12 @@ if [ "$wrk_on" = 1 ]; then
       port=$(free_port)
       start_server "$out/wrk-$mode.log" "${pin_server[@]}" "$server" "$mode" "127.0.0.1:$port"
       "${pin_wrk[@]}" wrk -t1 -c"$connections" -d1s -H 'Accept-Encoding: gzip' "http://127.0.0.1:$port/json" >/dev/null # warm-up
-      this[$mode]=$("${pin_wrk[@]}" wrk -t1 -c"$connections" -d"${seconds}s" -H 'Accept-Encoding: gzip' "http://127.0.0.1:$port/json" \
-        | awk '/^Requests\/sec:/ {print $2}')
+      faults_before=$(minor_faults "$pid")
+      report=$("${pin_wrk[@]}" wrk -t1 -c"$connections" -d"${seconds}s" -H 'Accept-Encoding: gzip' "http://127.0.0.1:$port/json")
+      faults_after=$(minor_faults "$pid")
+      this[$mode]=$(awk '/^Requests\/sec:/ {print $2}' <<<"$report")
+      answered=$(awk '/requests in/ {print $1}' <<<"$report")
+      faults[$mode]+="$(python3 -c "print(f'{($faults_after - $faults_before) / max($answered, 1):.2f}')") "
       stop_server
       [ -n "${this[$mode]}" ] || { echo "wrk gave no figure for mode $mode" >&2; exit 1; }
     done
@@ -184,17 +195,18 @@ median() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:]]
 
 # -- the table ------------------------------------------------------------------------------
 echo
-echo "| mode | what | instructions / request | over its baseline | req/s (median) | ratio to bare (median) |"
-echo "|---|---|---:|---:|---:|---:|"
+echo "| mode | what | instructions / request | over its baseline | req/s (median) | ratio to bare (median) | page faults / response (median) |"
+echo "|---|---|---:|---:|---:|---:|---:|"
 for mode in "${modes[@]}"; do
   base=${baseline_of[$mode]}
   over=""
   if [ -n "$base" ] && [ -n "${instr[$base]:-}" ]; then
     over=$(printf '%+d (over %s)' $(( instr[$mode] - instr[$base] )) "$base")
   fi
-  r="" q=""
+  r="" q="" f=""
   if [ "$wrk_on" = 1 ]; then
     r=$(printf '%.0f' "$(median "${rps[$mode]}")"); q=$(median "${ratios[$mode]}")
+    f=$(median "${faults[$mode]}")
   fi
-  echo "| \`$mode\` | ${what_of[$mode]} | ${instr[$mode]} | $over | $r | $q |"
+  echo "| \`$mode\` | ${what_of[$mode]} | ${instr[$mode]} | $over | $r | $q | $f |"
 done

@@ -26,6 +26,8 @@ mod circuit_breaker_grpc;
 mod circuit_breaker_hardening;
 #[cfg(feature = "circuit-breaker")]
 mod circuit_breaker_keyed;
+#[cfg(all(feature = "compression", feature = "cache"))]
+mod compression;
 #[cfg(feature = "rate-limit")]
 mod rate_limit_axum;
 #[cfg(feature = "rate-limit")]
