@@ -1,5 +1,5 @@
 //! The crate's main job, in one server: every layer that exists so far (rate limits, a circuit
-//! breaker, retries, HTTP caching with ETags and conditional requests), in memory.
+//! breaker, retries, HTTP caching with ETags and conditional requests, compression), in memory.
 //!
 //! ```text
 //! cargo run --release --example demo
@@ -153,7 +153,40 @@ fn cached_routes(store: ValidatorStore) -> Result<Router, tower_bulwark::ConfigE
     .layer(guarded);
     Ok(Router::new()
         .route("/api/catalog", catalog_route)
-        .route("/api/profile", profile_route))
+        .route("/api/profile", profile_route)
+        .route("/api/report", report_route()?))
+}
+
+/// `GET /api/report`: a large JSON body (~40 KB), compressed in the encoding the client
+/// prefers. The compression layer sits outside the cache layer: the cache tags the identity
+/// body, and a compressed answer carries that tag with the coding appended (`"…-gzip"`),
+/// which revalidates to a `304` like any other.
+fn report_route() -> Result<axum::routing::MethodRouter, tower_bulwark::ConfigError> {
+    use tower_bulwark::compression::CompressionLayer;
+
+    let mut report = String::from("[");
+    for day in 1..=365 {
+        if day > 1 {
+            report.push(',');
+        }
+        report.push_str(&format!(
+            "{{\"day\":{day},\"orders\":{},\"revenue\":{}.50,\"region\":\"eu-west\"}}",
+            day * 7 % 101,
+            day * 131 % 977
+        ));
+    }
+    report.push_str("]\n");
+    let report = bytes::Bytes::from(report);
+    let cached = CacheLayer::max_age(Duration::from_secs(300))
+        .public()
+        .build()?;
+    let route: axum::routing::MethodRouter = get(move || {
+        let report = report.clone();
+        async move { ([(http::header::CONTENT_TYPE, "application/json")], report) }
+    })
+    .layer::<_, std::convert::Infallible>(cached)
+    .layer(CompressionLayer::new());
+    Ok(route)
 }
 
 #[tokio::main]
@@ -348,6 +381,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  PUT /api/profile   a write guarded by If-Match: the tag you read, or a 412 and nothing changes");
     println!("      tag=$(curl -si {base}/api/profile | tr -d '\\r' | sed -n 's/^etag: //Ip'); curl -i -X PUT {base}/api/profile -H \"If-Match: $tag\" -d '{{\"name\":\"Grace\"}}'");
     println!("      curl -i -X PUT {base}/api/profile -H 'If-Match: \"stale\"' -d '{{\"name\":\"Mallory\"}}'   # 412");
+    println!("  GET /api/report    a 40 KB JSON report, compressed (gzip, deflate; br, zstd with their features) and tagged per encoding");
+    println!("      curl -s --compressed -D - -o /dev/null {base}/api/report   # content-encoding, etag \"...-gzip\", vary: accept-encoding");
+    println!("      curl -s -H 'x-no-compression: 1' {base}/api/report | wc -c   # the opt-out: the identity body");
     println!("\nPress Ctrl-C to stop.");
 
     axum::serve(

@@ -18,6 +18,10 @@ Starts the demo on a free port, then asserts that:
   * with `--redis`, a second demo instance on the same private redis-server follows: the
     breaker opened through the first refuses on the second too, and it answers the catalog's
     304 from what the first served (its handler never runs); the banner says Redis answered;
+  * the report route is compressed: gzip and deflate bodies decode with Python's zlib (the C
+    library) to the identity body, byte for byte; q-values pick the coding; the opt-out
+    header gives the identity body; `Vary` names accept-encoding; the gzip answer's strong
+    ETag is the identity's with `-gzip` appended, and revalidates to a 304 carrying it;
   * with `--redis`, a demo pointed at a Redis that is not there (`redis://127.0.0.1:1/`) still
     serves, says so in its banner (never "in Redis"), and warns on its output that Redis is
     unreachable: the breaker's sync at once, the rate limiter after a few requests.
@@ -100,6 +104,46 @@ def check_cache(demo, wait_for_store=False):
     assert body == b'{"name":"Grace"}', body
     assert headers["ETag"] != profile_tag
     return tag
+
+
+def check_compression(base):
+    """The report route through a real client and the C zlib's decoders."""
+    import gzip
+    import zlib
+    status, headers, identity = request(base, "GET", "/api/report")
+    assert status == 200 and "Content-Encoding" not in headers, (status, headers)
+    assert len(identity) > 10_000, len(identity)
+    assert headers["Vary"] == "accept-encoding", headers
+    identity_tag = headers["ETag"]
+    assert re.fullmatch(r'"[0-9a-f]{32}"', identity_tag), identity_tag
+    json.loads(identity)
+
+    status, headers, body = request(base, "GET", "/api/report", {"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip", headers
+    assert "Content-Length" not in headers or int(headers["Content-Length"]) == len(body)
+    assert gzip.decompress(body) == identity
+    assert len(body) < len(identity) / 4, (len(body), len(identity))
+    gzip_tag = headers["ETag"]
+    assert gzip_tag == identity_tag[:-1] + '-gzip"', (gzip_tag, identity_tag)
+    assert headers["Vary"] == "accept-encoding", headers
+
+    status, headers, body = request(base, "GET", "/api/report",
+                                    {"Accept-Encoding": "gzip;q=0.4, deflate;q=0.8"})
+    assert headers["Content-Encoding"] == "deflate", headers
+    assert zlib.decompress(body) == identity
+
+    status, headers, body = request(base, "GET", "/api/report",
+                                    {"Accept-Encoding": "gzip", "X-No-Compression": "1"})
+    assert "Content-Encoding" not in headers and body == identity, headers
+
+    status, headers, body = request(base, "GET", "/api/report",
+                                    {"Accept-Encoding": "gzip", "If-None-Match": gzip_tag})
+    assert status == 304 and body == b"", (status, body)
+    assert headers["ETag"] == gzip_tag, headers
+    assert headers["Vary"] == "accept-encoding", headers
+    # The gzip tag does not revalidate the identity body.
+    status, _, _ = request(base, "GET", "/api/report", {"If-None-Match": gzip_tag})
+    assert status == 200, status
 
 
 def sf_list(value):
@@ -267,6 +311,7 @@ def main(demo, with_redis=False):
         assert "Retry-After" in headers, headers
 
         catalog_tag = check_cache(first, wait_for_store=with_redis)
+        check_compression(base)
 
         fleet = ""
         if with_redis:
@@ -295,7 +340,7 @@ def main(demo, with_redis=False):
             check_unreachable_redis(demo)
             fleet += "; with Redis unreachable the demo serves, says so and warns"
         where = "Redis" if with_redis else "memory"
-        print(f"demo OK ({where}): 405s spend no token; rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After; retry + breaker heals a flaky upstream and stops at an open breaker; the catalog's 304 comes from the validator store with the RFC 9110 header set, a stale If-Match PUT gets 412{fleet}")
+        print(f"demo OK ({where}): 405s spend no token; rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After; retry + breaker heals a flaky upstream and stops at an open breaker; the catalog's 304 comes from the validator store with the RFC 9110 header set, a stale If-Match PUT gets 412; the report decodes with zlib in gzip and deflate, its gzip ETag revalidates to a 304{fleet}")
     finally:
         for proc in procs:
             proc.stop()
