@@ -18,7 +18,7 @@
 //!
 //! State lives in memory, bounded in keys, unless a layer is given a Redis backend: then a
 //! fleet of instances shares one limit, one breaker, one retry budget and one validator store.
-//! Compression, latency metrics and adaptive limits are planned; the README's status table tracks them. How the
+//! Latency metrics and adaptive limits are planned; the README's status table tracks them. How the
 //! crate is put together is in `ARCHITECTURE.md`.
 //!
 //! ```
