@@ -195,6 +195,7 @@ where
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(mut data) => {
+                        let taken_before = state.taken;
                         let mut failed: Option<BoxError> = None;
                         match state.encoder.as_mut() {
                             None => {
@@ -216,7 +217,8 @@ where
                         if let Some(err) = failed {
                             return state.fail(err);
                         }
-                        state.unflushed = true;
+                        // An empty frame took nothing: no flush owed for it.
+                        state.unflushed |= state.taken > taken_before;
                         if let Some(frame) = state.emit(out) {
                             return Poll::Ready(Some(Ok(frame)));
                         }

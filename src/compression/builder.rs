@@ -276,12 +276,17 @@ impl CompressionLayerBuilder {
                 )
             })?),
         };
+        let mut vary_names = vec![http::header::ACCEPT_ENCODING];
+        vary_names.extend(opt_out.clone());
+        let vary_value = crate::headers::vary::render(&vary_names);
         Ok(CompressionLayer::from_config(Config {
             offered: Offered(self.offered),
             levels: self.levels,
             min_size: self.min_size,
             skipped_types,
             opt_out,
+            vary: vary_names,
+            vary_value,
             counts: Default::default(),
         }))
     }

@@ -1,6 +1,6 @@
 //! What a built compression layer holds: read on every request, shared by its services.
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 use super::encoder::Levels;
 use super::negotiate::Offered;
@@ -22,6 +22,10 @@ pub(crate) struct Config {
     pub(crate) min_size: u64,
     pub(crate) skipped_types: Vec<Box<str>>,
     pub(crate) opt_out: Option<HeaderName>,
+    /// Merged into every response's `Vary`: `accept-encoding`, and the opt-out header (the
+    /// answer depends on it too).
+    pub(crate) vary: Vec<HeaderName>,
+    pub(crate) vary_value: HeaderValue,
     pub(crate) counts: StripedCounts<4>,
 }
 

@@ -215,12 +215,15 @@ fn zstd_step(
     step: Step,
 ) -> io::Result<()> {
     use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+    let stuck = || io::Error::other("the zstd compressor made no progress");
     let mut source = InBuffer::around(input);
     while source.pos() < input.len() {
         make_room(out, input.len() - source.pos());
-        let len = out.len();
-        let mut sink = OutBuffer::around_pos(out, len);
-        e.run(&mut source, &mut sink)?;
+        let (taken, len) = (source.pos(), out.len());
+        e.run(&mut source, &mut OutBuffer::around_pos(out, len))?;
+        if source.pos() == taken && out.len() == len {
+            return Err(stuck());
+        }
     }
     if step == Step::Write {
         return Ok(());
@@ -229,13 +232,18 @@ fn zstd_step(
     loop {
         make_room(out, 0);
         let len = out.len();
-        let mut sink = OutBuffer::around_pos(out, len);
-        let left = match step {
-            Step::Finish => e.finish(&mut sink, true)?,
-            _ => e.flush(&mut sink)?,
+        let left = {
+            let mut sink = OutBuffer::around_pos(out, len);
+            match step {
+                Step::Finish => e.finish(&mut sink, true)?,
+                _ => e.flush(&mut sink)?,
+            }
         };
         if left == 0 {
             return Ok(());
+        }
+        if out.len() == len {
+            return Err(stuck());
         }
     }
 }

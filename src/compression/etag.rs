@@ -1,25 +1,29 @@
 //! Entity tags across encodings. A strong tag promises byte-for-byte identity, and the
 //! compressed bytes are not the identity body's: so a compressed response's strong tag gets
-//! the coding appended (`"abc"` becomes `"abc-gzip"`), a tag of its own, still strong (the
-//! compressed bytes are fixed for a given body, level and codec build). Weak tags already
+//! the coding appended (`"abc"` becomes `"abc-gzip"`), a tag of its own. It stays strong when
+//! the body's length was known up front (a whole body, compressed in one go: the same bytes
+//! for the same body, level and codec build); a streamed body is flushed whenever it pauses,
+//! which depends on timing, so its derived tag is weak (`W/"abc-gzip"`). Weak tags already
 //! promise only equivalence, which compression keeps: they pass unchanged.
 //!
-//! The service behind this layer knows only its own tags, so the suffix comes off on the way
-//! in: an `If-None-Match: "abc-gzip"` reaches it as `"abc"` when this request would be
-//! answered in gzip again (and its `304` goes out with `"abc-gzip"`); an `If-Match` loses any
-//! of the layer's suffixes (a write judged against the state the client saw, whatever the
-//! coding it saw it in). `If-Range` is left alone: a range is of the identity bytes, so a
-//! compressed tag there must not match.
+//! The service behind this layer knows only its own tags, so on the way in the suffix-less
+//! tag is *added* beside each suffixed one (the original stays: a service whose own tags end
+//! in `-gzip` still finds them): `If-None-Match: "abc-gzip"` reaches it as
+//! `"abc-gzip", "abc"` when this request would be answered in gzip again, and a `304` whose
+//! tag is one of those added goes out with the suffix again. `If-Match` gains the tag
+//! without any of the layer's suffixes (a write judged against the state the client saw,
+//! whatever the coding it saw it in). `If-Range` is left alone: a range is of the identity
+//! bytes, so a compressed tag there must not match.
 
 use http::header::{ETAG, IF_MATCH, IF_NONE_MATCH};
 use http::HeaderMap;
 
 use super::negotiate::{Encoding, Offered};
-use crate::headers::etag::{rewrite_strong, EntityTag};
+use crate::headers::etag::{with_alternatives, AddedTag, EntityTag};
 
-/// Gives a response's strong `ETag` the coding's suffix. A weak tag, a malformed one, or none
-/// is left as it is.
-pub(crate) fn derive(headers: &mut HeaderMap, encoding: Encoding) {
+/// Gives a response's strong `ETag` the coding's suffix, strong or `weak`. A weak tag, a
+/// malformed one, or none is left as it is.
+pub(crate) fn derive(headers: &mut HeaderMap, encoding: Encoding, weak: bool) {
     let Some(tag) = headers.get(ETAG).and_then(EntityTag::from_header) else {
         return;
     };
@@ -30,37 +34,59 @@ pub(crate) fn derive(headers: &mut HeaderMap, encoding: Encoding) {
     opaque.push_str(tag.opaque());
     opaque.push('-');
     opaque.push_str(encoding.token());
-    if let Ok(derived) = EntityTag::strong(&opaque) {
+    let derived = if weak {
+        EntityTag::weak(&opaque)
+    } else {
+        EntityTag::strong(&opaque)
+    };
+    if let Ok(derived) = derived {
         headers.insert(ETAG, derived.header_value().clone());
     }
 }
 
-/// Takes the layer's suffixes off the request's preconditions. Returns whether an
-/// `If-None-Match` tag lost `negotiated`'s suffix (then a `304` gets it back).
-pub(crate) fn strip(headers: &mut HeaderMap, negotiated: Encoding, offered: Offered) -> bool {
-    let mut stripped_none_match = false;
+/// A `304`'s tag, if it is one this layer added to the request's `If-None-Match`: then it
+/// gets the suffix back (weak if the client's tag was weak).
+pub(crate) fn derive_revalidated(headers: &mut HeaderMap, encoding: Encoding, added: &[AddedTag]) {
+    let Some(tag) = headers.get(ETAG).and_then(EntityTag::from_header) else {
+        return;
+    };
+    if let Some(added) = added.iter().find(|a| a.opaque == tag.opaque().as_bytes()) {
+        derive(headers, encoding, added.weak);
+    }
+}
+
+/// Adds the suffix-less tags to the request's preconditions. Returns the tags added to
+/// `If-None-Match` (those of `negotiated`'s suffix), for the `304`.
+pub(crate) fn strip(
+    headers: &mut HeaderMap,
+    negotiated: Encoding,
+    offered: Offered,
+) -> Vec<AddedTag> {
+    let mut added_none_match = Vec::new();
     if negotiated != Encoding::Identity && headers.contains_key(IF_NONE_MATCH) {
         let token = negotiated.token().as_bytes();
-        let rewritten = rewrite_strong(headers.get_all(IF_NONE_MATCH), |opaque| {
+        // Weak tags too: `If-None-Match` compares weakly, and caches weaken tags.
+        let rewritten = with_alternatives(headers.get_all(IF_NONE_MATCH), true, |opaque| {
             without_suffix(opaque, token)
         });
-        if let Some(value) = rewritten {
+        if let Some((value, added)) = rewritten {
             headers.insert(IF_NONE_MATCH, value);
-            stripped_none_match = true;
+            added_none_match = added;
         }
     }
     if headers.contains_key(IF_MATCH) {
-        let rewritten = rewrite_strong(headers.get_all(IF_MATCH), |opaque| {
+        // Strong tags only: a weak one never matches `If-Match`.
+        let rewritten = with_alternatives(headers.get_all(IF_MATCH), false, |opaque| {
             Encoding::PREFERENCE
                 .iter()
                 .filter(|e| offered.contains(**e))
                 .find_map(|e| without_suffix(opaque, e.token().as_bytes()))
         });
-        if let Some(value) = rewritten {
+        if let Some((value, _)) = rewritten {
             headers.insert(IF_MATCH, value);
         }
     }
-    stripped_none_match
+    added_none_match
 }
 
 fn without_suffix<'a>(opaque: &'a [u8], token: &[u8]) -> Option<&'a [u8]> {
@@ -78,18 +104,21 @@ mod tests {
     fn strong_tags_get_the_suffix_weak_ones_do_not() {
         let mut headers = HeaderMap::new();
         headers.insert(ETAG, HeaderValue::from_static("\"abc\""));
-        derive(&mut headers, Encoding::Gzip);
+        derive(&mut headers, Encoding::Gzip, false);
         assert_eq!(headers[ETAG], "\"abc-gzip\"");
+        headers.insert(ETAG, HeaderValue::from_static("\"abc\""));
+        derive(&mut headers, Encoding::Gzip, true);
+        assert_eq!(headers[ETAG], "W/\"abc-gzip\"");
         headers.insert(ETAG, HeaderValue::from_static("W/\"abc\""));
-        derive(&mut headers, Encoding::Gzip);
+        derive(&mut headers, Encoding::Gzip, false);
         assert_eq!(headers[ETAG], "W/\"abc\"");
         headers.insert(ETAG, HeaderValue::from_static("garbage"));
-        derive(&mut headers, Encoding::Deflate);
+        derive(&mut headers, Encoding::Deflate, false);
         assert_eq!(headers[ETAG], "garbage");
     }
 
     #[test]
-    fn preconditions_lose_the_suffix_as_the_coding_allows() {
+    fn preconditions_gain_the_suffixless_tag_as_the_coding_allows() {
         let offered = Offered(Encoding::Gzip.bit() | Encoding::Deflate.bit());
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -100,14 +129,24 @@ mod tests {
             IF_MATCH,
             HeaderValue::from_static("\"a-deflate\", \"-gzip\""),
         );
-        assert!(strip(&mut headers, Encoding::Gzip, offered));
+        let added = strip(&mut headers, Encoding::Gzip, offered);
         // Only the coding this answer would be in: another coding's tag must not match.
-        assert_eq!(headers[IF_NONE_MATCH], "\"a\", \"b-deflate\"");
-        assert_eq!(headers[IF_MATCH], "\"a\", \"-gzip\"");
+        assert_eq!(headers[IF_NONE_MATCH], "\"a-gzip\", \"a\", \"b-deflate\"");
+        assert_eq!(headers[IF_MATCH], "\"a-deflate\", \"a\", \"-gzip\"");
+        assert_eq!(added.len(), 1);
+
+        // The 304's tag gets the suffix back only if it is one that was added.
+        let mut res = HeaderMap::new();
+        res.insert(ETAG, HeaderValue::from_static("\"a\""));
+        derive_revalidated(&mut res, Encoding::Gzip, &added);
+        assert_eq!(res[ETAG], "\"a-gzip\"");
+        res.insert(ETAG, HeaderValue::from_static("\"other\""));
+        derive_revalidated(&mut res, Encoding::Gzip, &added);
+        assert_eq!(res[ETAG], "\"other\"");
 
         let mut identity = HeaderMap::new();
         identity.insert(IF_NONE_MATCH, HeaderValue::from_static("\"a-gzip\""));
-        assert!(!strip(&mut identity, Encoding::Identity, offered));
+        assert!(strip(&mut identity, Encoding::Identity, offered).is_empty());
         assert_eq!(identity[IF_NONE_MATCH], "\"a-gzip\"");
     }
 }

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::header::{ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_ENCODING, CONTENT_LENGTH};
+use http::header::{ACCEPT_RANGES, CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -16,9 +16,24 @@ use super::encoder::Encoder;
 use super::etag;
 use super::negotiate::Encoding;
 use super::skip::compressible;
+use crate::headers::etag::AddedTag;
 use crate::headers::vary;
 
-const VARY_NAMES: &[HeaderName] = &[ACCEPT_ENCODING];
+/// Digests of the content as sent: wrong once it is compressed.
+const CONTENT_DIGESTS: [HeaderName; 3] = [
+    HeaderName::from_static("content-md5"),
+    HeaderName::from_static("content-digest"),
+    HeaderName::from_static("repr-digest"),
+];
+
+/// What was decided when the request came in.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) encoding: Encoding,
+    pub(crate) head: bool,
+    /// The suffix-less tags added to the request's `If-None-Match`.
+    pub(crate) added: Vec<AddedTag>,
+}
 
 pin_project! {
     /// The future of a [`CompressionService`](super::CompressionService)'s response.
@@ -35,26 +50,17 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        encoding: Encoding,
-        revalidated: bool,
-        // Only when the request accepts an encoding: the common identity path takes no
-        // reference count.
+        plan: Plan,
         config: Option<Arc<Config>>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(
-        inner: F,
-        encoding: Encoding,
-        revalidated: bool,
-        config: Option<Arc<Config>>,
-    ) -> Self {
+    pub(crate) fn new(inner: F, plan: Plan, config: Arc<Config>) -> Self {
         Self {
             inner,
-            encoding,
-            revalidated,
-            config,
+            plan,
+            config: Some(config),
         }
     }
 }
@@ -63,7 +69,7 @@ impl<F: std::fmt::Debug> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("inner", &self.inner)
-            .field("encoding", &self.encoding)
+            .field("encoding", &self.plan.encoding)
             .finish_non_exhaustive()
     }
 }
@@ -78,35 +84,66 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let (mut parts, body) = ready!(this.inner.poll(cx))?.into_parts();
-        // Whatever this answer is, another request's may be encoded: caches must key on it.
-        vary::merge(
-            &mut parts.headers,
-            VARY_NAMES,
-            &HeaderValue::from_static("accept-encoding"),
-        );
         let Some(config) = this.config.take() else {
+            // Polled again after it answered: a contract breach; answer as if nothing was
+            // compressed rather than panic.
             return Poll::Ready(Ok(Response::from_parts(
                 parts,
                 CompressionBody::identity(body),
             )));
         };
-        let encoding = *this.encoding;
-        if compressible(&parts, body.size_hint(), &config) {
-            if let Some(encoder) = Encoder::new(encoding, config.levels) {
-                let headers = &mut parts.headers;
-                headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding.token()));
-                headers.remove(CONTENT_LENGTH);
-                // Ranges would be of the compressed bytes, which are made anew each time.
-                headers.remove(ACCEPT_RANGES);
-                etag::derive(headers, encoding);
-                config.count(Count::Compressed, 1);
-                let body = CompressionBody::compressed(body, encoder, config);
-                return Poll::Ready(Ok(Response::from_parts(parts, body)));
-            }
+        // Whatever this answer is, another request's may be encoded: caches must key on it.
+        vary::merge(&mut parts.headers, &config.vary, &config.vary_value);
+        let plan = this.plan;
+        let encoding = plan.encoding;
+        if encoding == Encoding::Identity {
+            return Poll::Ready(Ok(Response::from_parts(
+                parts,
+                CompressionBody::identity(body),
+            )));
         }
-        // A `304` for a tag this layer derived: it names the compressed representation.
-        if *this.revalidated && parts.status == StatusCode::NOT_MODIFIED {
-            etag::derive(&mut parts.headers, encoding);
+        let size = body.size_hint();
+        if compressible(&parts, size, &config) {
+            // A HEAD gets the headers its GET would (its empty body has nothing to encode).
+            let encoder = if plan.head {
+                None
+            } else {
+                match Encoder::new(encoding, config.levels) {
+                    Some(encoder) => Some(encoder),
+                    // The codec could not make a compressor: the body goes as it is.
+                    None => {
+                        config.count(Count::Passed, 1);
+                        return Poll::Ready(Ok(Response::from_parts(
+                            parts,
+                            CompressionBody::identity(body),
+                        )));
+                    }
+                }
+            };
+            let whole = parts.headers.contains_key(CONTENT_LENGTH) || size.exact().is_some();
+            let headers = &mut parts.headers;
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding.token()));
+            headers.remove(CONTENT_LENGTH);
+            // Ranges would be of the compressed bytes, which are made anew each time.
+            headers.remove(ACCEPT_RANGES);
+            for digest in &CONTENT_DIGESTS {
+                headers.remove(digest);
+            }
+            // Strong only if the compressed bytes are fixed: a whole body, not a stream whose
+            // flushes depend on when it pauses.
+            etag::derive(headers, encoding, !whole);
+            let body = match encoder {
+                Some(encoder) => {
+                    config.count(Count::Compressed, 1);
+                    CompressionBody::compressed(body, encoder, config)
+                }
+                None => CompressionBody::identity(body),
+            };
+            return Poll::Ready(Ok(Response::from_parts(parts, body)));
+        }
+        // A `304` for a tag this layer added: it names the compressed representation.
+        if parts.status == StatusCode::NOT_MODIFIED && !plan.added.is_empty() {
+            etag::derive_revalidated(&mut parts.headers, encoding, &plan.added);
         }
         config.count(Count::Passed, 1);
         Poll::Ready(Ok(Response::from_parts(

@@ -7,9 +7,9 @@
 //! A response is compressed when the request accepts one of the offered encodings (the
 //! highest `q` wins; ties go to zstd, then brotli, gzip, deflate) and none of these holds:
 //!
-//! - the request is `HEAD`, is gRPC (`application/grpc…`: gRPC compresses its own messages),
-//!   or carries the opt-out header (default `x-no-compression`; `Accept-Encoding` is then
-//!   removed from the request, so nothing behind this layer compresses either);
+//! - the request is gRPC (`application/grpc…`: gRPC compresses its own messages), or carries
+//!   the opt-out header (default `x-no-compression`; `Accept-Encoding` is then removed from
+//!   the request, so nothing behind this layer compresses either);
 //! - the response has no body (1xx, `204`, `304`), is a range (`206`, `Content-Range`), is
 //!   already encoded (`Content-Encoding`), says `Cache-Control: no-transform`, or its type is
 //!   one of [`DEFAULT_SKIPPED_CONTENT_TYPES`] (images but SVG, audio, video, archives,
@@ -18,10 +18,14 @@
 //! - its length is known (`Content-Length`, or the body's size hint) and below
 //!   [`min_size`](CompressionLayerBuilder::min_size) (default 1024 bytes).
 //!
-//! Every response gets `Vary: Accept-Encoding`, merged into its own `Vary`. A compressed one
-//! loses `Content-Length` (the compressed length is known only at the end) and
-//! `Accept-Ranges`. A streamed body is flushed whenever it pauses, so what it has sent so far
-//! reaches the client; trailers pass after the compressed data.
+//! A `HEAD` gets the headers its `GET` would (`Content-Encoding`, the derived tag), with its
+//! empty body as it is. Every response gets `Vary: Accept-Encoding` (and the opt-out
+//! header's name, which the answer depends on too), merged into its own `Vary`. A compressed
+//! one loses `Content-Length` (the compressed length is known only at the end),
+//! `Accept-Ranges` and content digests (`Content-Digest`, `Repr-Digest`, `Content-MD5`). A
+//! streamed body is flushed whenever it pauses, so what it has sent so far reaches the
+//! client; trailers pass after the compressed data. A client that weighs `identity` above
+//! every offered coding gets the body as it is.
 //!
 //! # Entity tags
 //!
@@ -30,11 +34,15 @@
 //! `"abc-gzip"`): a strong tag of its own, right for `If-None-Match` *and* `If-Match`.
 //! (Weakening it, as nginx does, would keep revalidation working but turn every write a
 //! client makes with the tag of a compressed read into a `412`: `If-Match` compares
-//! strongly.) On the way in, the suffix comes off, so the service behind (the
-//! [`cache`](crate::cache) layer, or a handler's own checks) sees its own tags: a
-//! revalidation gets its `304`, carrying the derived tag again, and a conditional write goes
-//! through. Weak tags pass unchanged; `If-Range` is never rewritten (a range is of the
-//! identity bytes, which a compressed tag must not claim).
+//! strongly.) A streamed body (no length known up front) is flushed when it pauses, which
+//! depends on timing, so its derived tag is weak (`W/"abc-gzip"`). On the way in, the
+//! suffix-less tag is added beside each suffixed one, so the service behind (the
+//! [`cache`](crate::cache) layer, or a handler's own checks) finds its own tags: a
+//! revalidation gets its `304`, carrying the derived tag again when the tag that matched
+//! was one this layer added, and a conditional write goes through. The client's tags are
+//! kept too (a service whose own tags end in `-gzip` still finds them). Weak tags of the
+//! service pass unchanged; `If-Range` is never rewritten (a range is of the identity bytes,
+//! which a compressed tag must not claim).
 //!
 //! **Order**: put this layer *outside* the cache layer, so the cache hashes the identity body
 //! and this layer derives the per-encoding tag. The other way round, the cache sees a

@@ -72,12 +72,29 @@ impl Encoding {
         if is(b"zstd") {
             return Some(Token::Coding(Encoding::Zstd));
         }
+        if is(b"identity") {
+            return Some(Token::Identity);
+        }
         is(b"*").then_some(Token::Any)
+    }
+
+    /// The slot of an offered coding's weight (identity has none).
+    fn slot(self) -> Option<usize> {
+        match self {
+            Encoding::Identity => None,
+            Encoding::Gzip => Some(0),
+            Encoding::Deflate => Some(1),
+            #[cfg(feature = "compression-br")]
+            Encoding::Brotli => Some(2),
+            #[cfg(feature = "compression-zstd")]
+            Encoding::Zstd => Some(3),
+        }
     }
 }
 
 enum Token {
     Coding(Encoding),
+    Identity,
     Any,
 }
 
@@ -100,6 +117,7 @@ pub(crate) fn negotiate(headers: &HeaderMap, offered: Offered) -> Encoding {
     // explicit weight if the coding is named, else the wildcard's.
     let mut named = [None::<u16>; 4];
     let mut any = None::<u16>;
+    let mut identity = None::<u16>;
     let mut seen = false;
     for line in headers.get_all(ACCEPT_ENCODING) {
         seen = true;
@@ -115,9 +133,13 @@ pub(crate) fn negotiate(headers: &HeaderMap, offered: Offered) -> Encoding {
             };
             match Encoding::from_token(token) {
                 Some(Token::Coding(encoding)) => {
-                    let slot = &mut named[encoding.bit().trailing_zeros() as usize];
-                    // Named twice: the higher weight (a client that says both meant one).
-                    *slot = Some(slot.map_or(weight, |w| w.max(weight)));
+                    if let Some(slot) = encoding.slot().and_then(|i| named.get_mut(i)) {
+                        // Named twice: the higher weight (a client that says both meant one).
+                        *slot = Some(slot.map_or(weight, |w| w.max(weight)));
+                    }
+                }
+                Some(Token::Identity) => {
+                    identity = Some(identity.map_or(weight, |w| w.max(weight)))
                 }
                 Some(Token::Any) => any = Some(any.map_or(weight, |w| w.max(weight))),
                 None => {}
@@ -132,13 +154,20 @@ pub(crate) fn negotiate(headers: &HeaderMap, offered: Offered) -> Encoding {
         if !offered.contains(encoding) {
             continue;
         }
-        let weight = named[encoding.bit().trailing_zeros() as usize]
+        let weight = encoding
+            .slot()
+            .and_then(|i| named.get(i).copied().flatten())
             .or(any)
             .unwrap_or(0);
         // Strictly greater: an equal weight keeps the earlier (preferred) coding.
         if weight > best.1 {
             best = (encoding, weight);
         }
+    }
+    // A client that weighs `identity` above every coding it accepts prefers the body as
+    // it is.
+    if identity.is_some_and(|w| w > best.1) {
+        return Encoding::Identity;
     }
     best.0
 }
@@ -222,6 +251,9 @@ mod tests {
         assert_eq!(pick(&["*;q=0.5, gzip;q=0"], Offered(1 | 2)), "deflate");
         assert_eq!(pick(&["identity"], ALL), "identity");
         assert_eq!(pick(&["identity;q=0"], ALL), "identity");
+        assert_eq!(pick(&["gzip;q=0.1, identity"], ALL), "identity");
+        assert_eq!(pick(&["gzip, identity;q=0.5"], ALL), "gzip");
+        assert_eq!(pick(&["gzip;q=0.5, identity;q=0.5"], ALL), "gzip");
         assert_eq!(
             pick(&["gzip"], Offered(Encoding::Deflate.bit())),
             "identity"

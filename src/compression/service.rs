@@ -12,7 +12,7 @@ use tower_service::Service;
 use super::body::CompressionBody;
 use super::config::Config;
 use super::etag;
-use super::future::ResponseFuture;
+use super::future::{Plan, ResponseFuture};
 use super::negotiate::{negotiate, Encoding};
 
 /// Compresses its inner service's responses; made by [`CompressionLayer`](super::CompressionLayer).
@@ -68,9 +68,14 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let encoding = choose(&self.config, &mut req);
-        let revalidated = etag::strip(req.headers_mut(), encoding, self.config.offered);
-        let config = (encoding != Encoding::Identity).then(|| self.config.clone());
-        ResponseFuture::new(self.inner.call(req), encoding, revalidated, config)
+        let head = req.method() == Method::HEAD;
+        let added = etag::strip(req.headers_mut(), encoding, self.config.offered);
+        let plan = Plan {
+            encoding,
+            head,
+            added,
+        };
+        ResponseFuture::new(self.inner.call(req), plan, self.config.clone())
     }
 }
 
@@ -83,8 +88,9 @@ fn choose<B>(config: &Config, req: &mut Request<B>) -> Encoding {
             return Encoding::Identity;
         }
     }
-    // HEAD has no body to compress; gRPC compresses its messages itself (grpc-encoding).
-    if req.method() == Method::HEAD || is_grpc(req.headers()) {
+    // gRPC compresses its messages itself (grpc-encoding). HEAD is negotiated as GET is:
+    // its headers must be the ones a GET would get (with no body to compress).
+    if is_grpc(req.headers()) {
         return Encoding::Identity;
     }
     negotiate(req.headers(), config.offered)

@@ -325,16 +325,26 @@ pub(crate) fn read_list(
     TagList::Tags { matched }
 }
 
-/// Rewrites the strong tags of an `If-Match` / `If-None-Match` field (all its lines): `rewrite`
-/// gets each strong tag's opaque part and gives the one to put instead, or `None` to keep it.
-/// `*`, weak tags, empty and malformed elements are kept as they are. If a tag changed, the
-/// field comes back as one line (elements joined by `, `); else `None`.
-pub(crate) fn rewrite_strong<'a>(
+/// A tag added to a list by [`with_alternatives`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AddedTag {
+    pub(crate) weak: bool,
+    pub(crate) opaque: Vec<u8>,
+}
+
+/// Adds alternatives to the tags of an `If-Match` / `If-None-Match` field (all its lines):
+/// `alternative` gets each tag's opaque part (strong tags only, unless `weak_too`) and may
+/// give another to list beside it, as strong or weak as the one it came from. Every element
+/// is kept as it was (`*`, malformed ones too): the field only gains tags. If a tag was
+/// added, the field comes back as one line (elements joined by `, `) with the tags added;
+/// else `None`.
+pub(crate) fn with_alternatives<'a>(
     lines: GetAll<'a, HeaderValue>,
-    mut rewrite: impl FnMut(&'a [u8]) -> Option<&'a [u8]>,
-) -> Option<HeaderValue> {
+    weak_too: bool,
+    mut alternative: impl FnMut(&'a [u8]) -> Option<&'a [u8]>,
+) -> Option<(HeaderValue, Vec<AddedTag>)> {
     let mut out = Vec::new();
-    let mut changed = false;
+    let mut added = Vec::new();
     for line in lines {
         let mut rest = line.as_bytes();
         loop {
@@ -347,14 +357,18 @@ pub(crate) fn rewrite_strong<'a>(
             }
             match parse_tag(rest) {
                 Some((tag, after)) if matches!(skip_spaces(after), [] | [b',', ..]) => {
-                    match rewrite_tag(tag, &mut rewrite) {
-                        Some(opaque) => {
-                            changed = true;
-                            out.push(b'"');
-                            out.extend_from_slice(opaque);
-                            out.push(b'"');
-                        }
-                        None => out.extend_from_slice(&rest[..rest.len() - after.len()]),
+                    out.extend_from_slice(&rest[..rest.len() - after.len()]);
+                    let other = (weak_too || !tag.weak)
+                        .then(|| alternative(tag.opaque))
+                        .flatten();
+                    if let Some(opaque) = other {
+                        out.extend_from_slice(if tag.weak { b", W/\"" } else { b", \"" });
+                        out.extend_from_slice(opaque);
+                        out.push(b'"');
+                        added.push(AddedTag {
+                            weak: tag.weak,
+                            opaque: opaque.to_vec(),
+                        });
                     }
                     rest = skip_spaces(after);
                 }
@@ -366,20 +380,12 @@ pub(crate) fn rewrite_strong<'a>(
             }
         }
     }
-    if !changed {
+    if added.is_empty() {
         return None;
     }
-    HeaderValue::from_bytes(&out).ok()
-}
-
-fn rewrite_tag<'a>(
-    tag: Tag<'a>,
-    rewrite: &mut impl FnMut(&'a [u8]) -> Option<&'a [u8]>,
-) -> Option<&'a [u8]> {
-    if tag.weak {
-        return None;
-    }
-    rewrite(tag.opaque)
+    HeaderValue::from_bytes(&out)
+        .ok()
+        .map(|value| (value, added))
 }
 
 fn tags_match(a: Tag<'_>, b: Tag<'_>, comparison: Comparison) -> bool {
@@ -443,7 +449,7 @@ mod tests {
     const NO: TagList = TagList::Tags { matched: false };
 
     #[test]
-    fn strong_tags_are_rewritten_and_everything_else_kept() {
+    fn alternatives_are_added_beside_their_tags_and_nothing_is_lost() {
         let mut headers = HeaderMap::new();
         headers.append(
             IF_NONE_MATCH,
@@ -456,11 +462,26 @@ mod tests {
         fn strip(opaque: &[u8]) -> Option<&[u8]> {
             opaque.strip_suffix(b"-gzip")
         }
-        let rewritten = rewrite_strong(headers.get_all(IF_NONE_MATCH), strip).unwrap();
-        assert_eq!(rewritten, "\"a\", W/\"b-gzip\", bad, \"c\", \"d\"");
+        let (value, added) =
+            with_alternatives(headers.get_all(IF_NONE_MATCH), false, strip).unwrap();
+        assert_eq!(
+            value,
+            "\"a-gzip\", \"a\", W/\"b-gzip\", bad, \"c\", \"d-gzip\", \"d\""
+        );
+        assert_eq!(added.len(), 2);
+        let (value, added) =
+            with_alternatives(headers.get_all(IF_NONE_MATCH), true, strip).unwrap();
+        assert!(value.to_str().unwrap().contains("W/\"b-gzip\", W/\"b\""));
+        assert!(added.contains(&AddedTag {
+            weak: true,
+            opaque: b"b".to_vec()
+        }));
         let mut plain = HeaderMap::new();
         plain.insert(IF_NONE_MATCH, HeaderValue::from_static("\"a\", *"));
-        assert_eq!(rewrite_strong(plain.get_all(IF_NONE_MATCH), strip), None);
+        assert_eq!(
+            with_alternatives(plain.get_all(IF_NONE_MATCH), true, strip),
+            None
+        );
     }
 
     #[test]

@@ -15,9 +15,14 @@ pub(crate) fn merge(headers: &mut HeaderMap, names: &[HeaderName], rendered: &He
         return;
     }
     let mut present: Vec<String> = Vec::new();
+    let mut unreadable = false;
     for line in headers.get_all(VARY) {
-        // A value that is not text cannot name a header: keep it and add nothing it names.
-        let Ok(text) = line.to_str() else { continue };
+        // A value that is not text cannot be read for names: it is kept as it is, and the
+        // missing names go on a line of their own beside it.
+        let Ok(text) = line.to_str() else {
+            unreadable = true;
+            continue;
+        };
         for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             if token == "*" {
                 return;
@@ -31,6 +36,12 @@ pub(crate) fn merge(headers: &mut HeaderMap, names: &[HeaderName], rendered: &He
         .filter(|name| !present.iter().any(|p| p == name))
         .collect();
     if missing.is_empty() {
+        return;
+    }
+    if unreadable {
+        if let Ok(value) = HeaderValue::from_str(&missing.join(", ")) {
+            headers.append(VARY, value);
+        }
         return;
     }
     // One line holding the old names and the new: never a second `Vary` line.
@@ -94,5 +105,12 @@ mod tests {
             ["origin, cookie, accept"]
         );
         assert_eq!(merged(&["origin"], &[]), ["origin"]);
+        // A line that is not text is kept; the missing names go beside it.
+        let mut headers = HeaderMap::new();
+        headers.append(VARY, HeaderValue::from_bytes(b"\xffoo").unwrap());
+        let names = [HeaderName::from_static("accept")];
+        merge(&mut headers, &names, &render(&names));
+        let lines: Vec<&[u8]> = headers.get_all(VARY).iter().map(|v| v.as_bytes()).collect();
+        assert_eq!(lines, [&b"\xffoo"[..], b"accept"]);
     }
 }

@@ -145,7 +145,7 @@ async fn bodies_below_the_threshold_go_as_they_are() {
     let (parts, plain) = fetch(&small, get_with("/", &gzip)).await;
     assert_eq!(encoding(&parts), None);
     assert_eq!(plain.len(), 1023);
-    assert_eq!(parts.headers["vary"], "accept-encoding");
+    assert_eq!(parts.headers["vary"], "accept-encoding, x-no-compression");
     let at = layer.layer(handler(json(1024), &[]));
     let (parts, gz) = fetch(&at, get_with("/", &gzip)).await;
     assert_eq!(encoding(&parts), Some("gzip"));
@@ -248,11 +248,8 @@ async fn responses_that_must_not_be_compressed_are_not() {
         None
     );
 
-    // HEAD, gRPC requests, and statuses without a body.
+    // gRPC requests, and statuses without a body.
     let svc = CompressionLayer::new().layer(handler(json(4000), &[]));
-    let mut head = get_with("/", &gzip);
-    *head.method_mut() = http::Method::HEAD;
-    assert_eq!(encoding(&fetch(&svc, head).await.0), None);
     let grpc = get_with(
         "/",
         &[
@@ -282,14 +279,21 @@ async fn vary_is_merged_on_every_response() {
     let with_vary = CompressionLayer::new().layer(handler(json(4000), &[("vary", "Origin")]));
     let (parts, _) = fetch(&with_vary, get_with("/", &gzip)).await;
     assert_eq!(parts.headers.get_all("vary").iter().count(), 1);
-    assert_eq!(parts.headers["vary"], "origin, accept-encoding");
+    assert_eq!(
+        parts.headers["vary"],
+        "origin, accept-encoding, x-no-compression"
+    );
     let (parts, _) = fetch(&with_vary, get_with("/", &[])).await;
-    assert_eq!(parts.headers["vary"], "origin, accept-encoding");
-    let already = CompressionLayer::new().layer(handler(json(10), &[("vary", "Accept-Encoding")]));
+    assert_eq!(
+        parts.headers["vary"],
+        "origin, accept-encoding, x-no-compression"
+    );
+    let already =
+        CompressionLayer::new().layer(handler(json(4000), &[("vary", "Accept-Encoding")]));
     let (parts, _) = fetch(&already, get_with("/", &gzip)).await;
     assert_eq!(
-        parts.headers["vary"], "Accept-Encoding",
-        "already there: kept as it was"
+        parts.headers["vary"], "accept-encoding, x-no-compression",
+        "already there: not named twice"
     );
     let star = CompressionLayer::new().layer(handler(json(4000), &[("vary", "*")]));
     let (parts, _) = fetch(&star, get_with("/", &gzip)).await;
@@ -332,7 +336,7 @@ async fn a_strong_tag_is_derived_per_encoding_and_revalidates_through_both_layer
     .await;
     assert_eq!(parts.status, 304);
     assert_eq!(parts.headers["etag"], gzip_tag.as_str());
-    assert_eq!(parts.headers["vary"], "accept-encoding");
+    assert_eq!(parts.headers["vary"], "accept-encoding, x-no-compression");
     assert!(empty.is_empty());
     // The gzip tag does not match an identity answer (another representation) ...
     let (parts, _) = fetch(&svc, send("GET", &[("if-none-match", &gzip_tag)], "")).await;
@@ -397,7 +401,9 @@ async fn weak_tags_pass_unchanged_and_if_range_is_not_rewritten() {
     assert_eq!(parts.headers["x-seen-if-range"], "\"v1-gzip\"");
     assert_eq!(
         parts.headers["x-seen-if-none-match"],
-        "W/\"v1-gzip\", \"v2\""
+        // The suffix-less tags are added beside the client's (weak ones too: If-None-Match
+        // compares weakly), never in their place.
+        "W/\"v1-gzip\", W/\"v1\", \"v2-gzip\", \"v2\""
     );
 }
 
@@ -508,18 +514,22 @@ async fn a_pausing_stream_is_flushed_so_far_and_its_trailers_follow() {
 #[tokio::test]
 async fn malformed_accept_encoding_never_fails_a_request() {
     let svc = CompressionLayer::new().layer(handler(json(4000), &[]));
-    let values: &[&[u8]] = &[
-        b";;;",
-        b"gzip;q=abc",
-        b"q=1",
-        b",",
-        b"gzip;q=1;q=0.5;",
-        b"\xff\xfe",
-        b"*;q=0.x",
-        b"gzip ;q = 1",
-        b"GZip;Q=0.9",
+    // Each value, and the coding it must give: a malformed element is dropped alone.
+    let values: &[(&[u8], Option<&str>)] = &[
+        (b";;;", None),
+        (b"gzip;q=abc", None),
+        (b"gzip;q=abc, deflate", Some("deflate")),
+        (b"q=1", None),
+        (b",", None),
+        (b"gzip;q=1;q=0.5;", Some("gzip")),
+        (b"\xff\xfe", None),
+        (b"*;q=0.x", None),
+        (b"gzip ;q= 1", Some("gzip")),
+        (b"GZip;Q=0.9", Some("gzip")),
+        (b"gzip;q=1.5", None),
+        (b"\"gzip\"", None),
     ];
-    for value in values {
+    for (value, want) in values {
         let mut req = get_with("/", &[]);
         req.headers_mut().insert(
             "accept-encoding",
@@ -527,13 +537,120 @@ async fn malformed_accept_encoding_never_fails_a_request() {
         );
         let (parts, body) = fetch(&svc, req).await;
         assert_eq!(parts.status, 200, "{value:?}");
-        let plain = match encoding(&parts) {
+        assert_eq!(
+            encoding(&parts),
+            *want,
+            "{:?}",
+            String::from_utf8_lossy(value)
+        );
+        let plain = match want {
             Some("gzip") => Bytes::from(gunzip(&body)),
+            Some(_) => {
+                let mut plain = Vec::new();
+                flate2::read::ZlibDecoder::new(&body[..])
+                    .read_to_end(&mut plain)
+                    .unwrap();
+                Bytes::from(plain)
+            }
             None => body,
-            other => panic!("{other:?}"),
         };
         assert_eq!(plain, json(4000), "{value:?}");
     }
+}
+
+#[tokio::test]
+async fn head_gets_the_headers_its_get_would() {
+    let body: &'static str = Box::leak("{\"item\":\"tea\"},".repeat(300).into_boxed_str());
+    let resource = Resource::new(body);
+    let svc = CompressionLayer::new().layer(
+        CacheLayer::builder()
+            .build()
+            .unwrap()
+            .layer(resource.service()),
+    );
+    let gzip = [("accept-encoding", "gzip")];
+    let (get, _) = fetch(&svc, send("GET", &gzip, "")).await;
+    // (This test handler answers HEAD with a body, which a server drops; the layer leaves
+    // bodies of HEAD responses alone.)
+    let (head, _) = fetch(&svc, send("HEAD", &gzip, "")).await;
+    for name in ["content-encoding", "etag", "vary", "content-length"] {
+        assert_eq!(head.headers.get(name), get.headers.get(name), "{name}");
+    }
+    assert_eq!(head.headers["content-encoding"], "gzip");
+    // And a HEAD revalidates like its GET.
+    let tag = get.headers["etag"].to_str().unwrap().to_owned();
+    let (parts, _) = fetch(
+        &svc,
+        send(
+            "HEAD",
+            &[("accept-encoding", "gzip"), ("if-none-match", &tag)],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(parts.status, 304);
+    assert_eq!(parts.headers["etag"], tag.as_str());
+}
+
+#[tokio::test]
+async fn a_304_gets_the_suffix_only_for_the_tag_that_matched() {
+    let body: &'static str = Box::leak("{\"item\":\"tea\"},".repeat(300).into_boxed_str());
+    let resource = Resource::new(body);
+    let identity_tag = EntityTag::of_body(body.as_bytes(), false).to_string();
+    let svc = CompressionLayer::new().layer(
+        CacheLayer::builder()
+            .build()
+            .unwrap()
+            .layer(resource.service()),
+    );
+    // The client holds the identity copy (current) and an old gzip copy: the identity tag
+    // matched, so the 304 names the identity representation.
+    let tags = format!("{identity_tag}, \"old-gzip\"");
+    let (parts, _) = fetch(
+        &svc,
+        send(
+            "GET",
+            &[("accept-encoding", "gzip"), ("if-none-match", &tags)],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(parts.status, 304);
+    assert_eq!(parts.headers["etag"], identity_tag.as_str());
+    // A weakened copy of the gzip tag (a CDN's) revalidates too, and stays weak.
+    let weak_gzip = format!("W/{}-gzip\"", &identity_tag[..identity_tag.len() - 1]);
+    let (parts, _) = fetch(
+        &svc,
+        send(
+            "GET",
+            &[("accept-encoding", "gzip"), ("if-none-match", &weak_gzip)],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(parts.status, 304);
+    assert_eq!(parts.headers["etag"], weak_gzip.as_str());
+}
+
+#[tokio::test]
+async fn a_streamed_body_gets_a_weak_derived_tag_and_digests_are_dropped() {
+    let svc = CompressionLayer::new().layer(service_fn(|_req: Request<Body>| async {
+        let body = Paced {
+            chunks: vec![json(3000)],
+            handed_out: Arc::new(AtomicUsize::new(0)),
+            trailers: None,
+            pause: false,
+        };
+        let mut res = Response::new(body);
+        res.headers_mut().insert("etag", "\"s1\"".parse().unwrap());
+        res.headers_mut()
+            .insert("content-digest", "sha-256=:abc=:".parse().unwrap());
+        Ok::<_, Infallible>(res)
+    }));
+    let (parts, gz) = fetch(&svc, get_with("/", &[("accept-encoding", "gzip")])).await;
+    assert_eq!(parts.headers["etag"], "W/\"s1-gzip\"");
+    assert_eq!(parts.headers.get("content-digest"), None);
+    assert_eq!(gunzip(&gz), json(3000));
 }
 
 #[test]
