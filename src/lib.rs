@@ -12,13 +12,14 @@
 //! | [`retry`] | jittered exponential backoff, `Retry-After` and gRPC pushback, body replay, retry budgets |
 //! | [`cache`] | `Cache-Control` policies, strong ETags, conditional requests per RFC 9110 (304, 412), lost-update protection, a validator store |
 //! | [`compression`] | gzip, deflate, brotli, zstd by `Accept-Encoding`, with the guides' defaults; ETags derived per encoding so 304s and `If-Match` stay right; compressors reused per thread |
+//! | [`metrics`] | Prometheus histograms, counters and an in-flight gauge by method, route template and status; p50/p95/p99 and SLO checks over a sliding window; the `/metrics` exposition |
 //! | [`clock`] | the one time source every layer reads, real or manual (for tests) |
 //! | [`response`] | how layers answer for themselves: JSON for HTTP, trailers-only for gRPC |
 //! | [`redis`] | (feature `redis`) one connection shared by every layer whose state a fleet shares |
 //!
 //! State lives in memory, bounded in keys, unless a layer is given a Redis backend: then a
 //! fleet of instances shares one limit, one breaker, one retry budget and one validator store.
-//! Latency metrics and adaptive limits are planned; the README's status table tracks them. How the
+//! Adaptive limits are planned; the README's status table tracks them. How the
 //! crate is put together is in `ARCHITECTURE.md`.
 //!
 //! ```
@@ -52,6 +53,8 @@ mod error;
 #[cfg(any(feature = "cache", feature = "compression"))]
 mod headers;
 pub mod key;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
 #[cfg(feature = "redis")]

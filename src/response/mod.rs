@@ -13,7 +13,7 @@ mod json;
 #[cfg(any(feature = "rate-limit", feature = "circuit-breaker", feature = "retry"))]
 mod refusal;
 
-#[cfg(feature = "circuit-breaker")]
+#[cfg(any(feature = "circuit-breaker", feature = "metrics"))]
 pub(crate) use body::BodyEnd;
 pub use body::{LayerBody, ResponseBody};
 pub use classify::Outcome;

@@ -28,6 +28,8 @@ mod circuit_breaker_hardening;
 mod circuit_breaker_keyed;
 #[cfg(all(feature = "compression", feature = "cache"))]
 mod compression;
+#[cfg(all(feature = "metrics", feature = "axum"))]
+mod metrics;
 #[cfg(feature = "rate-limit")]
 mod rate_limit_axum;
 #[cfg(feature = "rate-limit")]
