@@ -120,6 +120,16 @@ const MODES: &[(&str, &str, &str)] = &[
         "tower-resilience breaker + rate limiter behind HandleErrorLayer",
     ),
     (
+        "metrics",
+        "noop-layer",
+        "ours: the metrics layer's defaults (histogram, counter, in-flight gauge by MatchedPath; sliding window)",
+    ),
+    (
+        "axum-prometheus",
+        "noop-layer",
+        "axum-prometheus 0.10 (metrics + metrics-exporter-prometheus): its PrometheusMetricLayer",
+    ),
+    (
         "tower-http-gzip",
         "noop-layer",
         "tower-http's CompressionLayer, gzip level 6 (a fresh compressor per response)",
@@ -379,6 +389,15 @@ fn app(mode: &str) -> Result<(Router, bool), Box<dyn std::error::Error>> {
                     req
                 });
             (router().layer(builder.build()?).layer(revalidate), false)
+        }
+        #[cfg(feature = "metrics")]
+        "metrics" => {
+            let layer = tower_bulwark::metrics::MetricsLayer::builder().build()?;
+            (router().layer(layer), false)
+        }
+        "axum-prometheus" => {
+            let (layer, _handle) = axum_prometheus::PrometheusMetricLayer::pair();
+            (router().layer(layer), false)
         }
         "tower-http-gzip" | "tower-http-identity" => {
             let layer = tower_http::compression::CompressionLayer::new()

@@ -1,5 +1,6 @@
 //! The crate's main job, in one server: every layer that exists so far (rate limits, a circuit
-//! breaker, retries, HTTP caching with ETags and conditional requests, compression), in memory.
+//! breaker, retries, HTTP caching with ETags and conditional requests, compression, latency
+//! metrics), in memory.
 //!
 //! ```text
 //! cargo run --release --example demo
@@ -189,6 +190,39 @@ fn report_route() -> Result<axum::routing::MethodRouter, tower_bulwark::ConfigEr
     Ok(route)
 }
 
+/// `GET /api/slo`: the guides' objectives judged over the last minute of every route.
+async fn slo_json(
+    metrics: tower_bulwark::metrics::MetricsLayer,
+) -> impl axum::response::IntoResponse {
+    use tower_bulwark::metrics::{Slo, Verdict};
+    let snapshot = metrics.latency();
+    let report = Slo::default().check(&snapshot);
+    let results: Vec<String> = report
+        .results
+        .iter()
+        .map(|r| {
+            let verdict = match r.verdict {
+                Verdict::Pass => "pass",
+                Verdict::Fail => "fail",
+                _ => "no_data",
+            };
+            let measured = r.measured.map_or("null".to_owned(), |m| format!("{m}"));
+            format!(
+                "{{\"objective\":\"{:?}\",\"target\":{},\"measured\":{measured},\"verdict\":\"{verdict}\"}}",
+                r.objective, r.target
+            )
+        })
+        .collect();
+    let body = format!(
+        "{{\"window_seconds\":{},\"requests\":{},\"passed\":{},\"objectives\":[{}]}}\n",
+        report.window.as_secs_f64(),
+        report.count,
+        report.passed(),
+        results.join(",")
+    );
+    ([(http::header::CONTENT_TYPE, "application/json")], body)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     support::init_logging();
@@ -358,6 +392,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = app
         .route("/api/resilient", resilient()?)
         .merge(cached_routes(store)?);
+    // Metrics on every route above (labelled by route template), served at /metrics; the
+    // SLO report over the last minute at /api/slo.
+    let registry = tower_bulwark::metrics::MetricsRegistry::new();
+    let metrics = tower_bulwark::metrics::MetricsLayer::builder()
+        .registry(&registry)
+        .build()?;
+    let slo_source = metrics.clone();
+    let app = app
+        .layer(metrics)
+        .route_service("/metrics", registry.service())
+        .route("/api/slo", get(move || slo_json(slo_source.clone())));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let base = format!("http://{}", listener.local_addr()?);
     println!("tower-bulwark demo listening on {base} ({state})");
@@ -384,6 +429,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  GET /api/report    a 40 KB JSON report, compressed (gzip, deflate; br, zstd with their features) and tagged per encoding");
     println!("      curl -s --compressed -D - -o /dev/null {base}/api/report   # content-encoding, etag \"...-gzip\", vary: accept-encoding");
     println!("      curl -s -H 'x-no-compression: 1' {base}/api/report | wc -c   # the opt-out: the identity body");
+    println!("  GET /metrics       Prometheus metrics of every route (OpenMetrics with Accept: application/openmetrics-text)");
+    println!("      curl -s {base}/metrics | grep http_requests_total");
+    println!("  GET /api/slo       the SLO check (p50 < 50 ms, p95 < 200 ms, p99 < 500 ms, errors < 0.1 %, availability >= 99.9 %) over the last minute");
+    println!("      curl -s {base}/api/slo");
     println!("\nPress Ctrl-C to stop.");
 
     axum::serve(

@@ -18,6 +18,9 @@ Starts the demo on a free port, then asserts that:
   * with `--redis`, a second demo instance on the same private redis-server follows: the
     breaker opened through the first refuses on the second too, and it answers the catalog's
     304 from what the first served (its handler never runs); the banner says Redis answered;
+  * /metrics parses with Python's prometheus_client parser: requests counted per route
+    template and status (the rate limiter's 429s among them), durations, in-flight gauges;
+    OpenMetrics when asked; /api/slo reports the five objectives as JSON;
   * the report route is compressed: gzip and deflate bodies decode with Python's zlib (the C
     library) to the identity body, byte for byte; q-values pick the coding; the opt-out
     header gives the identity body; `Vary` names accept-encoding; the gzip answer's strong
@@ -38,6 +41,7 @@ import urllib.error
 import urllib.request
 
 import http_sfv
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def free_port():
@@ -144,6 +148,38 @@ def check_compression(base):
     # The gzip tag does not revalidate the identity body.
     status, _, _ = request(base, "GET", "/api/report", {"If-None-Match": gzip_tag})
     assert status == 200, status
+
+
+def check_metrics(base):
+    """/metrics through Python's prometheus_client parser; /api/slo as JSON."""
+    request(base, "GET", "/api/orders")
+    status, headers, body = request(base, "GET", "/metrics")
+    assert status == 200, status
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4"), headers
+    samples = [s for f in text_string_to_metric_families(body.decode()) for s in f.samples]
+    def total(route, code):
+        return sum(s.value for s in samples if s.name == "http_requests_total"
+                   and s.labels.get("route") == route and s.labels.get("status_code") == code)
+    assert total("/api/limited", "429") >= 1, "the refused calls are counted"
+    assert total("/api/limited", "200") == 5, total("/api/limited", "200")
+    assert total("/api/report", "200") >= 5
+    assert total("/api/report", "304") >= 1
+    routes = {s.labels.get("route") for s in samples if "route" in s.labels}
+    assert all(r is None or r.startswith("/") or r in ("unmatched", "other") for r in routes), routes
+    counts = [s for s in samples if s.name == "http_request_duration_seconds_count"
+              and s.labels.get("route") == "/api/orders"]
+    assert counts and counts[0].value >= 1, counts
+    in_flight = [s.value for s in samples if s.name == "http_requests_in_flight"]
+    assert in_flight and all(v >= 0 for v in in_flight), in_flight
+    status, headers, body = request(base, "GET", "/metrics",
+                                    {"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert headers["Content-Type"].startswith("application/openmetrics-text"), headers
+    assert body.endswith(b"# EOF\n")
+    status, _, body = request(base, "GET", "/api/slo")
+    report = json.loads(body)
+    assert report["requests"] > 0 and len(report["objectives"]) == 5, report
+    assert {o["objective"] for o in report["objectives"]} == {
+        "P50", "P95", "P99", "ErrorRate", "Availability"}, report
 
 
 def sf_list(value):
@@ -312,6 +348,7 @@ def main(demo, with_redis=False):
 
         catalog_tag = check_cache(first, wait_for_store=with_redis)
         check_compression(base)
+        check_metrics(base)
 
         fleet = ""
         if with_redis:
@@ -340,7 +377,7 @@ def main(demo, with_redis=False):
             check_unreachable_redis(demo)
             fleet += "; with Redis unreachable the demo serves, says so and warns"
         where = "Redis" if with_redis else "memory"
-        print(f"demo OK ({where}): 405s spend no token; rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After; retry + breaker heals a flaky upstream and stops at an open breaker; the catalog's 304 comes from the validator store with the RFC 9110 header set, a stale If-Match PUT gets 412; the report decodes with zlib in gzip and deflate, its gzip ETag revalidates to a 304{fleet}")
+        print(f"demo OK ({where}): 405s spend no token; rate-limit headers parse as structured fields, burst of 5 then 429 with matching Retry-After; breaker opens after 3 failures, then 503 with Retry-After; retry + breaker heals a flaky upstream and stops at an open breaker; the catalog's 304 comes from the validator store with the RFC 9110 header set, a stale If-Match PUT gets 412; the report decodes with zlib in gzip and deflate, its gzip ETag revalidates to a 304; /metrics parses with prometheus_client and counts every route by template, /api/slo reports five objectives{fleet}")
     finally:
         for proc in procs:
             proc.stop()
