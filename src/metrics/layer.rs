@@ -55,7 +55,8 @@ impl MetricsLayer {
     ///
     /// ```
     /// let layer = tower_bulwark::metrics::MetricsLayer::builder().build()?;
-    /// assert!(layer.registry().encode_prometheus().contains("http_request_duration_seconds"));
+    /// let endpoint = layer.registry().service(); // mount it at /metrics
+    /// # drop(endpoint);
     /// # Ok::<(), tower_bulwark::ConfigError>(())
     /// ```
     pub fn registry(&self) -> &MetricsRegistry {
