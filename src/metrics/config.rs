@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
@@ -50,6 +50,13 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// What a gRPC response's headers said: the outcome of a `grpc-status` among them
+/// (trailers-only), or none (the status is to come in the trailers).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GrpcHead {
+    pub(crate) outcome: Option<Outcome>,
+}
+
 /// A request on its way: what it is counted under, since when, and its place in the
 /// in-flight gauge (given back however the request ends).
 pub(crate) struct InFlight {
@@ -83,23 +90,35 @@ impl InFlight {
         }
     }
 
-    /// Records the request: its response had `status` (and `headers`), and its body ended so.
-    pub(crate) fn finish(self, status: StatusCode, headers: Option<&HeaderMap>, end: BodyEnd<'_>) {
+    /// Records the request: its response had `status` (`grpc`: the outcome its headers gave,
+    /// for a gRPC response), and its body ended so.
+    pub(crate) fn finish(self, status: StatusCode, grpc: Option<GrpcHead>, end: BodyEnd<'_>) {
         let shared = &self.shared;
         let now = shared.clock.now();
         let latency = now.saturating_sub(self.start);
-        let outcome = match (end, headers) {
+        // The one classifier's answer, as the breaker reads it: a gRPC status in the
+        // trailers, else in the headers; a gRPC body that ends with no status at all is what
+        // clients report as a failure.
+        let outcome = match (end, grpc) {
+            (BodyEnd::Failed, _) => Outcome::Failure,
             (BodyEnd::Trailers(trailers), _) => Outcome::of_response(status, trailers),
-            (_, Some(headers)) => Outcome::of_response(status, headers),
-            (_, None) => Outcome::of_status(status),
+            (
+                _,
+                Some(GrpcHead {
+                    outcome: Some(outcome),
+                }),
+            ) => outcome,
+            (BodyEnd::Finished, Some(GrpcHead { outcome: None })) => Outcome::Failure,
+            _ => Outcome::of_status(status),
         };
-        let ended = match end {
-            BodyEnd::Dropped => Ended::Dropped,
-            BodyEnd::Failed => Ended::Failed,
-            _ if outcome == Outcome::Failure => Ended::Failed,
+        // A server error or a refusal counts as such even if the client then went away.
+        let ended = match outcome {
+            Outcome::Failure => Ended::Failed,
             _ if status == StatusCode::TOO_MANY_REQUESTS => Ended::Refused,
+            _ if matches!(end, BodyEnd::Dropped) => Ended::Dropped,
             _ => Ended::Served,
         };
+        let dropped = matches!(end, BodyEnd::Dropped);
         let labels = HttpLabels {
             method: self.method,
             route: self.route.label.clone(),
@@ -110,7 +129,7 @@ impl InFlight {
             .get_or_create(&labels)
             .observe(latency.as_secs_f64());
         shared.requests.get_or_create(&labels).inc();
-        if ended == Ended::Dropped {
+        if dropped {
             shared.dropped.get_or_create(&labels).inc();
         }
         self.route.window.record(now, latency, ended);

@@ -8,8 +8,8 @@ use std::task::{ready, Context, Poll};
 use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 
-use super::config::InFlight;
-use crate::response::{is_grpc, BodyEnd, LayerBody};
+use super::config::{GrpcHead, InFlight};
+use crate::response::{is_grpc, BodyEnd, LayerBody, Outcome};
 
 pin_project! {
     /// The future of a [`MetricsLayer`](super::MetricsLayer)'s service. Dropped before the
@@ -67,9 +67,14 @@ where
                 let status = response.status();
                 // A gRPC status in the headers (trailers-only) is read now; one in the
                 // trailers when the body ends.
-                let headers = is_grpc(response.headers()).then(|| response.headers().clone());
+                let grpc = is_grpc(response.headers()).then(|| GrpcHead {
+                    outcome: response
+                        .headers()
+                        .contains_key("grpc-status")
+                        .then(|| Outcome::of_response(status, response.headers())),
+                });
                 let on_end = Box::new(move |end: BodyEnd<'_>| {
-                    in_flight.finish(status, headers.as_ref(), end);
+                    in_flight.finish(status, grpc, end);
                 });
                 Poll::Ready(Ok(response.map(|body| body.watched(on_end))))
             }

@@ -121,14 +121,18 @@ impl Window {
         else {
             return;
         };
-        let Ok(mut slot) = slot.lock() else { return };
+        // A panic elsewhere while it was held leaves counts still worth keeping.
+        let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if slot.is_none() {
             // The tables are made on a slot's first request: an idle route costs nothing.
             *slot = Slot::new();
         }
         let Some(slot) = slot.as_mut() else { return };
-        if slot.epoch != epoch {
+        if slot.epoch < epoch {
             slot.clear(epoch);
+        } else if slot.epoch > epoch {
+            // A writer late by a whole window: its sample is older than the slot's.
+            return;
         }
         let micros = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
@@ -150,7 +154,7 @@ impl Window {
         let (mut served, mut refused, mut failed, mut dropped) = (0u64, 0u64, 0u64, 0u64);
         let mut first_epoch = epoch;
         for slot in self.slots.iter() {
-            let Ok(slot) = slot.lock() else { continue };
+            let slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let Some(slot) = slot.as_ref() else { continue };
             if slot.epoch < oldest || slot.epoch > epoch {
                 continue;

@@ -96,8 +96,14 @@ impl<B: std::fmt::Debug> std::fmt::Debug for Watched<B> {
     }
 }
 
-impl<B> Watched<B> {
+impl<B: Body> Watched<B> {
     fn new(body: B, on_end: EndHook) -> Self {
+        // A server never polls a body that says it has ended already (hyper checks
+        // `is_end_stream` first, then drops it): that body's end is now, not a drop.
+        if body.is_end_stream() {
+            on_end(BodyEnd::Finished);
+            return Self { body, on_end: None };
+        }
         Self {
             body,
             on_end: Some(on_end),
@@ -116,10 +122,16 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let polled = std::task::ready!(this.body.poll_frame(cx));
+        let mut this = self.project();
+        let polled = std::task::ready!(this.body.as_mut().poll_frame(cx));
         let end = match &polled {
-            Some(Ok(frame)) => frame.trailers_ref().map(BodyEnd::Trailers),
+            Some(Ok(frame)) => match frame.trailers_ref() {
+                Some(trailers) => Some(BodyEnd::Trailers(trailers)),
+                // The last data frame of a body that knows it has ended: hyper polls it no
+                // further (it checks `is_end_stream`) and drops it, so its end is now.
+                None if this.body.is_end_stream() => Some(BodyEnd::Finished),
+                None => None,
+            },
             Some(Err(_)) => Some(BodyEnd::Failed),
             None => Some(BodyEnd::Finished),
         };

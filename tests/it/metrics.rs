@@ -496,3 +496,65 @@ fn the_builder_names_the_bad_field() {
         "max_routes"
     );
 }
+
+/// Serves `app` on a real hyper server (axum::serve) on a free loopback port.
+async fn serve(app: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn through_a_real_server_finished_bodies_are_not_dropped_ones() {
+    // hyper stops polling a body once it says it has ended, and drops it: that must count
+    // as finished (its 5xx a server error), never as a body the client abandoned.
+    let registry = MetricsRegistry::new();
+    let metrics = MetricsLayer::builder().registry(&registry).build().unwrap();
+    let app = Router::new()
+        .route("/ok", get(|| async { "fine" }))
+        .route("/empty", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/boom", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+        .layer(metrics.clone());
+    let addr = serve(app).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<Bytes>>();
+    for path in ["/ok", "/ok", "/empty", "/boom"] {
+        let res = client
+            .get(format!("http://{addr}{path}").parse().unwrap())
+            .await
+            .unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    // The server records when it is done with the body, after the client has it: wait
+    // (bounded) for the fourth.
+    for _ in 0..200 {
+        if metrics.latency().count == 4 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let s = metrics.latency();
+    assert_eq!(s.count, 4);
+    assert_eq!(s.dropped, 0);
+    assert_eq!(s.error_rate, 0.25);
+    let parsed = scrape(&registry);
+    assert_eq!(
+        value(&parsed, "http_response_bodies_dropped_total", &[]),
+        None,
+        "no body counted as dropped"
+    );
+    assert_eq!(
+        value(
+            &parsed,
+            "http_requests_total",
+            &[("route", "/empty"), ("status_code", "204")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&parsed, "http_requests_in_flight", &[("route", "/ok")]),
+        Some(0.0)
+    );
+}
