@@ -228,12 +228,14 @@ class Demo:
         sys.exit("demo did not start listening:\n" + self.output())
 
     def banner(self):
-        """The first line the demo prints (it binds, then prints: wait for it, bounded)."""
+        """The demo's banner line (it binds, then prints: wait for it, bounded). Its log goes
+        to the same file, and a warning (Redis unreachable) may come before the banner."""
         for _ in range(100):
-            if "\n" in self.output():
-                break
+            for line in self.output().splitlines():
+                if line.startswith("tower-bulwark demo"):
+                    return line
             time.sleep(0.05)
-        return self.output().splitlines()[0]
+        return self.output().splitlines()[0] if self.output() else ""
 
     def output(self):
         self.log.seek(0)
