@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, drive, BATCH};
+use common::{config, drive, json_2k, BATCH};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -42,23 +42,6 @@ use tower_bulwark::cache::{CacheLayer, EntityTag, ValidatorStore};
 
 type Req = Request<()>;
 type Res = Response<Full<Bytes>>;
-
-fn json_2k() -> Bytes {
-    let mut out = String::from("[");
-    let mut n = 0;
-    while out.len() < 2_000 {
-        if n > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!(
-            "{{\"id\":{n},\"name\":\"item {n}\",\"price\":{}.99}}",
-            n * 3
-        ));
-        n += 1;
-    }
-    out.push(']');
-    Bytes::from(out)
-}
 
 fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";

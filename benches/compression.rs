@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, drive_ok, BATCH};
+use common::{config, drive_ok, json_2k, BATCH};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::header::ACCEPT_ENCODING;
 use http::{Request, Response};
@@ -36,23 +36,6 @@ use tower::{Layer, Service};
 use tower_bulwark::compression::CompressionLayer;
 
 type Req = Request<()>;
-
-fn json_2k() -> Bytes {
-    let mut out = String::from("[");
-    let mut n = 0;
-    while out.len() < 2_000 {
-        if n > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!(
-            "{{\"id\":{n},\"name\":\"item {n}\",\"price\":{}.99}}",
-            n * 3
-        ));
-        n += 1;
-    }
-    out.push(']');
-    Bytes::from(out)
-}
 
 /// Reads a body to its end with a no-op waker (every body here is ready at once); the bytes.
 fn drain<B: Body<Data = Bytes>>(body: B) -> usize

@@ -135,3 +135,21 @@ pub fn config(measurement: Duration, samples: usize) -> Criterion {
         .warm_up_time(Duration::from_secs(1))
         .sample_size(samples)
 }
+
+/// A 2 KiB JSON array, the body the HTTP benches answer with (as `bench_server`'s `/json`).
+pub fn json_2k() -> Bytes {
+    let mut out = String::from("[");
+    let mut n = 0;
+    while out.len() < 2_000 {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "{{\"id\":{n},\"name\":\"item {n}\",\"price\":{}.99}}",
+            n * 3
+        ));
+        n += 1;
+    }
+    out.push(']');
+    Bytes::from(out)
+}
