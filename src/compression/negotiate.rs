@@ -123,7 +123,7 @@ pub(crate) fn negotiate(headers: &HeaderMap, offered: Offered) -> Encoding {
         seen = true;
         for element in line.as_bytes().split(|&b| b == b',') {
             let mut parts = element.split(|&b| b == b';');
-            let token = trim(parts.next().unwrap_or_default());
+            let token = parts.next().unwrap_or_default().trim_ascii();
             if token.is_empty() {
                 continue;
             }
@@ -177,14 +177,14 @@ pub(crate) fn negotiate(headers: &HeaderMap, offered: Offered) -> Encoding {
 fn weight<'a>(params: impl Iterator<Item = &'a [u8]>) -> Option<u16> {
     let mut weight = 1000;
     for param in params {
-        let param = trim(param);
+        let param = param.trim_ascii();
         let Some(value) = param
             .strip_prefix(b"q=")
             .or_else(|| param.strip_prefix(b"Q="))
         else {
             continue;
         };
-        weight = qvalue(trim(value))?;
+        weight = qvalue(value.trim_ascii())?;
     }
     Some(weight)
 }
@@ -208,16 +208,6 @@ fn qvalue(text: &[u8]) -> Option<u16> {
         b'1' if thousandths == 0 => Some(1000),
         _ => None,
     }
-}
-
-fn trim(mut bytes: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = bytes {
-        bytes = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = bytes {
-        bytes = rest;
-    }
-    bytes
 }
 
 #[cfg(test)]
